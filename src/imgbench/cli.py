@@ -1,0 +1,172 @@
+"""The ``imgbench`` command: models, datasets, plugins, run, report.
+
+Listing commands import no deep-learning framework. User errors exit 2 with a message that names the
+problem and the fix; ``run`` exits 1 when any job did not succeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import import_module
+from typing import Sequence
+
+from imgbench import __version__, paths
+from imgbench.errors import UsageError
+from imgbench.registry import Registry, get_registry
+
+# Subcommands whose arguments and behaviour live with the code they drive.
+DELEGATED: dict[str, tuple[str, str]] = {
+}
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("plugins and data")
+    group.add_argument("--plugins-dir", action="append", default=[], metavar="DIR",
+                       help="also load every *.py in DIR as a plugin (repeatable; env IMGBENCH_PLUGINS_DIR)")
+    group.add_argument("--block-plugin", action="append", default=[], metavar="NAME",
+                       help="do not load plugin NAME (repeatable; env IMGBENCH_BLOCK_PLUGINS=a,b)")
+    group.add_argument("--strict", action="store_true", help="fail when any plugin fails to load")
+    group.add_argument("--data-dir", metavar="DIR", help="local dataset copies (env IMGBENCH_DATA_DIR)")
+    return common
+
+
+def registry_from_args(args: argparse.Namespace) -> Registry:
+    from imgbench.plugins import blocked_from_env, default_plugin_dirs
+
+    dirs = default_plugin_dirs() + list(args.plugins_dir)
+    blocked = blocked_from_env() | set(args.block_plugin)
+    return get_registry(dirs, blocked, strict=args.strict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"imgbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+
+    models = sub.add_parser("models", parents=[common], help="list models (globs: 'keras/*', 'timm/resnet*')")
+    models.add_argument("patterns", nargs="*", metavar="PATTERN")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    datasets = sub.add_parser("datasets", parents=[common], help="list datasets and where each would load from")
+    datasets.add_argument("patterns", nargs="*", metavar="PATTERN")
+    datasets.add_argument("--json", action="store_true")
+    datasets.set_defaults(func=cmd_datasets)
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list plugins, their sources and load errors")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+
+    for name, (module, help_text) in DELEGATED.items():
+        command = sub.add_parser(name, parents=[common], help=help_text)
+        delegate = import_module(module)
+        delegate.add_arguments(command)
+        command.set_defaults(func=delegate.main)
+    return parser
+
+
+def _table(rows: list[dict], columns: Sequence[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    registry = registry_from_args(args)
+    globs = [p for p in args.patterns if any(ch in p for ch in "*?[")]
+    exact = [p for p in args.patterns if p not in globs]  # may be unlisted: timm/<any timm architecture>
+    specs = registry.models(globs) if globs or not exact else []
+    for pattern in globs:
+        if not registry.models([pattern]):
+            raise UsageError(f"no model matches {pattern!r}; families: "
+                             f"{', '.join(sorted({s.family + '/*' for s in registry.models()}))}")
+    specs += [registry.model(name) for name in exact]
+    rows = [{
+        "name": s.name, "family": s.family, "plugin": registry.model_plugin(s.name)[0], "style": s.style,
+        "min_size": s.min_size, "channels": ",".join(map(str, s.channels)), "pretrained": s.pretrained,
+        "description": s.description,
+    } for s in specs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows, ["name", "family", "plugin", "style", "min_size", "channels", "description"]))
+        print(f"{len(rows)} models")
+    _warn_plugin_errors(registry)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    registry = registry_from_args(args)
+    data_dir, cache_dir = paths.data_dir(args.data_dir), paths.cache_dir()
+    rows = []
+    for spec in registry.datasets(args.patterns):
+        where, detail = ("needs an argument", f"{spec.name}:/path/to/root") if spec.takes_arg else \
+            spec.locate(data_dir=data_dir, cache_dir=cache_dir, arg="")
+        h, w, c = spec.image_shape
+        rows.append({
+            "name": spec.name, "classes": len(spec.classes) or "any",
+            "shape": f"{h}x{w}x{c}" if h else "any",
+            "splits": "/".join(str(spec.split_sizes.get(k, "?")) for k in ("train", "val", "test")),
+            "source": where, "from": detail, "description": spec.description,
+            "class_names": list(spec.classes),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows, ["name", "classes", "shape", "splits", "source", "from"]))
+        print("splits are train/val/test image counts at the default validation size")
+    _warn_plugin_errors(registry)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = registry_from_args(args)
+    infos = registry.plugins
+    if args.json:
+        print(json.dumps([{
+            "name": p.name, "source": p.source.kind, "location": p.source.location,
+            "distribution": p.source.distribution, "version": p.source.version,
+            "models": list(p.models), "datasets": list(p.datasets), "executors": list(p.executors),
+            "errors": list(p.errors),
+        } for p in infos], indent=2))
+        return 0
+    for p in infos:
+        status = "FAILED" if p.errors and not (p.models or p.datasets or p.executors) else "ok"
+        print(f"{p.name}  [{p.source.kind}] {p.source.location}  {status}")
+        if p.models:
+            print(f"    models ({len(p.models)}): {', '.join(p.models)}")
+        if p.datasets:
+            print(f"    datasets: {', '.join(p.datasets)}")
+        if p.executors:
+            print(f"    executors: {', '.join(p.executors)}")
+        for error in p.errors:
+            print(f"    error: {error}")
+    if registry.blocked:
+        print(f"blocked: {', '.join(registry.blocked)}")
+    return 0
+
+
+def _warn_plugin_errors(registry: Registry) -> None:
+    if registry.errors:
+        print(f"warning: {len(registry.errors)} plugin error(s); see `imgbench plugins`:", file=sys.stderr)
+        for error in registry.errors:
+            print(f"  {error}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"imgbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

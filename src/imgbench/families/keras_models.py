@@ -1,0 +1,121 @@
+"""Built-in Keras 3 family (``keras/...``), run on the torch backend so the one engine trains every model.
+
+Registered through imgbench's own ``imgbench`` entry point, like any third-party plugin. Keras is imported
+only when a model is built; ``KERAS_BACKEND`` is set to ``torch`` first.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+from imgbench import ModelSpec, hookimpl
+
+# keras.applications constructors: (registry arch, keras name, style, min input size, description)
+APPLICATIONS = [
+    ("resnet50", "ResNet50", "resnet", 32, "ResNet-50 (He et al. 2015), bottleneck residual blocks"),
+    ("resnet50_v2", "ResNet50V2", "resnet", 32, "ResNet-50 v2, pre-activation residual blocks"),
+    ("densenet121", "DenseNet121", "densenet", 32, "DenseNet-121 (Huang et al. 2017), dense connectivity"),
+    ("inception_v3", "InceptionV3", "inception", 75, "Inception v3 (Szegedy et al. 2016)"),
+    ("xception", "Xception", "inception", 71, "Xception (Chollet 2017), depthwise-separable Inception"),
+    ("mobilenet_v2", "MobileNetV2", "mobile", 32, "MobileNetV2 (Sandler et al. 2018), inverted residuals"),
+    ("mobilenet_v3_small", "MobileNetV3Small", "mobile", 32, "MobileNetV3-Small (Howard et al. 2019)"),
+    ("efficientnet_b0", "EfficientNetB0", "efficient", 32, "EfficientNet-B0 (Tan & Le 2019)"),
+    ("efficientnet_v2_b0", "EfficientNetV2B0", "efficient", 32, "EfficientNetV2-B0 (Tan & Le 2021)"),
+    ("convnext_tiny", "ConvNeXtTiny", "convnext", 32, "ConvNeXt-Tiny (Liu et al. 2022)"),
+    ("vgg16", "VGG16", "cnn", 32, "VGG-16 (Simonyan & Zisserman 2014), plain deep CNN"),
+]
+# These constructors normalise raw 0-255 pixels themselves unless told not to; imgbench feeds every model
+# the same normalised tensors, so their built-in preprocessing is switched off.
+HAS_PREPROCESSING_FLAG = {"MobileNetV3Small", "EfficientNetV2B0", "ConvNeXtTiny"}
+
+
+def _keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(
+            f"Keras is running on the {keras.backend.backend()!r} backend; imgbench needs 'torch'. "
+            "Set KERAS_BACKEND=torch before anything imports keras."
+        )
+    return keras
+
+
+def _wrap(keras_model):
+    from imgbench.modules import KerasModule
+
+    return KerasModule(keras_model)
+
+
+def build_mnist_convnet(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+    """The keras-io "Simple MNIST convnet" (conv32-pool-conv64-pool-dropout-dense)."""
+    keras = _keras()
+    layers = keras.layers
+    net = keras.Sequential([
+        keras.Input((image_size, image_size, in_chans)),
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dropout(0.5),
+        layers.Dense(num_classes),
+    ], name="mnist_convnet")
+    return _wrap(net)
+
+
+def build_flowers_cnn(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+    """The TensorFlow image-classification tutorial CNN (three conv-pool stages, dropout, dense 128).
+
+    The tutorial's Rescaling layer is left out: imgbench feeds normalised inputs to every model.
+    """
+    keras = _keras()
+    layers = keras.layers
+    net = keras.Sequential([
+        keras.Input((image_size, image_size, in_chans)),
+        layers.Conv2D(16, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Dropout(0.2),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(num_classes),
+    ], name="flowers_cnn")
+    return _wrap(net)
+
+
+def build_application(keras_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+    """A ``keras.applications`` architecture, from scratch (or on ImageNet weights) for this input shape."""
+    keras = _keras()
+    constructor = getattr(keras.applications, keras_name)
+    options = {"include_preprocessing": False} if keras_name in HAS_PREPROCESSING_FLAG else {}
+    shape = (image_size, image_size, in_chans)
+    if not pretrained:
+        net = constructor(weights=None, input_shape=shape, classes=num_classes, classifier_activation=None, **options)
+        return _wrap(net)
+    if in_chans != 3:
+        raise ValueError("ImageNet weights need 3 input channels")
+    base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
+    inputs = keras.Input(shape)
+    outputs = keras.layers.Dense(num_classes)(base(inputs))
+    return _wrap(keras.Model(inputs, outputs, name=f"{keras_name}_finetune"))
+
+
+@hookimpl
+def imgbench_models() -> list[ModelSpec]:
+    specs = [
+        ModelSpec("keras/mnist_convnet", build_mnist_convnet, "keras-io Simple MNIST convnet (2 conv + dense)",
+                  style="cnn", min_size=10),
+        ModelSpec("keras/flowers_cnn", build_flowers_cnn, "TensorFlow flowers-tutorial CNN (3 conv + dense 128)",
+                  style="cnn", min_size=8),
+    ]
+    specs += [
+        ModelSpec(f"keras/{arch}", partial(build_application, keras_name), f"keras.applications {description}",
+                  style=style, min_size=min_size, pretrained=True)
+        for arch, keras_name, style, min_size, description in APPLICATIONS
+    ]
+    return specs

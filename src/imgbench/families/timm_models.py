@@ -1,0 +1,81 @@
+"""Built-in timm family (``timm/...``): a curated list, plus any other timm architecture by its timm name.
+
+Registered through imgbench's own ``imgbench`` entry point, like any third-party plugin. timm is imported
+only when a model is built, or when a name outside the curated list is resolved.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from imgbench import ModelSpec, hookimpl
+
+# (registry arch, timm name, style, min input size, description)
+CURATED = [
+    ("resnet18", "resnet18", "resnet", 8, "ResNet-18, basic residual blocks"),
+    ("resnet50", "resnet50", "resnet", 8, "ResNet-50, bottleneck residual blocks"),
+    ("densenet121", "densenet121", "densenet", 32, "DenseNet-121, dense connectivity"),
+    ("inception_v3", "inception_v3", "inception", 75, "Inception v3"),
+    ("xception41", "xception41", "inception", 8, "Aligned Xception-41, depthwise-separable Inception"),
+    ("mobilenetv3_small_100", "mobilenetv3_small_100", "mobile", 8, "MobileNetV3-Small 1.0x"),
+    ("mobilenetv3_large_100", "mobilenetv3_large_100", "mobile", 8, "MobileNetV3-Large 1.0x"),
+    ("efficientnet_b0", "efficientnet_b0", "efficient", 8, "EfficientNet-B0"),
+    ("regnety_002", "regnety_002", "resnet", 8, "RegNetY-200MF, a designed-space ResNet"),
+    ("convnext_nano", "convnext_nano", "convnext", 32, "ConvNeXt-Nano"),
+    ("ghostnet_100", "ghostnet_100", "mobile", 8, "GhostNet 1.0x"),
+]
+# Vision transformers get img_size set to the data and a patch size that leaves a useful token grid.
+TRANSFORMERS = [
+    ("vit_tiny", "vit_tiny_patch16_224", "ViT-Tiny; img_size set to the data, patch size adapted to it"),
+    ("deit_tiny", "deit_tiny_patch16_224", "DeiT-Tiny; img_size set to the data, patch size adapted to it"),
+]
+PATCH_SIZES = (16, 8, 4, 2)
+MIN_TOKENS_PER_SIDE = 7
+
+
+def build_timm(timm_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False, **extra):
+    import timm
+
+    return timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **extra)
+
+
+def patch_size_for(image_size: int) -> int:
+    """The largest standard patch size that divides the image and leaves at least 7 tokens a side."""
+    for patch in PATCH_SIZES:
+        if image_size % patch == 0 and image_size // patch >= MIN_TOKENS_PER_SIDE:
+            return patch
+    return 1
+
+
+def build_transformer(timm_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+    patch = patch_size_for(image_size)
+    return build_timm(timm_name, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
+                      pretrained=pretrained, img_size=image_size, patch_size=patch)
+
+
+@hookimpl
+def imgbench_models() -> list[ModelSpec]:
+    specs = [
+        ModelSpec(f"timm/{arch}", partial(build_timm, timm_name), f"timm {description}", style=style,
+                  min_size=min_size, pretrained=True)
+        for arch, timm_name, style, min_size, description in CURATED
+    ]
+    specs += [
+        ModelSpec(f"timm/{arch}", partial(build_transformer, timm_name), f"timm {description}", style="transformer",
+                  min_size=14, pretrained=True)
+        for arch, timm_name, description in TRANSFORMERS
+    ]
+    return specs
+
+
+@hookimpl
+def imgbench_resolve_model(name: str) -> ModelSpec | None:
+    namespace, _, timm_name = name.partition("/")
+    if namespace != "timm":
+        return None
+    import timm
+
+    if not timm.is_model(timm_name):
+        return None
+    return ModelSpec(name, partial(build_timm, timm_name), f"timm {timm_name} (not curated; defaults as timm)",
+                     style="other", min_size=32, pretrained=True)

@@ -1,0 +1,59 @@
+"""Where data, caches and results live, and how to write files so that a crash never leaves half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+DATA_DIR_ENV = "IMGBENCH_DATA_DIR"  # local copies: <dir>/mnist, <dir>/cifar10, <dir>/flowers
+CACHE_DIR_ENV = "IMGBENCH_CACHE_DIR"  # downloads and decoded arrays
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path | None:
+    """The folder of local dataset copies: ``--data-dir``, else ``IMGBENCH_DATA_DIR``, else none."""
+    value = override or os.environ.get(DATA_DIR_ENV)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """The per-user cache: ``IMGBENCH_CACHE_DIR`` or the platform's user cache folder."""
+    value = override or os.environ.get(CACHE_DIR_ENV)
+    return Path(value).expanduser().resolve() if value else Path(platformdirs.user_cache_dir("imgbench"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays, paths: the common non-JSON types in results
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

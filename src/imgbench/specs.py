@@ -1,0 +1,100 @@
+"""The small frozen records that plugins return from their hooks.
+
+A plugin module imports these (and ``hookimpl``) from ``imgbench`` and nothing else. Nothing here imports a
+deep-learning framework: a spec carries a *builder* callable that does the heavy imports when it is called,
+so listing names stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model architecture a plugin offers.
+
+    ``build(num_classes=..., in_chans=..., image_size=..., pretrained=...)`` returns a ``torch.nn.Module``
+    that maps a float tensor ``(N, in_chans, image_size, image_size)`` to logits ``(N, num_classes)``.
+    The registry never calls it with ``image_size < min_size``: smaller inputs are resized up first.
+    """
+
+    name: str  # namespaced: "keras/resnet50", "timm/resnet18", "<plugin>/<arch>"
+    build: Callable[..., "torch.nn.Module"]
+    description: str
+    family: str = ""  # defaults to the namespace
+    style: str = "cnn"  # cnn, resnet, densenet, inception, mobile, efficient, convnext, transformer, ...
+    min_size: int = 1  # smallest square input the architecture accepts
+    channels: tuple[int, ...] = (1, 3)  # input channel counts it can be built for
+    pretrained: bool = False  # whether ImageNet weights can be requested (downloaded on first use)
+
+    def __post_init__(self) -> None:
+        namespace, sep, arch = self.name.partition("/")
+        if not sep or not namespace or not arch or "/" in arch:
+            raise ValueError(f"model name {self.name!r} must look like '<namespace>/<arch>'")
+        if not self.family:
+            object.__setattr__(self, "family", namespace)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as uint8 ``(N, H, W, C)`` and labels as int64 ``(N,)``."""
+
+    x: Any  # numpy.ndarray
+    y: Any  # numpy.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """What a dataset loader returns: three splits at the requested resolution, with provenance."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    val: Split
+    test: Split
+    fingerprint: str  # source checksums + split + preprocessing; recorded by every result
+    source: str  # where it was loaded from, for the record
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset a plugin offers.
+
+    ``load(*, image_size, val_size, seed, data_dir, cache_dir, arg)`` returns a :class:`LoadedDataset`;
+    ``image_size=0`` keeps the native resolution, ``arg`` is the text after ``name:`` (``imagefolder:/path``).
+    ``locate(*, data_dir, cache_dir, arg)`` says where a load would come from without loading:
+    ``("local" | "cache" | "download" | "missing", detail)``.
+    """
+
+    name: str
+    load: Callable[..., LoadedDataset]
+    locate: Callable[..., tuple[str, str]]
+    description: str
+    classes: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] = (0, 0, 0)  # native (H, W, C); 0 where it varies
+    split_sizes: Mapping[str, int] = field(default_factory=dict)  # train/val/test image counts
+    takes_arg: bool = False  # True for parameterised datasets such as imagefolder:/path
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """One way to run a grid of jobs (``local``, ``dask``, ...).
+
+    ``create(**options)`` returns an object with ``run(jobs, on_result)``; see :mod:`imgbench.runner`.
+    """
+
+    name: str
+    create: Callable[..., Any]
+    description: str
