@@ -32,9 +32,9 @@ class UnknownNameError(UsageError, LookupError):
     """An unknown model, dataset or executor name; the message suggests close matches."""
 
     def __init__(self, kind: str, name: str, known: Sequence[str]) -> None:
-        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-        if not close:  # also match on the part after the namespace: "resnet18" -> "timm/resnet18"
-            close = [k for k in known if k.rpartition("/")[2] == name.rpartition("/")[2]][:5]
+        # Same architecture in another namespace first ("resnet18" -> "timm/resnet18"), then spelling.
+        same_arch = [k for k in known if k.rpartition("/")[2] == name.rpartition("/")[2]]
+        close = list(dict.fromkeys(same_arch + difflib.get_close_matches(name, known, n=5, cutoff=0.6)))[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         super().__init__(f"unknown {kind} {name!r}{hint} (list them with `imgbench {kind}s`)")
         self.name = name
@@ -83,7 +83,7 @@ class Registry:
     def _collect(self, hook_name: str, spec_type: type, kind: str) -> _Collected:
         collected = _Collected()
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # pluggy keeps them last-registered-first
+        for impl in hook.get_hookimpls():  # registration order: built-ins, entry points, files
             plugin = impl.plugin_name
             location = self.sources[plugin].location if plugin in self.sources else plugin
             try:

@@ -21,6 +21,7 @@ CURATED = [
     ("mobilenetv3_large_100", "mobilenetv3_large_100", "mobile", 8, "MobileNetV3-Large 1.0x"),
     ("efficientnet_b0", "efficientnet_b0", "efficient", 8, "EfficientNet-B0"),
     ("regnety_002", "regnety_002", "resnet", 8, "RegNetY-200MF, a designed-space ResNet"),
+    ("repvgg_a0", "repvgg_a0", "cnn", 8, "RepVGG-A0, a plain VGG-style CNN (3x3 convs; branches only while training)"),
     ("convnext_nano", "convnext_nano", "convnext", 32, "ConvNeXt-Nano"),
     ("ghostnet_100", "ghostnet_100", "mobile", 8, "GhostNet 1.0x"),
 ]

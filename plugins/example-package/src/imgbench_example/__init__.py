@@ -1,0 +1,1 @@
+"""An example imgbench plugin package (see plugin.py)."""

@@ -1,0 +1,25 @@
+"""The hook module named by this package's `imgbench` entry point.
+
+It registers `example/mlp`, a two-layer perceptron over the flattened image: a useful floor for any
+benchmark (a convnet that cannot beat it on a dataset is not learning spatial structure).
+"""
+
+from imgbench import ModelSpec, hookimpl
+
+HIDDEN = 256
+
+
+def build_mlp(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_chans * image_size * image_size, HIDDEN),
+        nn.ReLU(inplace=True),
+        nn.Linear(HIDDEN, num_classes),
+    )
+
+
+@hookimpl
+def imgbench_models():
+    return [ModelSpec("example/mlp", build_mlp, f"two-layer perceptron, {HIDDEN} hidden units (example package)", style="mlp")]
