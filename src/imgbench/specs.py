@@ -72,7 +72,7 @@ class LoadedDataset:
 class DatasetSpec:
     """One dataset a plugin offers.
 
-    ``load(*, image_size, val_size, seed, data_dir, cache_dir, arg)`` returns a :class:`LoadedDataset`;
+    ``load(*, image_size, val_size, data_dir, cache_dir, arg)`` returns a :class:`LoadedDataset`;
     ``image_size=0`` keeps the native resolution, ``arg`` is the text after ``name:`` (``imagefolder:/path``).
     ``locate(*, data_dir, cache_dir, arg)`` says where a load would come from without loading:
     ``("local" | "cache" | "download" | "missing", detail)``.

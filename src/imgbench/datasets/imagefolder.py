@@ -1,0 +1,182 @@
+"""Folder-per-class image trees: ``imagefolder:/path``, the CIFAR-10 PNG layout, extracted flowers, and
+any plugin's own folder dataset through :func:`imagefolder_dataset`.
+
+Two layouts are recognised: ``root/<class>/...`` (no official split: a test set is held out by content) and
+``root/train/<class>/...`` with ``root/test/<class>/...`` (the official split is kept). Class names are the
+sorted folder names; images in nested folders count for their top class folder. Every image is decoded to
+RGB, resized on its shorter side and center-cropped to a square (:data:`DEFAULT_SIZE` px unless asked).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from imgbench.datasets import splits
+from imgbench.datasets.errors import DatasetError
+from imgbench.datasets.images import RESIZE_METHOD, decode_files
+from imgbench.datasets.manifest import folder_content
+from imgbench.datasets.store import Decoded, check_image_size, hex_digests, load_dataset
+from imgbench.errors import UsageError
+from imgbench.specs import DatasetSpec, LoadedDataset
+
+DEFAULT_SIZE = 128  # px, for image_size=0: keeps detail in photos while a CPU epoch stays affordable
+TEST_FRACTION = 0.1  # held out as test when a tree has no train/test folders
+DEFAULT_VAL_SIZE = 1 / 9  # with TEST_FRACTION: 80/10/10 of all images
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SPLIT_FOLDERS = ("train", "test")
+IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))
+
+
+@dataclass(frozen=True)
+class FolderTree:
+    """The images of a tree, official train first then official test, each part in sorted path order."""
+
+    root: Path
+    relpaths: tuple[str, ...]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    n_official_train: int | None
+
+
+def is_split_layout(root: Path) -> bool:
+    return all((root / part).is_dir() for part in SPLIT_FOLDERS)
+
+
+def class_folders(folder: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    except OSError as exc:
+        raise UsageError(f"cannot read image folder {folder}: {exc.strerror}; pass a folder that holds one "
+                         f"subfolder of images per class") from exc
+
+
+def scan_tree(root: Path, expected_classes: Sequence[str] | None = None) -> FolderTree:
+    """List a tree's images and labels; ``expected_classes`` fixes the names and their label order."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise UsageError(f"image folder {root} does not exist; pass a folder with one subfolder per class")
+    parts = [root / p for p in SPLIT_FOLDERS] if is_split_layout(root) else [root]
+    if len(parts) == 2 and (root / "val").is_dir():
+        raise DatasetError(f"{root / 'val'} would be ignored: validation is carved from train/ by val_size. "
+                           f"Move its images into {root / 'train'} (same class folders).")
+    found = class_folders(parts[0])
+    classes = tuple(expected_classes) if expected_classes is not None else tuple(found)
+    relpaths: list[str] = []
+    labels: list[int] = []
+    n_train = None
+    for part in parts:
+        present = class_folders(part)
+        unknown = sorted(set(present) - set(classes))
+        missing = sorted(set(classes) - set(present))
+        if unknown or missing or not classes:
+            raise DatasetError(f"{part} should hold one folder per class {list(classes) or '(none found)'}"
+                               + (f"; missing {missing}" if missing else "")
+                               + (f"; unexpected {unknown}" if unknown else ""))
+        prefix = "" if part == root else f"{part.name}/"
+        for label, name in enumerate(classes):
+            files = _images_under(str(part / name), f"{prefix}{name}/")
+            if not files:
+                raise DatasetError(f"class folder {part / name} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            relpaths += files
+            labels += [label] * len(files)
+        if part.name == "train" and len(parts) == 2:
+            n_train = len(relpaths)
+    return FolderTree(root, tuple(relpaths), np.asarray(labels, dtype=np.int64), classes, n_train)
+
+
+def _images_under(folder: str, prefix: str) -> list[str]:
+    """Sorted relative paths (``prefix`` + path below ``folder``) of the images in ``folder``, at any depth.
+
+    Plain strings, not Path objects: a tree of 20,000 files is scanned on every warm load.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        below = dirpath[len(folder) + 1:]
+        base = f"{prefix}{below}/" if below else prefix
+        found += [base + f for f in filenames
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+    return sorted(found)
+
+
+def load_tree(tree: FolderTree, *, name: str, image_size: int, val_size: float, cache_dir: Path,
+              source: str, default_size: int = DEFAULT_SIZE) -> LoadedDataset:
+    """Decode (once, cached) and split a scanned tree."""
+    size = check_image_size(image_size, default_size)
+    val_size = splits.check_val_size(val_size)
+    hashes, content_fingerprint = folder_content(tree.root, tree.relpaths, cache_dir)
+
+    def decode() -> Decoded:
+        x = decode_files([tree.root / rel for rel in tree.relpaths], size, desc=f"decoding {name}")
+        return Decoded(x=x, y=tree.labels, digests=hex_digests(hashes), n_official_train=tree.n_official_train)
+
+    return load_dataset(
+        name=name, classes=tree.classes, cache_dir=cache_dir, val_size=val_size, test_fraction=TEST_FRACTION,
+        source_fingerprint=f"{content_fingerprint}|classes={','.join(tree.classes)}",
+        preprocessing={"size": size, "resize": RESIZE_METHOD, "channels": 3},
+        decode=decode, source=source,
+    )
+
+
+def split_plan(tree: FolderTree, val_size: float, cache_dir: Path) -> dict[str, list[str]]:
+    """Which files each split gets (relative paths), without decoding: for audits and leak tests."""
+    hashes, _ = folder_content(tree.root, tree.relpaths, cache_dir)
+    index = splits.split(tree.labels, hex_digests(hashes), n_official_train=tree.n_official_train,
+                         val_size=splits.check_val_size(val_size), test_fraction=TEST_FRACTION)
+    return {part: [tree.relpaths[i] for i in getattr(index, part)] for part in ("train", "val", "test")}
+
+
+# -- the `imagefolder:/path` dataset and the helper for plugins --------------------------------------------------
+
+def _load_arg(*, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
+              arg: str = "") -> LoadedDataset:
+    if not arg:
+        raise UsageError("imagefolder needs a folder: imagefolder:/path/to/root")
+    tree = scan_tree(Path(arg))
+    return load_tree(tree, name=f"imagefolder:{arg}", image_size=image_size, val_size=val_size,
+                     cache_dir=cache_dir, source=f"local: {tree.root}")
+
+
+def _locate_root(root: str | Path, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+    folder = Path(root or arg).expanduser()
+    if not str(root or arg):
+        return "missing", "needs a folder: imagefolder:/path/to/root"
+    return ("local", str(folder.resolve())) if folder.is_dir() else ("missing", f"{folder} does not exist")
+
+
+def imagefolder_dataset(name: str, root: str | Path, *, description: str = "",
+                        default_size: int = DEFAULT_SIZE) -> DatasetSpec:
+    """A :class:`DatasetSpec` for a folder-per-class tree at ``root``, for a plugin to return from its
+    ``imgbench_datasets`` hook. Listing reads only the class folder names; nothing is decoded until loaded.
+
+    Example (a plugin file)::
+
+        @imgbench.hookimpl
+        def imgbench_datasets():
+            return [imagefolder_dataset("pets", "/data/pets", description="Oxford pets, my copy")]
+    """
+    root = Path(root).expanduser()
+    classes: tuple[str, ...] = ()
+    if root.is_dir():
+        classes = tuple(class_folders(root / "train" if is_split_layout(root) else root))
+
+    def load(*, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path, arg: str = "") -> LoadedDataset:
+        tree = scan_tree(root)
+        return load_tree(tree, name=name, image_size=image_size, val_size=val_size, cache_dir=cache_dir,
+                         source=f"local: {tree.root}", default_size=default_size)
+
+    return DatasetSpec(name=name, load=load, locate=partial(_locate_root, root), classes=classes,
+                       description=description or f"images in class folders under {root}")
+
+
+IMAGEFOLDER = DatasetSpec(
+    name="imagefolder", load=_load_arg, locate=partial(_locate_root, ""), takes_arg=True,
+    description=f"any folder-per-class tree: imagefolder:/path (root/<class>/ or root/train|test/<class>/; "
+                f"{DEFAULT_SIZE}px square unless image_size is set)",
+)
