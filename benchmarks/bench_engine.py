@@ -1,0 +1,164 @@
+"""How much the engine adds: the same model, data and steps through ``run_job`` and through a bare loop.
+
+    python benchmarks/bench_engine.py                      # keras/mnist_convnet, MNIST-shaped data
+    python benchmarks/bench_engine.py --model timm/resnet18 --repeats 5 --threads 1
+
+Training: the engine's train phase (every step, its optimiser/schedule set-up and bookkeeping included)
+against a minimal hand-written PyTorch loop over pre-normalised float tensors, same optimiser and steps.
+Each is run ``--repeats`` times, interleaved and alternating which goes first; the median of the paired
+ratios must be at most 1.05 (the ratio of the fastest runs is printed too). Inference: the engine's
+``infer_throughput`` against a plain ``no_grad`` timing loop over the bare-trained model on the same
+images; the median of the paired ratios must be within 5%. Exits 1 when a target is missed. On a shared machine,
+``--threads 1`` and more repeats steady the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from imgbench import LoadedDataset, Split  # noqa: E402
+from imgbench.engine import run_job  # noqa: E402
+from imgbench.engine.timing import WARMUP_SHARE  # noqa: E402
+from imgbench.engine.train import seed_everything  # noqa: E402
+from imgbench.registry import get_registry  # noqa: E402
+
+TRAIN_RATIO_TARGET = 1.05
+INFER_AGREEMENT_TARGET = 0.05
+CLASSES = 10
+SEED = 0
+
+
+def synthetic_mnist(n_train: int, n_test: int, size: int) -> LoadedDataset:
+    """MNIST-shaped uint8 data (one channel, ten classes); no validation split, so no val passes are timed."""
+    rng = np.random.default_rng(SEED)
+
+    def split(n: int) -> Split:
+        return Split(rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8), np.arange(n) % CLASSES)
+
+    return LoadedDataset("bench", tuple(map(str, range(CLASSES))), split(n_train), split(0), split(n_test),
+                         "bench", "synthetic")
+
+
+def build(model_name: str, size: int) -> torch.nn.Module:
+    """The model as the engine prepares it on a CPU (that .to() makes Keras models several % faster)."""
+    model = get_registry().build_model(model_name, num_classes=CLASSES, in_chans=1, image_size=size)
+    return model.to(memory_format=torch.contiguous_format)
+
+
+def engine_train(model: str, data: LoadedDataset, args: argparse.Namespace) -> dict:
+    result = run_job(model, data, seed=SEED, progress=False, epochs=args.epochs, batch_size=args.batch_size,
+                     optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_epochs=0.0,
+                     label_smoothing=0.0, augment="none", bench_seconds=args.bench_seconds)
+    return result.metrics
+
+
+def bare_train(model_name: str, data: LoadedDataset, args: argparse.Namespace) -> tuple[float, torch.nn.Module]:
+    """Seconds for the same steps in the plainest loop (index, forward, loss, backward, step), and the model."""
+    seed_everything(SEED)
+    model = build(model_name, data.train.x.shape[1])
+    x = torch.from_numpy(data.train.x).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
+    x = x.clone(memory_format=torch.contiguous_format)  # plain NCHW strides, as the engine feeds
+    y = torch.from_numpy(data.train.y)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    steps = len(y) // args.batch_size
+    start = time.perf_counter()
+    model.train()
+    for _epoch in range(args.epochs):
+        order = torch.randperm(len(y))
+        for step in range(steps):
+            index = order[step * args.batch_size:(step + 1) * args.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - start, model
+
+
+def plain_inference(model: torch.nn.Module, data: LoadedDataset, args: argparse.Namespace) -> float:
+    """Images/s of ``model(x)`` under no_grad on the engine's test images, after a warm-up as long as its."""
+    images = data.test.x[: args.batch_size].astype(np.float32)
+    images = (images - data.train.x.mean()) / data.train.x.std()
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
+    model.eval()
+    with torch.no_grad():
+        start = time.perf_counter()
+        while time.perf_counter() - start < WARMUP_SHARE * args.bench_seconds:
+            model(batch)
+        iterations, start = 0, time.perf_counter()
+        while time.perf_counter() - start < args.bench_seconds or iterations < 3:
+            model(batch)
+            iterations += 1
+        return iterations * args.batch_size / (time.perf_counter() - start)
+
+
+def bare_run(model_name: str, data: LoadedDataset, args: argparse.Namespace) -> tuple[float, float]:
+    """The bare loop's training seconds and the plain loop's inference throughput on the model it trained."""
+    seconds, model = bare_train(model_name, data, args)
+    return seconds, plain_inference(model, data, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="keras/mnist_convnet")
+    parser.add_argument("--train-images", type=int, default=4096)
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bench-seconds", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = synthetic_mnist(args.train_images, args.batch_size, args.image_size)
+
+    engine_s, bare_s, engine_infer, plain_infer = [], [], [], []
+    for repeat in range(args.repeats):  # interleaved, alternating which goes first (the second runs warmer)
+        if repeat % 2:
+            bare = bare_run(args.model, data, args)
+        metrics = engine_train(args.model, data, args)
+        if not repeat % 2:
+            bare = bare_run(args.model, data, args)
+        engine_s.append(metrics["train_time_s"])
+        engine_infer.append(metrics["infer_throughput"])
+        bare_s.append(bare[0])
+        plain_infer.append(bare[1])
+        print(f"repeat {repeat + 1}: engine train {engine_s[-1]:.2f} s, bare {bare_s[-1]:.2f} s; "
+              f"inference engine {engine_infer[-1]:.0f} img/s, plain {plain_infer[-1]:.0f} img/s", flush=True)
+
+    # each engine run against the bare run beside it (same machine load), then the median over repeats
+    ratio = statistics.median(e / b for e, b in zip(engine_s, bare_s))
+    # each engine figure against the plain loop timed right after it, so both saw the same machine load
+    agreement = statistics.median(e / p for e, p in zip(engine_infer, plain_infer)) - 1
+    figures = {
+        "model": args.model, "device": metrics["device"], "threads": torch.get_num_threads(),
+        "steps": args.epochs * (args.train_images // args.batch_size), "batch_size": args.batch_size,
+        "engine_train_s": engine_s, "bare_train_s": bare_s, "train_time_ratio": ratio,
+        "train_time_ratio_fastest": min(engine_s) / min(bare_s),
+        "engine_infer_per_s": statistics.median(engine_infer), "plain_infer_per_s": statistics.median(plain_infer),
+        "infer_relative_difference": agreement, "engine_train_throughput": metrics["train_throughput"],
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        from imgbench.paths import atomic_write_json
+
+        atomic_write_json(args.json, figures)
+    ok = ratio <= TRAIN_RATIO_TARGET and abs(agreement) <= INFER_AGREEMENT_TARGET
+    print(f"train time ratio {ratio:.3f} (target <= {TRAIN_RATIO_TARGET}), inference difference "
+          f"{agreement:+.1%} (target within {INFER_AGREEMENT_TARGET:.0%}): {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

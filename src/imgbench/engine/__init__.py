@@ -1,0 +1,10 @@
+"""The one training and evaluation engine every model goes through.
+
+``run_job`` trains, tests and times one model on one dataset and writes its job folder; ``resolve_recipe``
+checks parameters without importing a framework (the runner calls it before any job starts).
+"""
+
+from imgbench.engine.job import JobResult, run_job
+from imgbench.engine.recipe import RECIPE_FIELDS, Recipe, config_hash, resolve_recipe
+
+__all__ = ["JobResult", "RECIPE_FIELDS", "Recipe", "config_hash", "resolve_recipe", "run_job"]

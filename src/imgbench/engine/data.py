@@ -1,0 +1,124 @@
+"""Images from uint8 arrays to normalised model inputs: stratified subsets, device placement, batching and
+on-device augmentation.
+
+Splits stay uint8 (a quarter of the memory of floats) and are held on the accelerator when they fit, so a
+batch is one index, one cast and one fused normalisation on the device, with augmentation done there too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imgbench.errors import UsageError
+from imgbench.specs import Split
+
+SUBSET_SEED = 0  # the same subset for every model and seed, so their results compare
+STATS_IMAGES = 5000  # channel mean/std are estimated on at most this many training images
+PAD_FRACTION = 1 / 8  # random-crop padding as a share of the image side (4 px at 32 px)
+DEVICE_DATA_SHARE = 0.5  # hold the data on the GPU when it needs at most this share of free memory
+
+
+def stratified_subset(split: Split, n: int, parameter: str) -> tuple[Split, np.ndarray]:
+    """A class-stratified subset of ``n`` images (all when ``n`` is 0 or too large) and their indices."""
+    indices = np.arange(len(split))
+    if n == 0 or n >= len(split):
+        return split, indices
+    from sklearn.model_selection import train_test_split
+
+    try:
+        chosen, _ = train_test_split(indices, train_size=n, stratify=split.y, random_state=SUBSET_SEED)
+    except ValueError as exc:
+        raise UsageError(f"{parameter}={n} cannot be a stratified subset of {len(split)} images ({exc}); "
+                         f"use 0 for all or a number of at least one image per class") from exc
+    chosen = np.sort(chosen)
+    return Split(split.x[chosen], split.y[chosen]), chosen
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (0-255 scale) of uint8 NHWC images, from an evenly spaced sample."""
+    sample = x[:: max(1, len(x) // STATS_IMAGES)].reshape(-1, x.shape[-1]).astype(np.float32)
+    return sample.mean(0), np.maximum(sample.std(0), 1.0)
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True  # CPU: already in memory; MPS: unified memory
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_DATA_SHARE * free
+
+
+class ImageBatches:
+    """One split as uint8 NCHW on (or pinned for) a device, served as normalised float batches."""
+
+    def __init__(self, split: Split, device: torch.device, mean: np.ndarray, std: np.ndarray,
+                 memory_format: torch.memory_format, on_device: bool) -> None:
+        x = torch.from_numpy(np.ascontiguousarray(split.x)).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
+        # a real copy in the wanted layout: .contiguous() would keep NHWC strides when there is one channel
+        x = torch.empty_like(x, memory_format=memory_format).copy_(x)
+        y = torch.from_numpy(np.asarray(split.y, dtype=np.int64))
+        home = device if on_device else torch.device("cpu")
+        self.x, self.y = x.to(home), y.to(home)
+        if device.type == "cuda" and not on_device:
+            self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
+        self.device = device
+        self.memory_format = memory_format
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.inv_std = (1.0 / torch.tensor(std, dtype=torch.float32, device=device)).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def steps(self, batch_size: int, drop_last: bool) -> int:
+        if drop_last and len(self) >= batch_size:
+            return len(self) // batch_size
+        return math.ceil(len(self) / batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised ``(x, y)`` batches, shuffled when a generator is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.x.device) if generator is not None else None
+        size = min(batch_size, n)
+        for step in range(self.steps(size, drop_last)):
+            index = slice(step * size, (step + 1) * size)
+            picked = order[index] if order is not None else index
+            yield self.inputs(self.x[picked]), self.y[picked].to(self.device, non_blocking=True)
+
+    def inputs(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        x = x_uint8.to(self.device, non_blocking=True).float()
+        return ((x - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
+
+
+class Augmenter:
+    """Random shifts (zero padding = the mean colour after normalisation) and horizontal flips, per image."""
+
+    def __init__(self, kind: str, image_size: int, device: torch.device, seed: int,
+                 memory_format: torch.memory_format) -> None:
+        self.memory_format = memory_format
+        self.pad = round(image_size * PAD_FRACTION) if kind in ("crop", "flip_crop") else 0
+        self.flip = kind == "flip_crop"
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = self._shift(x)
+        if self.flip:
+            flipped = torch.rand(len(x), device=x.device, generator=self.generator) < 0.5
+            x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(3), x)
+        return x
+
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        pad, device = self.pad, x.device
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), device=device, generator=self.generator)
+        rows = (dy + torch.arange(h, device=device)).view(n, 1, h, 1)
+        cols = (dx + torch.arange(w, device=device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=device).view(n, 1, 1, 1)
+        channel = torch.arange(c, device=device).view(1, c, 1, 1)
+        return padded[batch, channel, rows, cols].contiguous(memory_format=self.memory_format)

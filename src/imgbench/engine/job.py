@@ -1,0 +1,181 @@
+"""``run_job``: one model, one dataset, one seed, one recipe -> a trained, tested and timed job folder.
+
+Phases, in order: load data, build the model (after seeding), compile (opt-in), train (val after each
+epoch, for selection only), test the final model, count FLOPs, time inference. A diverged loss or an
+out-of-memory error stops the job with status ``diverged`` / ``oom``; metrics.json is written either way.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from imgbench import paths
+from imgbench.engine.recipe import Recipe, config_hash, resolve_recipe
+from imgbench.engine.record import empty_metrics, provenance, write_job
+from imgbench.errors import UsageError
+from imgbench.specs import LoadedDataset
+
+EVALUATED_MODEL = "final"  # the model after the last epoch is tested; val only picks best_val_accuracy
+
+
+@dataclass
+class JobResult:
+    status: str  # ok | diverged | oom
+    metrics: dict[str, Any]  # exactly what metrics.json holds
+    history: list[dict[str, Any]]  # one dict per epoch (history.csv)
+    predictions: pd.DataFrame  # one row per test image (predictions.csv); empty unless status is ok
+    out_dir: Path | None
+
+
+class Phases:
+    """Wall time per phase, in seconds."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir: Path | str | None = None,
+            registry: Any = None, data_dir: Path | str | None = None, progress: bool = True,
+            **params: Any) -> JobResult:
+    """Train ``model`` on ``dataset`` with its dataset's recipe overridden by ``params``; test and time it.
+
+    ``dataset`` is a registered name (``mnist``, ``imagefolder:/path``) or a ``LoadedDataset`` used as
+    given (its image size and val split are then already fixed). With ``out_dir`` the job's files are
+    written there. Raises ``UsageError`` for bad names or parameters before any work starts.
+    """
+    import torch
+
+    from imgbench.engine.data import stratified_subset
+    from imgbench.engine.train import choose_precision, reproducibility, select_device
+    from imgbench.engine.timing import PeakMemory
+    from imgbench.registry import get_registry, input_size
+
+    dataset_name = dataset.name if isinstance(dataset, LoadedDataset) else dataset
+    if not isinstance(dataset_name, str):
+        raise UsageError(f"dataset must be a name or a LoadedDataset, not {type(dataset).__name__}")
+    recipe = resolve_recipe(dataset_name, params)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative int, got {seed!r}")
+    registry = registry or get_registry()
+    spec = registry.model(model)
+    plugin, source = registry.model_plugin(model)
+    device = select_device(recipe.device)
+    phases = Phases()
+    with phases("load_data"):
+        loaded = dataset if isinstance(dataset, LoadedDataset) else _load(dataset, recipe, registry, data_dir)
+    train, _ = stratified_subset(loaded.train, recipe.train_samples, "train_samples")
+    test, test_index = stratified_subset(loaded.test, recipe.test_samples, "test_samples")
+    if not len(train) or not len(test):
+        raise UsageError(f"dataset {dataset_name!r} has {len(train)} training and {len(test)} test images; "
+                         f"the engine needs both")
+    image_size = int(loaded.image_shape[0])
+    precision = choose_precision(device, recipe.amp)
+    memory = PeakMemory(device)
+    metrics = empty_metrics() | {
+        "model": model, "family": spec.family, "plugin": plugin, "dataset": dataset_name, "seed": seed,
+        "status": "ok", "epochs": recipe.epochs, "batch_size": recipe.batch_size, "image_size": image_size,
+        "model_input_size": input_size(spec, image_size), "train_samples": len(train),
+        "val_samples": len(loaded.val), "test_samples": len(test), "device": str(device),
+        "precision": precision.name, "evaluated_model": EVALUATED_MODEL,
+        "dataset_fingerprint": loaded.fingerprint, "dataset_source": loaded.source,
+        "config_hash": config_hash(model, dataset_name, seed, recipe.to_dict()),
+        "recipe": recipe.to_dict(), "classes": list(loaded.classes),
+    }
+    history: list[dict[str, Any]] = []
+    predictions = pd.DataFrame(columns=["index", "y_true", "y_pred"])
+    with reproducibility(recipe.deterministic, device) as flags:
+        metrics["provenance"] = provenance(device, precision.name, {"seed": seed, **flags}, plugin,
+                                           source.version if source else None,
+                                           source.location if source else None)
+        try:
+            history, predictions = _train_and_measure(metrics, registry, spec.family, loaded, train, test,
+                                                      test_index, recipe, seed, device, precision, memory,
+                                                      phases, progress)
+        except torch.OutOfMemoryError as exc:
+            metrics.update(status="oom", error=f"out of memory: {str(exc).splitlines()[0]}")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    metrics["peak_memory_mb"] = memory.peak_mb()
+    metrics["phases"] = phases.seconds
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None:
+        write_job(folder, metrics, history, predictions)
+    return JobResult(metrics["status"], metrics, history, predictions, folder)
+
+
+def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None) -> LoadedDataset:
+    spec, arg = registry.dataset(name)
+    return spec.load(image_size=recipe.image_size, val_size=recipe.val_size, data_dir=paths.data_dir(data_dir),
+                     cache_dir=paths.cache_dir(), arg=arg)
+
+
+def _train_and_measure(metrics, registry, family, loaded, train, test, test_index, recipe, seed, device,
+                       precision, memory, phases, progress):
+    """Fills ``metrics`` in place; returns (history, predictions)."""
+    import torch
+
+    from imgbench.engine import evaluate, timing
+    from imgbench.engine.data import ImageBatches, channel_stats, fits_on_device
+    from imgbench.engine.train import fit, seed_everything, warm_compile
+
+    seed_everything(seed, keras_model=family == "keras")
+    height, _width, channels = loaded.image_shape
+    memory_format = torch.channels_last if recipe.channels_last and device.type == "cuda" else torch.contiguous_format
+    with phases("build_model"):
+        net = registry.build_model(metrics["model"], num_classes=len(loaded.classes), in_chans=channels,
+                                   image_size=height, pretrained=recipe.pretrained)
+        net = net.to(device=device, memory_format=memory_format)
+    metrics["params"] = timing.count_parameters(net)
+
+    mean, std = channel_stats(train.x)
+    nbytes = sum(s.x.nbytes for s in (train, loaded.val, test))
+    on_device = fits_on_device(nbytes, device)
+    splits = {name: ImageBatches(split, device, mean, std, memory_format, on_device)
+              for name, split in (("train", train), ("val", loaded.val), ("test", test))}
+    metrics["data_on_device"] = on_device
+    runner = net
+    if recipe.compile:
+        with phases("compile"):
+            runner = torch.compile(net)
+            metrics["compile_time_s"] = warm_compile(net, runner, splits["train"], recipe.batch_size, precision)
+
+    with phases("train"):
+        fitted = fit(runner, splits["train"], splits["val"], recipe, precision, seed, height, memory, progress)
+    metrics.update(train_time_s=phases.seconds["train"], train_throughput=fitted.train_throughput,
+                   best_val_accuracy=fitted.best_val_accuracy, best_val_epoch=fitted.best_val_epoch,
+                   time_to_target_s=fitted.time_to_target_s,
+                   final_val_accuracy=fitted.history[-1]["val_accuracy"] if fitted.history else None)
+    if fitted.error:
+        metrics.update(status="diverged", error=fitted.error)
+        return fitted.history, pd.DataFrame(columns=["index", "y_true", "y_pred"])
+
+    with phases("evaluate"):
+        logits = evaluate.predict_logits(runner, splits["test"], recipe.batch_size, precision.autocast)
+        probs = evaluate.probabilities(logits)
+        metrics.update(evaluate.classification_metrics(test.y, probs))
+        predictions = evaluate.predictions_frame(test_index, test.y, probs)
+    memory.sample()
+
+    bench_batch = splits["test"].inputs(splits["test"].x[torch.arange(recipe.batch_size) % len(test)])
+    with phases("flops"):
+        metrics["flops"] = timing.count_flops(net, bench_batch[:1], precision.autocast)
+    with phases("benchmark"):
+        forward = timing.inference_forward(runner, precision.autocast)
+        metrics["infer_throughput"] = timing.inference_throughput(forward, bench_batch, device, recipe.bench_seconds)
+        metrics.update(timing.latency_ms(forward, bench_batch[:1].clone(), device, recipe.bench_seconds))
+    memory.sample()
+    return fitted.history, predictions

@@ -1,0 +1,162 @@
+"""Training recipes: one frozen record of every knob, per-dataset defaults, and strict checking of overrides.
+
+Every model is trained with the recipe of its dataset unless a parameter says otherwise, so differences in
+the results come from the architectures. ``resolve_recipe`` is cheap and imports no framework: the runner
+calls it to reject a bad grid before any job starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from imgbench.errors import UsageError
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "onecycle", "step", "constant")
+AUGMENTS = ("none", "crop", "flip_crop")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+HASH_CHARS = 12
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides how a job trains and is measured. Defaults are the generic recipe."""
+
+    image_size: int = 0
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    augment: str = "flip_crop"
+    val_size: float = 0.1
+    train_samples: int = 0
+    test_samples: int = 0
+    deterministic: bool = False
+    compile: bool = False
+    amp: bool = True
+    channels_last: bool = True
+    pretrained: bool = False
+    target_accuracy: float = 0.0
+    device: str = "auto"
+    bench_seconds: float = 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECIPE_FIELDS: dict[str, tuple[type, str]] = {
+    "image_size": (int, "square side the images are resized to; 0 = the dataset's native/default size"),
+    "epochs": (int, "passes over the training split (0 = evaluate the untrained model)"),
+    "batch_size": (int, "images per training step; also the inference-throughput batch"),
+    "optimizer": (str, "adamw | adam | sgd (weight decay skips biases and norm weights)"),
+    "lr": (float, "peak learning rate"),
+    "momentum": (float, "SGD momentum, or Adam/AdamW beta1"),
+    "weight_decay": (float, "decoupled (AdamW) or L2 (SGD/Adam) weight decay"),
+    "schedule": (str, "cosine | onecycle | step (x0.1 at 50% and 75%) | constant, stepped per batch"),
+    "warmup_epochs": (float, "linear warm-up length in epochs (fractions allowed)"),
+    "label_smoothing": (float, "cross-entropy label smoothing in [0, 1)"),
+    "augment": (str, "none | crop (random shifts, 1/8 padding) | flip_crop (plus horizontal flips)"),
+    "val_size": (float, "fraction of train held out for validation (model selection only)"),
+    "train_samples": (int, "train on a stratified subset of this many images (0 = all)"),
+    "test_samples": (int, "test on a stratified subset of this many images (0 = all)"),
+    "deterministic": (bool, "deterministic algorithms (reproducible, can be slower)"),
+    "compile": (bool, "torch.compile the model (compile time reported apart)"),
+    "amp": (bool, "mixed precision on CUDA: bf16 autocast, fp16 + GradScaler where bf16 is missing"),
+    "channels_last": (bool, "channels-last memory format on CUDA"),
+    "pretrained": (bool, "start from ImageNet weights where the model has them"),
+    "target_accuracy": (float, "val accuracy whose first reach is timed (0 = off)"),
+    "device": (str, "auto | cpu | cuda | cuda:N | mps (auto = CUDA, else MPS, else CPU)"),
+    "bench_seconds": (float, "minimum seconds per throughput/latency measurement"),
+}
+
+# Per-dataset defaults: AdamW + cosine with a short warm-up trains CNNs and small ViTs alike from scratch.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": dict(epochs=5, batch_size=128, lr=2e-3, weight_decay=0.01, warmup_epochs=0.5,
+                  label_smoothing=0.0, augment="none", val_size=0.1),
+    "cifar10": dict(epochs=30, batch_size=128, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0,
+                    label_smoothing=0.1, augment="flip_crop", val_size=0.1),
+    "flowers": dict(image_size=128, epochs=40, batch_size=32, lr=1e-3, weight_decay=0.05, warmup_epochs=2.0,
+                    label_smoothing=0.1, augment="flip_crop", val_size=1 / 9),  # 80/10/10 with the 10% test
+}
+
+
+def recipe_key(dataset: str) -> str:
+    """Which defaults a dataset name gets: its own, or the generic ``default`` (``imagefolder:/x``, plugins)."""
+    base = dataset.partition(":")[0]
+    return base if base in DATASET_DEFAULTS else "default"
+
+
+def default_recipe(dataset: str) -> Recipe:
+    return Recipe(**DATASET_DEFAULTS.get(recipe_key(dataset), {}))
+
+
+def resolve_recipe(dataset: str, overrides: Mapping[str, Any]) -> Recipe:
+    """The dataset's default recipe with ``overrides`` applied, each checked for name, type and range."""
+    checked = {name: _checked(name, value) for name, value in overrides.items()}
+    return replace(default_recipe(dataset), **checked)
+
+
+def _checked(name: str, value: Any) -> Any:
+    if name not in RECIPE_FIELDS:
+        close = difflib.get_close_matches(name, RECIPE_FIELDS, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(RECIPE_FIELDS)}"
+        raise UsageError(f"unknown parameter {name!r}{hint}")
+    kind, help_text = RECIPE_FIELDS[name]
+    value = _typed(name, kind, value)
+    problem = _range_problem(name, value)
+    if problem:
+        raise UsageError(f"parameter {name}={value!r} {problem} ({name}: {help_text})")
+    return value
+
+
+def _typed(name: str, kind: type, value: Any) -> Any:
+    is_bool = isinstance(value, bool)
+    if kind is bool and is_bool:
+        return value
+    if kind is int and isinstance(value, int) and not is_bool:
+        return value
+    if kind is float and isinstance(value, (int, float)) and not is_bool:
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise UsageError(f"parameter {name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _range_problem(name: str, value: Any) -> str:
+    non_negative = {"image_size", "epochs", "train_samples", "test_samples", "weight_decay", "warmup_epochs"}
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS}
+    if name in non_negative and value < 0:
+        return "must be 0 or more"
+    if name in ("batch_size",) and value < 1:
+        return "must be 1 or more"
+    if name in ("lr", "bench_seconds") and not value > 0:
+        return "must be greater than 0"
+    if name in ("momentum", "label_smoothing", "val_size") and not 0 <= value < 1:
+        return "must be in [0, 1)"
+    if name == "target_accuracy" and not 0 <= value <= 1:
+        return "must be in [0, 1]"
+    if name in choices and value not in choices[name]:
+        return f"must be one of {', '.join(choices[name])}"
+    if name == "device" and not DEVICE_PATTERN.fullmatch(value):
+        return "must be auto, cpu, cuda, cuda:N or mps"
+    return ""
+
+
+def config_hash(model: str, dataset: str, seed: int, recipe_dict: Mapping[str, Any]) -> str:
+    """12 hex characters of the sha256 of the job's canonical JSON configuration."""
+    canonical = json.dumps({"model": model, "dataset": dataset, "seed": seed, "recipe": dict(recipe_dict)},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_CHARS]
+
+
+assert {f.name for f in fields(Recipe)} == set(RECIPE_FIELDS), "every Recipe field needs a RECIPE_FIELDS entry"

@@ -1,0 +1,108 @@
+"""What a job leaves behind: metrics.json (results + provenance), predictions.csv and history.csv.
+
+Every file is written atomically, so a folder never holds half a file; metrics.json is written last, so its
+presence means the job finished.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from imgbench.paths import atomic_write_json, atomic_write_text
+
+# The flat scalars results.csv carries, in its order; each is present in metrics.json (None when unknown).
+RESULT_KEYS = (
+    "model", "family", "plugin", "dataset", "seed", "status", "error", "accuracy", "top5_accuracy",
+    "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "precision_weighted",
+    "recall_weighted", "log_loss", "ece", "train_throughput", "infer_throughput", "latency_p50_ms",
+    "latency_p95_ms", "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size",
+    "image_size", "model_input_size", "train_samples", "test_samples", "device", "train_time_s",
+    "compile_time_s", "time_to_target_s", "best_val_accuracy", "dataset_fingerprint", "config_hash",
+)
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+VERSIONED = ("torch", "keras", "timm", "imgbench", "numpy", "scikit-learn")
+GIT_TIMEOUT_S = 5
+
+
+def empty_metrics() -> dict[str, Any]:
+    return dict.fromkeys(RESULT_KEYS)
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the imgbench checkout this code runs from; empty when it is not one."""
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT_S, check=True).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel"))
+        if (top / "src" / "imgbench").resolve() != package:  # a git repo that merely contains an install
+            return {}
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def provenance(device: Any, precision: str, flags: Mapping[str, Any], plugin: str, plugin_version: str | None,
+               plugin_location: str | None) -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        **{name: _version(name) for name in VERSIONED},
+        "plugin": plugin,
+        "plugin_version": plugin_version,
+        "plugin_location": plugin_location,
+        "platform": platform.platform(),
+        "device_name": _device_name(device),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+        "precision": precision,
+        **dict(flags),
+        **git_state(),
+    }
+
+
+def history_frame(history: list[Mapping[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS))
+
+
+def write_job(out_dir: Path, metrics: Mapping[str, Any], history: list[Mapping[str, Any]],
+              predictions: pd.DataFrame) -> None:
+    """history.csv and predictions.csv first, metrics.json last."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "history.csv", history_frame(history).to_csv(index=False))
+    atomic_write_text(out_dir / "predictions.csv", predictions.to_csv(index=False, float_format="%.6g"))
+    atomic_write_json(out_dir / "metrics.json", metrics)

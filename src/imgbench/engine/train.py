@@ -1,0 +1,275 @@
+"""The one training loop every model goes through, with its device, precision, optimiser and schedule.
+
+The loop keeps the harness off the critical path: loss and accuracy accumulate on the device and are read
+once per epoch (plus one cheap finiteness check every ``CHECK_EVERY`` steps), so the accelerator is never
+stalled by a per-step ``.item()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import os
+import random
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from imgbench.engine.data import Augmenter, ImageBatches
+from imgbench.engine.evaluate import loss_and_accuracy, predict_logits
+from imgbench.engine.recipe import Recipe
+from imgbench.engine.timing import PeakMemory, SteadyTimer, synchronize
+from imgbench.errors import UsageError
+
+SKIP_STEPS = 5  # steps left out of the training-throughput window (allocator, cuDNN autotuning, caches)
+CHECK_EVERY = 50  # steps between divergence checks (one host sync each)
+STEP_DECAY_AT = (0.5, 0.75)  # the "step" schedule multiplies the rate by STEP_DECAY at these fractions
+STEP_DECAY = 0.1
+ONECYCLE_MIN_WARMUP = 0.05  # OneCycleLR needs a non-empty rising phase
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def select_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else MPS where it works, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"parameter device={name!r}: CUDA is not available here; use device='auto' or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"parameter device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"parameter device={name!r}: MPS is not available here; use device='auto' or 'cpu'")
+    return device
+
+
+@dataclass
+class Precision:
+    """Autocast dtype (None = fp32) and, for fp16, the gradient scaler."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+    scaler: Any = None
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def choose_precision(device: torch.device, amp: bool) -> Precision:
+    """Mixed precision on CUDA only: bf16 where supported, else fp16 with a GradScaler; fp32 elsewhere."""
+    if device.type != "cuda" or not amp:
+        return Precision(device.type)
+    if torch.cuda.is_bf16_supported():
+        return Precision("cuda", torch.bfloat16)
+    return Precision("cuda", torch.float16, torch.amp.GradScaler("cuda"))
+
+
+def seed_everything(seed: int, keras_model: bool = False) -> None:
+    """Python, NumPy, torch and, when in use, Keras' own generators (imported first for a Keras model)."""
+    if keras_model:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        importlib.import_module("keras")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+
+
+@contextmanager
+def reproducibility(deterministic: bool, device: torch.device) -> Iterator[dict[str, Any]]:
+    """Deterministic algorithms (warn-only where an op has none) or cuDNN autotuning, restored afterwards."""
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              cudnn.deterministic, cudnn.benchmark)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS needs it
+    _set_deterministic_algorithms(deterministic, warn_only=True)
+    cudnn.deterministic = deterministic
+    cudnn.benchmark = device.type == "cuda" and not deterministic
+    try:
+        yield {"deterministic": deterministic, "deterministic_warn_only": True,
+               "cudnn_deterministic": cudnn.deterministic, "cudnn_benchmark": cudnn.benchmark,
+               "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    finally:
+        _set_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+
+
+def _set_deterministic_algorithms(enabled: bool, warn_only: bool) -> None:
+    # only when it changes: the call imports torch's compiler stack, seconds on a CPU
+    current = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if current != (enabled, warn_only) and (enabled or current[0]):
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """Only parameters that require grad; no weight decay on biases and normalisation weights (1-D)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": recipe.weight_decay},
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+    betas = (recipe.momentum, 0.999)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=betas)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
+    """A per-step schedule: linear warm-up then cosine/step/constant, or torch's OneCycleLR."""
+    total = max(1, recipe.epochs * steps_per_epoch)
+    warmup = min(total, round(recipe.warmup_epochs * steps_per_epoch))
+    if recipe.schedule == "onecycle":
+        rising = max(ONECYCLE_MIN_WARMUP, warmup / total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total,
+                                                   pct_start=min(rising, 0.5))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if recipe.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if recipe.schedule == "step":
+            return STEP_DECAY ** sum(progress >= at for at in STEP_DECAY_AT)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: ImageBatches,
+                 batch_size: int, precision: Precision) -> float:
+    """Trigger compilation of the training and eval graphs on one batch; seconds taken. Weights are restored."""
+    snapshot = copy.deepcopy(model.state_dict())
+    x, y = next(train.batches(batch_size))
+    start = time.perf_counter()
+    compiled.train()
+    with precision.autocast():
+        loss = torch.nn.functional.cross_entropy(compiled(x).float(), y)
+    loss.backward()
+    compiled.eval()
+    with torch.no_grad(), precision.autocast():
+        compiled(x)
+    synchronize(train.device)
+    seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(snapshot)
+    return seconds
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_throughput: float | None = None
+    best_val_accuracy: float | None = None
+    best_val_epoch: int | None = None
+    time_to_target_s: float | None = None
+    error: str | None = None  # set when training diverged
+
+
+def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, recipe: Recipe,
+        precision: Precision, seed: int, image_size: int, memory: PeakMemory, progress: bool = False) -> FitResult:
+    """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests."""
+    from tqdm.auto import tqdm
+
+    device = train.device
+    batch_size = min(recipe.batch_size, len(train))
+    steps_per_epoch = train.steps(batch_size, drop_last=True)
+    optimizer = build_optimizer(model, recipe)
+    schedule = build_schedule(optimizer, recipe, steps_per_epoch)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    augment = Augmenter(recipe.augment, image_size, device, seed, train.memory_format)
+    shuffle = torch.Generator().manual_seed(seed)
+    timer = SteadyTimer(device)
+    skip = min(SKIP_STEPS, recipe.epochs * steps_per_epoch // 2)
+    result = FitResult()
+    started = time.perf_counter()
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, disable=not progress, unit="step", desc="train")
+    done = 0
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            epoch_start = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for x, y in train.batches(batch_size, shuffle, drop_last=True):
+                if done >= skip and not timer.running:  # steady state: each epoch's window, after warm-up
+                    timer.start()
+                x = augment(x)
+                with precision.autocast():
+                    logits = model(x)
+                loss = criterion(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                precision.step(loss, optimizer)
+                schedule.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                done += 1
+                if timer.running:
+                    timer.images += len(y)
+                if done % CHECK_EVERY == 0:
+                    _check_finite(loss_sum, epoch, done)
+                bar.update()
+            timer.stop()
+            _check_finite(loss_sum, epoch, done)
+            row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+                   "val_loss": None, "val_accuracy": None, "lr": optimizer.param_groups[0]["lr"]}
+            if val is not None and len(val):
+                row["val_loss"], row["val_accuracy"] = loss_and_accuracy(
+                    predict_logits(model, val, batch_size, precision.autocast), val.y)
+                _track_best(result, row, recipe.target_accuracy, time.perf_counter() - started)
+            row["epoch_time_s"] = time.perf_counter() - epoch_start
+            result.history.append(row)
+            memory.sample()
+            bar.set_postfix({k: round(row[k], 4) for k in ("train_loss", "val_accuracy") if row[k] is not None})
+    except Diverged as exc:
+        timer.stop()
+        result.error = str(exc)
+    bar.close()
+    result.train_throughput = timer.images_per_second()
+    return result
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum).item():
+        raise Diverged(f"training loss became {loss_sum.item()} in epoch {epoch} (by step {step}); "
+                       f"lower lr or check the model")
+
+
+def _track_best(result: FitResult, row: dict[str, Any], target: float, elapsed: float) -> None:
+    if result.best_val_accuracy is None or row["val_accuracy"] > result.best_val_accuracy:
+        result.best_val_accuracy, result.best_val_epoch = row["val_accuracy"], row["epoch"]
+    if target and result.time_to_target_s is None and row["val_accuracy"] >= target:
+        result.time_to_target_s = elapsed
