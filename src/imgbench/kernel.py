@@ -1,0 +1,53 @@
+"""The Jupyter kernel each job runs in: this Python (``sys.executable``), talking over ipc sockets.
+
+Using the running interpreter means a job never picks up whatever kernelspec happens to be named
+``python3``. Unix-domain (ipc) sockets in a private folder per job replace TCP ports, so jobs started at
+the same moment cannot race for the same port.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+
+KERNEL_NAME = "imgbench-python"
+
+
+class CurrentPythonKernelManager(AsyncKernelManager):
+    """An ipykernel started with ``sys.executable``; its Popen is kept to read its exit status later."""
+
+    last_manager: "CurrentPythonKernelManager | None" = None  # one kernel per job process: the job's
+    kernel_process: Any = None  # subprocess.Popen of the kernel, once launched
+
+    def __init__(self, **kwargs: Any) -> None:
+        # A short private folder: socket paths must stay under ~100 characters.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="imgbench-kernel-"))
+        kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("connection_file", str(self.socket_dir / "kernel.json"))
+        super().__init__(**kwargs)
+        CurrentPythonKernelManager.last_manager = self
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        return KernelSpec(
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name=f"Python ({sys.executable})", language="python", name=KERNEL_NAME,
+        )
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            self.remove_socket_dir()
+
+    def remove_socket_dir(self) -> None:
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        self.kernel_process = getattr(self.provisioner, "process", None)

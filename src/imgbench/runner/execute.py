@@ -1,0 +1,245 @@
+"""Running one job: papermill executes the benchmark notebook in a child process; faults become statuses.
+
+:func:`execute_job` is a plain function of a picklable :class:`JobTask`: it needs nothing from the process
+that launched the grid, so an executor may call it in a thread, another process or on another machine that
+shares the output folder. It
+
+1. clears the job folder (what an unfinished earlier attempt left is never trusted),
+2. starts ``python -m imgbench.runner.execute REQUEST`` in its own session with the job folder as working
+   directory; that child runs papermill with a kernel of this very Python (see :mod:`.kernel`),
+3. waits up to the timeout, then kills the child and its kernel,
+4. classifies the outcome: the engine's status from ``metrics.json`` (ok, diverged, oom), or ``failed`` (a
+   cell raised), ``crashed`` (the kernel or the child died), ``timeout``, ``missing_metrics`` (the notebook
+   finished without writing metrics.json),
+5. writes ``job.json`` last and atomically, and returns the results.csv row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import psutil
+
+from imgbench.paths import atomic_write_json
+from imgbench.runner.jobs import Job
+from imgbench.runner.results import JOBS_DIR, RECORD, make_row
+
+NOTEBOOK = "notebook.ipynb"
+REQUEST = "request.json"  # the task, for the child process
+OUTCOME = "execution.json"  # what the child saw: completed, failed (a cell raised) or crashed
+LOG = "runner.log"  # the child's and the kernel's own stdout/stderr (crash traces land here)
+METRICS = "metrics.json"
+KERNEL_START_TIMEOUT_S = 120
+POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
+KILL_WAIT_S = 10
+NOTEBOOK_KERNEL_NAME = "python3"  # papermill wants a name; the kernel itself is always sys.executable
+
+
+class JobCancelled(Exception):
+    """The launcher asked to stop (Ctrl-C): the job was killed and left unfinished, to rerun on resume."""
+
+
+@dataclass(frozen=True)
+class JobTask:
+    """Everything needed to run one job, as plain data."""
+
+    job: Job
+    out_dir: str  # absolute path of the grid folder (OUT)
+    notebook: str  # absolute path of the parameterised notebook
+    timeout: float | None = None  # seconds for the whole job, kernel start included
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the job's environment
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.out_dir) / JOBS_DIR / self.job.job_id
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {**self.job.parameters, "out_dir": str(self.job_dir)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job.to_dict(), "out_dir": self.out_dir, "notebook": self.notebook,
+                "timeout": self.timeout, "env": dict(self.env)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "JobTask":
+        return cls(Job.from_dict(data["job"]), data["out_dir"], data["notebook"], data["timeout"], data["env"])
+
+
+def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
+                stop: threading.Event | None = None) -> dict[str, Any]:
+    """Run one job into ``OUT/jobs/<job-id>/`` and return its results.csv row (also saved in job.json).
+
+    ``extra_env`` is for the executor's slot (``CUDA_VISIBLE_DEVICES``); setting ``stop`` kills the job and
+    raises :class:`JobCancelled`.
+    """
+    job_dir = task.job_dir
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)
+    atomic_write_json(job_dir / REQUEST, task.to_dict())
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
+           **task.env, **(extra_env or {})}
+    started = time.monotonic()
+    with open(job_dir / LOG, "wb") as log:
+        child = subprocess.Popen([sys.executable, "-m", "imgbench.runner.execute", str(job_dir / REQUEST)],
+                                 cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
+        ended = _wait(child, task.timeout, stop)
+    duration = time.monotonic() - started
+    if ended == "stopped":
+        raise JobCancelled(task.job.job_id)
+    status, error, metrics = _classify(task, ended, child.returncode)
+    row = make_row(task.job, status=status, error=error, metrics=metrics, duration_s=duration,
+                   notebook=f"{JOBS_DIR}/{task.job.job_id}/{NOTEBOOK}")
+    write_record(job_dir, task.job, row)
+    return row
+
+
+def write_record(job_dir: Path, job: Job, row: Mapping[str, Any]) -> None:
+    """Write ``job.json``, the mark of a finished job: last, and atomically, so a half-done job has none."""
+    atomic_write_json(job_dir / RECORD, {"job": job.to_dict(), "row": dict(row),
+                                         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def _wait(child: subprocess.Popen, timeout: float | None, stop: threading.Event | None) -> str:
+    deadline = time.monotonic() + timeout if timeout else None
+    while child.poll() is None:
+        if stop is not None and stop.is_set():
+            _kill_tree(child)
+            return "stopped"
+        if deadline is not None and time.monotonic() > deadline:
+            _kill_tree(child)
+            return "timeout"
+        time.sleep(POLL_S)
+    return "exited"
+
+
+def _kill_tree(child: subprocess.Popen) -> None:
+    """Kill the papermill child and everything it started (the kernel, its workers)."""
+    try:
+        processes = [psutil.Process(child.pid), *psutil.Process(child.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        processes = []
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=KILL_WAIT_S)
+    child.wait()
+
+
+def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, str, dict[str, Any] | None]:
+    """(status, error, metrics) from how the child ended, what it recorded and what the notebook wrote."""
+    job_dir = task.job_dir
+    metrics = _read_json(job_dir / METRICS)
+    log = f"{JOBS_DIR}/{task.job.job_id}/{LOG}"
+    if ended == "timeout":
+        return "timeout", f"ran longer than the {task.timeout:g} s timeout (--timeout) and was killed", metrics
+    outcome = _read_json(job_dir / OUTCOME)
+    if outcome is None:
+        return "crashed", f"the job process ended with {_exit_text(returncode)} before recording an outcome " \
+                          f"(see {log})", metrics
+    if outcome["status"] == "failed":
+        return "failed", outcome["error"], metrics
+    if outcome["status"] == "crashed":
+        return "crashed", f"{outcome['error']} (see {log})", metrics
+    if metrics is None:
+        return "missing_metrics", f"the notebook finished without writing a readable {METRICS}", None
+    return str(metrics.get("status") or "missing_metrics"), str(metrics.get("error") or ""), metrics
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "an unknown status"
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        hint = "; killed for memory?" if -returncode == signal.SIGKILL else ""
+        return f"signal {name}{hint}"
+    return f"exit code {returncode}"
+
+
+# -- the child process --------------------------------------------------------------------------------------
+
+def _exit_if_orphaned(parent_pid: int, manager: type) -> None:
+    """If the supervisor dies (even by SIGKILL), take the kernel down and leave: no orphan keeps writing."""
+    while os.getppid() == parent_pid:
+        time.sleep(POLL_S)
+    if manager.last_manager is not None:
+        kernel = manager.last_manager.kernel_process
+        if kernel is not None and kernel.poll() is None:
+            kernel.kill()
+        manager.last_manager.remove_socket_dir()
+    os._exit(3)
+
+
+def run_notebook(task: JobTask) -> dict[str, str]:
+    """Execute the notebook for ``task`` (in this process) and say how it ended."""
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    from imgbench.kernel import CurrentPythonKernelManager
+
+    try:
+        papermill.execute_notebook(
+            task.notebook, str(task.job_dir / NOTEBOOK), parameters=task.parameters,
+            kernel_name=NOTEBOOK_KERNEL_NAME, kernel_manager_class=CurrentPythonKernelManager,
+            cwd=str(task.job_dir), progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+            start_timeout=KERNEL_START_TIMEOUT_S,
+        )
+    except PapermillExecutionError as exc:
+        return {"status": "failed", "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}
+    except DeadKernelError:
+        return {"status": "crashed", "error": f"the kernel died ({_exit_text(_kernel_exit_code())})"}
+    except Exception as exc:  # the kernel did not start, or papermill itself broke
+        return {"status": "crashed", "error": f"{type(exc).__name__}: {exc}"}
+    finally:  # a dead kernel skips the manager's own cleanup
+        if CurrentPythonKernelManager.last_manager is not None:
+            CurrentPythonKernelManager.last_manager.remove_socket_dir()
+    return {"status": "completed", "error": ""}
+
+
+def _kernel_exit_code() -> int | None:
+    from imgbench.kernel import CurrentPythonKernelManager
+
+    manager = CurrentPythonKernelManager.last_manager
+    kernel = manager.kernel_process if manager else None
+    try:
+        return kernel.wait(KILL_WAIT_S) if kernel is not None else None
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _main(request: str) -> int:
+    from imgbench.kernel import CurrentPythonKernelManager  # before the watcher thread needs it
+
+    task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
+    threading.Thread(target=_exit_if_orphaned, args=(os.getppid(), CurrentPythonKernelManager), daemon=True).start()
+    outcome = run_notebook(task)
+    atomic_write_json(task.job_dir / OUTCOME, outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

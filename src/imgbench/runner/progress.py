@@ -1,0 +1,63 @@
+"""A progress bar over the whole grid (done, not ok, running, time left) and one line per finished job."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Mapping
+
+from tqdm import tqdm
+
+from imgbench.runner.results import SUCCESS
+
+ERROR_CHARS_IN_LINE = 120
+
+
+class GridProgress:
+    """Thread-safe: executors report starts from worker threads."""
+
+    def __init__(self, total: int, skipped: int = 0, enabled: bool = True) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.not_ok = 0
+        self.skipped = skipped
+        self.bar = tqdm(total=total, initial=skipped, unit="job", desc="imgbench run", disable=not enabled,
+                        file=sys.stderr, dynamic_ncols=True)
+        self.enabled = enabled
+        if skipped:
+            self._say(f"resuming: {skipped} of {total} jobs already succeeded with this configuration; skipped")
+        self._refresh()
+
+    def started(self, task: Any) -> None:
+        with self.lock:
+            self.running += 1
+            self._refresh()
+
+    def finished(self, row: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.running -= 1
+            self.not_ok += row["status"] != SUCCESS
+            self._say(job_line(row))
+            self._refresh(done=1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def _refresh(self, done: int = 0) -> None:
+        ok = self.bar.n + done - self.not_ok
+        self.bar.set_postfix(ok=ok, not_ok=self.not_ok, running=self.running, refresh=not done)
+        if done:
+            self.bar.update(done)
+
+    def _say(self, line: str) -> None:
+        if self.enabled:
+            tqdm.write(line, file=sys.stderr)
+
+
+def job_line(row: Mapping[str, Any]) -> str:
+    """``ok        keras-mnist_convnet__mnist__s0__1a2b3c4d   41 s  accuracy 0.9812``"""
+    head = f"{row['status']:<15} {row['job_id']}  {float(row['duration_s'] or 0):6.0f} s"
+    if row["status"] == SUCCESS and row.get("accuracy") is not None:
+        return f"{head}  accuracy {float(row['accuracy']):.4f}"
+    error = str(row.get("error") or "")
+    return f"{head}  {error[:ERROR_CHARS_IN_LINE]}" if error else head

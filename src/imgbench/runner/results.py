@@ -1,0 +1,93 @@
+"""``OUT/results.csv``: one row per job, rebuilt atomically from the job folders after every job.
+
+A job folder counts as finished only when it holds ``job.json`` (written last, atomically, by
+:func:`imgbench.runner.execute.execute_job`); ``results.csv`` is a view of those records, so a runner killed
+at any moment loses no finished job and never trusts a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from imgbench.paths import atomic_write_text
+from imgbench.runner.jobs import Job
+
+RESULTS_CSV = "results.csv"
+JOBS_DIR = "jobs"
+RECORD = "job.json"
+MAX_ERROR_CHARS = 500  # keep one row readable; the full story is in the executed notebook and the log
+
+# The runner's statuses, beside the engine's ok / diverged / oom.
+RUNNER_STATUSES = ("failed", "crashed", "timeout", "missing_metrics")
+SUCCESS = "ok"
+
+COLUMNS = (
+    "job_id", "model", "family", "dataset", "seed", "status", "error", "accuracy", "top5_accuracy", "f1_macro",
+    "precision_macro", "recall_macro", "balanced_accuracy", "log_loss", "ece", "train_throughput",
+    "infer_throughput", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "params", "flops",
+    "peak_memory_mb", "epochs", "batch_size", "image_size", "train_samples", "test_samples", "device",
+    "train_time_s", "compile_time_s", "time_to_target_s", "duration_s", "dataset_fingerprint", "config_hash",
+    "notebook",
+)
+RUNNER_COLUMNS = ("job_id", "model", "family", "dataset", "seed", "status", "error", "duration_s",
+                  "config_hash", "notebook")
+METRIC_COLUMNS = tuple(c for c in COLUMNS if c not in RUNNER_COLUMNS)  # copied from metrics.json
+
+
+def job_dir(out_dir: Path, job: Job) -> Path:
+    return Path(out_dir) / JOBS_DIR / job.job_id
+
+
+def make_row(job: Job, *, status: str, error: str, metrics: Mapping[str, Any] | None, duration_s: float,
+             notebook: str) -> dict[str, Any]:
+    """One results.csv row: the job's identity and the runner's verdict, the measurements from metrics.json."""
+    metrics = metrics or {}
+    row: dict[str, Any] = {column: _scalar(metrics.get(column)) for column in METRIC_COLUMNS}
+    row.update(
+        job_id=job.job_id, model=job.model, family=metrics.get("family") or job.family, dataset=job.dataset,
+        seed=job.seed, status=status, error=" ".join(str(error or "").split())[:MAX_ERROR_CHARS],
+        duration_s=round(duration_s, 3), config_hash=job.config_hash, notebook=notebook,
+    )
+    return {column: row[column] for column in COLUMNS}
+
+
+def read_record(out_dir: Path, job: Job) -> dict[str, Any] | None:
+    """The finished record of ``job`` in ``out_dir``, or None when it has none (or an unreadable one)."""
+    path = job_dir(out_dir, job) / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    row = record.get("row") if isinstance(record, dict) else None
+    if not isinstance(row, dict) or row.get("config_hash") != job.config_hash:
+        return None
+    return record
+
+
+def is_done(out_dir: Path, job: Job) -> bool:
+    """Whether ``job`` already succeeded here with the same configuration (resume skips it)."""
+    record = read_record(out_dir, job)
+    return record is not None and record["row"].get("status") == SUCCESS
+
+
+def write_results(out_dir: Path, jobs: Iterable[Job]) -> Path:
+    """Rewrite ``results.csv`` atomically: one row per job of the grid that has a finished record."""
+    import pandas as pd
+
+    rows = [record["row"] for job in jobs if (record := read_record(out_dir, job)) is not None]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    path = Path(out_dir) / RESULTS_CSV
+    atomic_write_text(path, frame.to_csv(index=False))
+    return path
+
+
+def _scalar(value: Any) -> Any:
+    """Keep CSV cells scalar: nested values have no column, NaN/inf become empty cells."""
+    if isinstance(value, (dict, list, tuple)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,243 @@
+"""Suites (TOML files in ``benchmarks/suites/``), command-line grid options, and expanding them into checked jobs.
+
+A suite file::
+
+    description = "what this suite compares"
+    models = ["keras/mnist_convnet", "timm/resnet18"]   # names or globs ("timm/resnet*")
+    datasets = ["mnist", "cifar10", "flowers"]
+    seeds = [0, 1, 2]
+    timeout = 1800                                        # seconds per job (optional)
+
+    [params]                 # recipe overrides for every job
+    epochs = 3
+
+    [overrides.flowers]      # recipe overrides for one dataset, on top of [params]
+    image_size = 64
+
+``-p key=value`` from the command line goes on top of both. :func:`expand` checks the whole grid (names,
+types, ranges) and raises :class:`~imgbench.errors.UsageError` before anything runs.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from imgbench.errors import UsageError
+from imgbench.runner.jobs import Job
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgbench.registry import Registry
+
+SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides")
+RESERVED_PARAMS = ("model", "dataset", "seed", "out_dir")  # notebook parameters the runner sets itself
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # plain identifiers only: nothing can be injected
+
+
+@dataclass(frozen=True)
+class Suite:
+    models: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # dataset -> params
+    description: str = ""
+    timeout: float | None = None
+    source: str = ""  # the file it came from, for messages and run.json
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "description": self.description, "models": list(self.models),
+                "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
+                "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
+
+
+def load_suite(path: Path | str) -> Suite:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read suite {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"suite {path} is not valid TOML: {exc}") from exc
+    return suite_from_dict(data, source=str(path))
+
+
+def suite_from_dict(data: Mapping[str, Any], source: str = "") -> Suite:
+    where = f"suite {source}" if source else "suite"
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; a suite may set {', '.join(SUITE_KEYS)}")
+    overrides = _table(data.get("overrides", {}), f"{where}: [overrides]")
+    timeout = data.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise UsageError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise UsageError(f"{where}: description must be a string")
+    return Suite(
+        models=_strings(data.get("models", []), f"{where}: models"),
+        datasets=_strings(data.get("datasets", []), f"{where}: datasets"),
+        seeds=parse_seeds(data.get("seeds", [0]), f"{where}: seeds"),
+        params=_params(data.get("params", {}), f"{where}: [params]"),
+        overrides={name: _params(table, f"{where}: [overrides.{name}]") for name, table in overrides.items()},
+        description=description,
+        timeout=float(timeout) if timeout is not None else None,
+        source=source,
+    )
+
+
+def with_options(
+    suite: Suite,
+    models: Iterable[str] = (),
+    datasets: Iterable[str] = (),
+    seeds: Iterable[int] | str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Suite:
+    """The suite with command-line choices: ``-m``/``-d``/``--seeds`` replace, ``-p`` wins over everything."""
+    params = _params(dict(params or {}), "-p")
+    overrides = {ds: {k: v for k, v in table.items() if k not in params} for ds, table in suite.overrides.items()}
+    return replace(
+        suite,
+        models=tuple(models) or suite.models,
+        datasets=tuple(datasets) or suite.datasets,
+        seeds=parse_seeds(seeds if isinstance(seeds, str) else list(seeds), "--seeds") if seeds is not None else suite.seeds,
+        params={**suite.params, **params},
+        overrides=overrides,
+    )
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``-p key=value``: the value is read as a TOML literal (``1e-3``, ``true``, ``[1, 2]``, ``"x"``).
+
+    A bare word that is not a TOML literal (``adamw``) is taken as a string.
+    """
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UsageError(f"-p {text!r}: expected key=value, e.g. -p epochs=3 or -p lr=1e-3")
+    check_param_name(name, "-p")
+    raw = raw.strip()
+    try:
+        return name, tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:/+-]*", raw):
+            return name, raw
+        raise UsageError(f"-p {text!r}: {raw!r} is not a value; quote strings (-p 'device=\"cuda:1\"'), "
+                         f"write numbers as 3 or 1e-3, booleans as true/false, lists as [1, 2]") from None
+
+
+def parse_seeds(value: Any, where: str = "--seeds") -> tuple[int, ...]:
+    """``"0,1,2"`` or a list of ints -> (0, 1, 2); seeds are non-negative integers."""
+    items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise UsageError(f"{where}: expected a list of seeds such as 0,1,2, got {value!r}")
+    seeds = []
+    for item in items:
+        if isinstance(item, str) and re.fullmatch(r"\d+", item):
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            raise UsageError(f"{where}: seed {item!r} is not a non-negative integer (e.g. --seeds 0,1,2)")
+        seeds.append(item)
+    if not seeds:
+        raise UsageError(f"{where}: no seeds given (e.g. --seeds 0,1,2)")
+    return tuple(dict.fromkeys(seeds))
+
+
+def check_param_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not PARAM_NAME.fullmatch(name) or keyword.iskeyword(name):
+        raise UsageError(f"{where}: parameter name {name!r} is not a plain identifier (letters, digits, _)")
+    if name in RESERVED_PARAMS:
+        raise UsageError(f"{where}: {name!r} is set by the grid itself; use -m/-d/--seeds (or the suite's "
+                         f"models/datasets/seeds) instead of a parameter")
+
+
+def expand(suite: Suite, registry: "Registry") -> list[Job]:
+    """Every (model, dataset, seed) job of the suite, checked; raises UsageError naming the first problem."""
+    from imgbench.engine import config_hash, resolve_recipe
+
+    where = f"suite {suite.source}" if suite.source else "grid"
+    if not suite.models:
+        raise UsageError(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
+    if not suite.datasets:
+        raise UsageError(f"{where}: no datasets; name some with -d DATASET or the suite's datasets = [...]")
+    models = _models(suite.models, registry)
+    for dataset in suite.datasets:
+        registry.dataset(dataset)
+    for dataset in suite.overrides:
+        try:
+            registry.dataset(dataset)
+        except UsageError as exc:
+            raise UsageError(f"{where}: [overrides.{dataset}]: {exc}") from exc
+    jobs = []
+    for dataset in dict.fromkeys(suite.datasets):
+        overrides = {**suite.params, **suite.overrides.get(dataset, {})}
+        try:
+            recipe = resolve_recipe(dataset, overrides).to_dict()
+        except UsageError as exc:
+            raise UsageError(f"{where}, dataset {dataset}: {exc}") from exc
+        located = absolute_dataset(dataset, registry)
+        for model in models:
+            family = registry.model(model).family
+            for seed in suite.seeds:
+                jobs.append(Job(model, located, seed, recipe, config_hash(model, located, seed, recipe),
+                                family=family, overrides=dict(overrides)))
+    return jobs
+
+
+def absolute_dataset(dataset: str, registry: "Registry") -> str:
+    """``imagefolder:data/pets`` -> ``imagefolder:/abs/data/pets``: jobs run in their own folders."""
+    spec, arg = registry.dataset(dataset)
+    if not spec.takes_arg or Path(arg).expanduser().is_absolute():
+        return dataset
+    return f"{spec.name}:{Path(arg).expanduser().resolve()}"
+
+
+def check_data(datasets: Iterable[str], registry: "Registry", data_dir: Path | str | None = None) -> None:
+    """Refuse a grid whose data cannot be had (``imagefolder:/no/such/dir``, an incomplete local copy)."""
+    from imgbench import paths
+
+    for dataset in dict.fromkeys(datasets):
+        spec, arg = registry.dataset(dataset)
+        where, detail = spec.locate(data_dir=paths.data_dir(data_dir), cache_dir=paths.cache_dir(), arg=arg)
+        if where == "missing":
+            raise UsageError(f"dataset {dataset}: no data ({detail}); fix --data-dir / IMGBENCH_DATA_DIR "
+                             f"or the path, see `imgbench datasets`")
+
+
+def _models(names: Iterable[str], registry: "Registry") -> list[str]:
+    """Names as given, globs expanded against the listed models; unknown names raise with suggestions."""
+    found = []
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            matched = [s.name for s in registry.models([name])]
+            if not matched:
+                raise UsageError(f"no model matches {name!r} (list them with `imgbench models`)")
+            found += matched
+        else:
+            registry.model(name)
+            found.append(name)
+    return list(dict.fromkeys(found))
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise UsageError(f"{where} must be a list of names, e.g. [\"mnist\", \"cifar10\"], got {value!r}")
+    return tuple(value)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a table of key = value lines")
+    return value
+
+
+def _params(value: Any, where: str) -> dict[str, Any]:
+    table = _table(value, where)
+    for name in table:
+        check_param_name(name, where)
+    return dict(table)
+
