@@ -1,0 +1,271 @@
+"""Everything the report says, computed from a results folder: leaderboards, verdicts, comparisons, baseline
+changes, failures and provenance. ``assemble`` reads; ``draw_figures`` and ``write_report`` write."""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from imgbench.paths import atomic_write_text
+from imgbench.report import baseline as baseline_mod
+from imgbench.report import figures as figs
+from imgbench.report import fmt
+from imgbench.report.load import Results, load_results
+from imgbench.report.stats import ALPHA, Comparison, compare_top_two
+from imgbench.report.tables import leaderboard
+
+FIGURES_DIR = "figures"
+HTML_FILE = "report.html"
+MARKDOWN_FILE = "report.md"
+SUMMARY_FILE = "summary.csv"
+FAILURE_COLUMNS = ["job_id", "model", "dataset", "seed", "status", "error"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one dataset: kind is significant | tie | untested | single | failed."""
+
+    dataset: str
+    kind: str
+    headline: str
+    details: list[str]
+
+    @property
+    def text(self) -> str:
+        return " ".join([self.headline, *self.details])
+
+
+@dataclass
+class Baseline:
+    out_dir: Path
+    board: pd.DataFrame
+    changes: pd.DataFrame
+    only_here: list[str]
+    only_there: list[str]
+
+
+@dataclass
+class Report:
+    results: Results
+    board: pd.DataFrame
+    comparisons: list[Comparison]
+    baseline: Baseline | None = None
+    figures: list[figs.FigureFile] = field(default_factory=list)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+    @property
+    def out_dir(self) -> Path:
+        return self.results.out_dir
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(set(self.results.table["dataset"]))
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return self.results.not_ok[FAILURE_COLUMNS].sort_values(["dataset", "model", "seed"])
+
+    def comparison(self, dataset: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.dataset == dataset), None)
+
+    def headline(self) -> str:
+        """The one line above everything: how many jobs, how many succeeded, or why there is nothing."""
+        table = self.results.table
+        if table.empty:
+            return "results.csv has no jobs yet: there is nothing to compare."
+        n_ok, n_models, n_datasets = len(self.results.ok), table["model"].nunique(), table["dataset"].nunique()
+        if n_ok == 0:
+            return f"All {len(table)} job(s) failed: there is no leaderboard; see Failures for the errors."
+        seeds = ", ".join(str(int(s)) for s in sorted(table["seed"].dropna().unique()))
+        summary = (f"{len(table)} jobs: {n_ok} ok, {len(table) - n_ok} not ok; {n_models} model"
+                   f"{'s' * (n_models > 1)} on {n_datasets} dataset{'s' * (n_datasets > 1)}, seeds {seeds}.")
+        return summary
+
+    def verdicts(self) -> list[Verdict]:
+        """One Verdict per dataset, in dataset order."""
+        out = []
+        for dataset in self.datasets:
+            ranked = self.board[self.board["dataset"] == dataset]
+            if ranked.empty:
+                n_jobs = int((self.results.table["dataset"] == dataset).sum())
+                out.append(Verdict(dataset, "failed", f"All {n_jobs} job(s) on {dataset} failed: no result.",
+                                   ["See Failures for the errors."]))
+            elif len(ranked) == 1:
+                leader = ranked.iloc[0]
+                out.append(Verdict(dataset, "single", f"{leader['model']} is the only model with results on "
+                                   f"{dataset}: {fmt.number('accuracy', leader['accuracy_mean'])}.", []))
+            else:
+                out.append(self._verdict(dataset, ranked))
+        return out
+
+    def _verdict(self, dataset: str, ranked: pd.DataFrame) -> Verdict:
+        leader, second = ranked.iloc[0], ranked.iloc[1]
+        c = self.comparison(dataset)
+        lead = (f"{leader['model']} leads on {dataset} by {c.margin_points:.2f} points over {second['model']}"
+                if c.margin_points > 0 else
+                f"{leader['model']} and {second['model']} have the same mean accuracy on {dataset}")
+        details = [f"Accuracy {fmt.number('accuracy', leader['accuracy_mean'])} against "
+                   f"{fmt.number('accuracy', second['accuracy_mean'])}."]
+        if not c.tested:
+            kind, headline = "untested", f"{lead}; not tested: {c.reason}."
+        elif c.significant:
+            kind, headline = "significant", f"{lead}, significant ({_mcnemar(c)})."
+        else:
+            kind, headline = "tie", f"{lead}, not significant ({_mcnemar(c)}): treat them as tied."
+        if c.tests_disagree:
+            details.append(f"Borderline: the bootstrap interval of the difference, [{c.diff_low:+.2f}, "
+                           f"{c.diff_high:+.2f}] points, {'excludes' if c.diff_low > 0 else 'includes'} zero.")
+        details.extend(_cost(leader, second))
+        return Verdict(dataset, kind, headline, details)
+
+    def provenance(self) -> dict[str, list[tuple[str, str]]]:
+        """Sections of (key, value) rows: run, environment (versions, device), datasets, recipe per dataset."""
+        jobs = [self.results.metrics(job_id) for job_id in self.results.ok["job_id"]]
+        jobs = [m for m in jobs if m]
+        sections: dict[str, list[tuple[str, str]]] = {}
+        if self.results.run_info:
+            run = _flatten(self.results.run_info)
+            if isinstance(run.get("command"), list):  # argv: show it as it was typed
+                run["command"] = shlex.join(map(str, run["command"]))
+            sections["Run (run.json)"] = [(k, _text(v)) for k, v in run.items()]
+        environment = _tally([_flatten(m.get("provenance") or {}) for m in jobs])
+        environment += _tally([{"device (results.csv)": d} for d in self.results.ok["device"] if d])
+        sections["Environment"] = environment
+        sections["Datasets"] = _tally([{f"{d} fingerprint": f} for d, f in
+                                       zip(self.results.table["dataset"], self.results.table["dataset_fingerprint"])
+                                       if f])
+        for dataset in self.datasets:
+            recipes = [_flatten(m.get("recipe") or {}) for m in jobs if m.get("dataset") == dataset]
+            if recipes:
+                sections[f"Recipe on {dataset}"] = _tally(recipes)
+        return sections
+
+
+def assemble(out_dir: str | Path, baseline: str | Path | None = None) -> Report:
+    """Read ``out_dir`` (and the baseline folder) and compute every table and test of the report."""
+    results = load_results(out_dir)
+    board = leaderboard(results.ok)
+    report = Report(results, board, compare_top_two(results, board))
+    if baseline:
+        base = load_results(baseline)
+        base_board = leaderboard(base.ok)
+        only_here, only_there = baseline_mod.unmatched(board, base_board)
+        report.baseline = Baseline(base.out_dir, base_board, baseline_mod.compare_to_baseline(board, base_board),
+                                   only_here, only_there)
+    return report
+
+
+def draw_figures(report: Report) -> list[figs.FigureFile]:
+    """Draw every figure into OUT/figures (PNG and SVG), drop stale ones, and remember them on the report."""
+    directory = report.out_dir / FIGURES_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    palette = figs.model_palette(sorted(set(report.board["model"])))
+    files = []
+    for dataset in sorted(set(report.board["dataset"])):
+        ranked = report.board[report.board["dataset"] == dataset]
+        best = ranked.iloc[0]["model"]
+        one_seed = ranked["n_seeds"].max() < 2
+        interval = "one seed per model: no interval drawn" if one_seed else "whiskers: 95% t-interval over seeds"
+        planned = [
+            ("scores", "Accuracy and macro F1", f"Diamond: mean over seeds; dots: single seeds; {interval}.",
+             lambda: figs.scores(report.board, report.results.ok, dataset, palette)),
+            ("pareto", "Accuracy vs. inference throughput",
+             "Outlined points lie on the Pareto front (no other model is both faster and more accurate).",
+             lambda: figs.pareto(report.board, dataset, palette)),
+            ("params", "Accuracy vs. parameters", "Mean accuracy against parameter count.",
+             lambda: figs.accuracy_vs_params(report.board, dataset, palette)),
+            ("history", "Validation accuracy per epoch", "Line: mean over seeds; band: min to max over seeds.",
+             lambda: figs.history(report.results, dataset, palette)),
+            ("confusion", f"Confusion matrix of {best}",
+             "Best model by mean accuracy, summed over its seeds; each row is normalised to its true class.",
+             lambda: figs.confusion(report.results, dataset, best)),
+            ("perclass", "Per-class F1", "F1 of each class, mean over seeds; models best first.",
+             lambda: figs.per_class_f1(report.results, report.board, dataset)),
+        ]
+        for key, title, caption, draw in planned:
+            figure = draw()
+            if figure is None:
+                continue
+            png, svg = figs.save_figure(figure, directory, f"{key}-{figs.slug(dataset)}")
+            files.append(figs.FigureFile(key, dataset, title, caption, png, svg))
+    keep = {f.png for f in files} | {f.svg for f in files}
+    for stale in list(directory.glob("*.png")) + list(directory.glob("*.svg")):
+        if stale not in keep:
+            stale.unlink()
+    report.figures = files
+    return files
+
+
+def write_report(report: Report) -> Path:
+    """Write report.html, report.md and summary.csv into the results folder; returns report.html's path."""
+    from imgbench.report.html_page import render_html
+    from imgbench.report.markdown_page import render_markdown
+
+    out = report.out_dir
+    atomic_write_text(out / SUMMARY_FILE, report.board.to_csv(index=False))
+    atomic_write_text(out / MARKDOWN_FILE, render_markdown(report))
+    atomic_write_text(out / HTML_FILE, render_html(report))
+    return out / HTML_FILE
+
+
+def render(out_dir: str | Path, baseline: str | Path | None = None) -> Path:
+    """The whole report in this process, without a notebook: assemble, draw, write."""
+    report = assemble(out_dir, baseline)
+    draw_figures(report)
+    return write_report(report)
+
+
+def _mcnemar(c: Comparison) -> str:
+    return f"McNemar {fmt.p_value(c.p_value)}, alpha {ALPHA}"
+
+
+def _cost(leader: pd.Series, second: pd.Series) -> list[str]:
+    """What the lead costs against the runner-up: inference speed and size."""
+    lines = []
+    speed, speed2 = leader["infer_throughput_mean"], second["infer_throughput_mean"]
+    if pd.notna(speed) and pd.notna(speed2) and speed2 > 0:
+        lines.append(f"Inference {fmt.number('infer_throughput', speed)} against "
+                     f"{fmt.number('infer_throughput', speed2)} ({speed / speed2:.2f}x).")
+    if pd.notna(leader["params_mean"]) and pd.notna(second["params_mean"]):
+        lines.append(f"Parameters {fmt.number('params', leader['params_mean'])} against "
+                     f"{fmt.number('params', second['params_mean'])}.")
+    return lines
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _tally(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, value) per key; a key whose value differs between jobs lists each value with its job count."""
+    counts: dict[str, Counter] = {}
+    for record in records:
+        for key, value in record.items():
+            counts.setdefault(key, Counter())[_text(value)] += 1
+    rows = []
+    for key, counter in counts.items():
+        if len(counter) == 1:
+            rows.append((key, next(iter(counter))))
+        else:
+            rows.append((key, "; ".join(f"{v} ({n} jobs)" for v, n in counter.most_common())))
+    return rows
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list)) for v in value):
+        return f"{len(value)} entries (see the file)"  # e.g. run.json's grid: one record per job
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return "none" if value is None else str(value)

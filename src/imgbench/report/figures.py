@@ -1,0 +1,260 @@
+"""The report's figures, drawn with seaborn on matplotlib Figure objects (no pyplot state, no display needed).
+
+Every function returns a Figure or None when there is nothing to draw; ``save_figure`` writes it as PNG and
+SVG. Colours are fixed per model across all figures so a reader can follow one model from plot to plot.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+from imgbench.paths import atomic_write_bytes
+from imgbench.report import fmt
+from imgbench.report.load import Results
+from imgbench.report.tables import pareto_front
+
+PNG_DPI = 110
+ROW_INCHES = 0.42  # height per model row in bar charts and heatmaps
+WIDTH_INCHES = 7.5
+MAX_ANNOTATED_CELLS = 15  # confusion matrices up to 15x15 get numbers in their cells
+MAX_HEATMAP_CLASSES = 60  # beyond this, per-class heatmaps show the worst classes only
+THEME = {"style": "whitegrid", "context": "notebook", "font_scale": 0.9}
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    key: str  # e.g. "scores", "pareto"
+    dataset: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def model_palette(models: list[str]) -> dict[str, tuple[float, float, float]]:
+    colours = sns.color_palette("tab10" if len(models) <= 10 else "husl", len(models))
+    return dict(zip(sorted(models), colours))
+
+
+def save_figure(figure: Figure, directory: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``stem.png`` and ``stem.svg`` atomically; returns their paths."""
+    written = []
+    for image_format, options in (("png", {"dpi": PNG_DPI}), ("svg", {"metadata": {"Date": None}})):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=image_format, bbox_inches="tight", facecolor="white", **options)
+        path = directory / f"{stem}.{image_format}"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written[0], written[1]
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a dataset or model name ('imagefolder:/x/y' -> 'imagefolder-x-y')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "dataset"
+
+
+def scores(board: pd.DataFrame, ok_rows: pd.DataFrame, dataset: str, palette: dict) -> Figure:
+    """Accuracy and macro F1 per model: a diamond at the mean, 95% t-interval whiskers, one dot per seed.
+
+    Points rather than bars, because the axis is zoomed to the models' range and a cut bar would mislead.
+    """
+    ranked = board[board["dataset"] == dataset]
+    seeds = ok_rows[ok_rows["dataset"] == dataset]
+    order = list(ranked["model"])
+    positions = np.arange(len(order))
+    figure = _figure(WIDTH_INCHES * 1.3, 1.3 + ROW_INCHES * len(order), ncols=2)
+    for ax, metric, label in zip(figure.axes, ("accuracy", "f1_macro"), ("Accuracy", "Macro F1")):
+        means = ranked[f"{metric}_mean"].to_numpy(float)
+        low, high = ranked[f"{metric}_low"].to_numpy(float), ranked[f"{metric}_high"].to_numpy(float)
+        sns.stripplot(data=seeds, x=metric, y="model", order=order, ax=ax, color="0.35", size=4, jitter=0.12,
+                      alpha=0.8, zorder=2)
+        has_interval = ~np.isnan(low)
+        if has_interval.any():
+            ax.errorbar(means[has_interval], positions[has_interval], fmt="none", ecolor="black", capsize=4,
+                        linewidth=1.2, zorder=3,
+                        xerr=[means[has_interval] - low[has_interval], high[has_interval] - means[has_interval]])
+        ax.scatter(means, positions, marker="D", s=70, color=[palette[m] for m in order], edgecolor="black",
+                   zorder=4)
+        finite = np.concatenate([means, low[has_interval], high[has_interval], seeds[metric].to_numpy(float)])
+        ax.set_xlim(_zoomed_limits(finite))
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if np.nanmax(finite) - np.nanmin(finite)
+                                                      > 0.05 else 1))
+        ax.set(xlabel="", ylabel="", title=label)
+        if ax is figure.axes[1]:
+            ax.tick_params(axis="y", labelleft=False)
+    return figure
+
+
+def pareto(board: pd.DataFrame, dataset: str, palette: dict) -> Figure | None:
+    """Accuracy against inference throughput (log scale) with the Pareto front drawn as a step line."""
+    ranked = board[board["dataset"] == dataset].dropna(subset=["infer_throughput_mean", "accuracy_mean"])
+    if ranked.empty:
+        return None
+    figure = _figure(WIDTH_INCHES, 4.2)
+    ax = figure.axes[0]
+    front = ranked[pareto_front(ranked, "infer_throughput_mean", "accuracy_mean")]
+    front = front.sort_values("infer_throughput_mean")
+    ax.step(front["infer_throughput_mean"], front["accuracy_mean"], where="post", color="grey",
+            linestyle="--", linewidth=1, label="Pareto front", zorder=1)
+    _scatter_models(ax, ranked, "infer_throughput_mean", palette, highlight=set(front["model"]))
+    _log_axis(ax, lambda value: f"{value:,.0f}")
+    ax.set(xlabel="Inference throughput (img/s, log scale)", ylabel="Accuracy",
+           title=f"Accuracy vs. inference speed on {dataset}")
+    ax.legend(loc="lower left", fontsize="small")
+    return figure
+
+
+def accuracy_vs_params(board: pd.DataFrame, dataset: str, palette: dict) -> Figure | None:
+    ranked = board[board["dataset"] == dataset].dropna(subset=["params_mean", "accuracy_mean"])
+    if ranked.empty:
+        return None
+    figure = _figure(WIDTH_INCHES, 4.2)
+    ax = figure.axes[0]
+    _scatter_models(ax, ranked, "params_mean", palette)
+    _log_axis(ax, lambda value: fmt.number("params", value))
+    ax.set(xlabel="Parameters (log scale)", ylabel="Accuracy", title=f"Accuracy vs. model size on {dataset}")
+    return figure
+
+
+def history(results: Results, dataset: str, palette: dict) -> Figure | None:
+    """Validation accuracy per epoch; the line is the mean over seeds, the band spans min to max."""
+    rows = results.ok[results.ok["dataset"] == dataset]
+    frames = []
+    for job_id, model, seed in zip(rows["job_id"], rows["model"], rows["seed"]):
+        epochs = results.history(job_id)
+        if epochs is not None and {"epoch", "val_accuracy"} <= set(epochs.columns):
+            frames.append(epochs.assign(model=model, seed=seed))
+    data = pd.concat(frames, ignore_index=True).dropna(subset=["val_accuracy"]) if frames else None
+    if data is None or data.empty:
+        return None
+    figure = _figure(WIDTH_INCHES, 4.2)
+    ax = figure.axes[0]
+    sns.lineplot(data=data, x="epoch", y="val_accuracy", hue="model", palette=palette, errorbar=("pi", 100),
+                 marker="o", markersize=4, ax=ax)
+    epochs = sorted(data["epoch"].unique())
+    if len(epochs) <= 20:  # whole epochs only, also when there is just one
+        ax.set_xticks(epochs)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    ax.set(xlabel="Epoch", ylabel="Validation accuracy", title=f"Validation accuracy per epoch on {dataset}")
+    ax.legend(fontsize="small", title=None)
+    return figure
+
+
+def confusion(results: Results, dataset: str, model: str) -> Figure | None:
+    """Row-normalised confusion matrix of ``model``, summed over its seeds (rows: true class)."""
+    matrices, classes = _job_metrics(results, dataset, model, "confusion_matrix")
+    if not matrices:
+        return None
+    total = np.sum([np.asarray(m, float) for m in matrices], axis=0)
+    rates = total / np.clip(total.sum(axis=1, keepdims=True), 1, None)
+    labels = classes if classes and len(classes) == len(total) else [str(i) for i in range(len(total))]
+    side = min(9.0, 2.5 + 0.45 * len(labels))
+    figure = _figure(side + 1.2, side)
+    annotate = len(labels) <= MAX_ANNOTATED_CELLS
+    sns.heatmap(pd.DataFrame(rates, index=labels, columns=labels), ax=figure.axes[0], cmap="Blues",
+                vmin=0, vmax=1, square=True, annot=annotate, fmt=".0%" if annotate else "",
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "share of the true class", "shrink": 0.7},
+                xticklabels=True, yticklabels=True)
+    figure.axes[0].set(xlabel="Predicted", ylabel="True",
+                       title=f"{model} on {dataset} ({len(matrices)} seed{'s' * (len(matrices) > 1)})")
+    return figure
+
+
+def per_class_f1(results: Results, board: pd.DataFrame, dataset: str) -> Figure | None:
+    """Heatmap of per-class F1 (mean over seeds): models (best first) down, classes across."""
+    rows, classes = {}, None
+    for model in board.loc[board["dataset"] == dataset, "model"]:
+        per_class, names = _job_metrics(results, dataset, model, "per_class")
+        f1s = [p["f1"] for p in per_class if isinstance(p, dict) and "f1" in p]
+        if f1s:
+            rows[model] = np.mean(np.asarray(f1s, float), axis=0)
+            classes = classes or names
+    if not rows:
+        return None
+    width = len(next(iter(rows.values())))
+    table = pd.DataFrame(rows, index=classes if classes and len(classes) == width else range(width)).T
+    if table.shape[1] > MAX_HEATMAP_CLASSES:  # keep the classes where models struggle most
+        table = table[table.mean().nsmallest(MAX_HEATMAP_CLASSES).index]
+    figure = _figure(min(16.0, 3.0 + 0.45 * table.shape[1]), 1.6 + ROW_INCHES * len(table))
+    annotate = table.shape[1] <= 20
+    # colour from the worst score up: on easy datasets a 0..1 scale would paint every cell the same
+    floor = max(0.0, np.floor(np.nanmin(table.to_numpy()) * 20) / 20 - 0.05)
+    sns.heatmap(table, ax=figure.axes[0], cmap="viridis", vmin=floor, vmax=1, annot=annotate, fmt=".2f",
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "F1"}, xticklabels=True, yticklabels=True)
+    figure.axes[0].set(xlabel="Class", ylabel="", title=f"Per-class F1 on {dataset}")
+    figure.axes[0].tick_params(axis="x", labelrotation=45)
+    return figure
+
+
+def _job_metrics(results: Results, dataset: str, model: str, key: str) -> tuple[list, list[str] | None]:
+    """The ``key`` entry of metrics.json for every ok job of (dataset, model), and the class names."""
+    rows = results.ok[(results.ok["dataset"] == dataset) & (results.ok["model"] == model)]
+    values, classes = [], None
+    for job_id in rows["job_id"]:
+        metrics = results.metrics(job_id)
+        if metrics and metrics.get(key) is not None:
+            names = [str(c) for c in metrics.get("classes") or []]
+            if classes is not None and names != classes:  # a seed scored on other classes cannot be averaged in
+                results.note(f"jobs/{job_id}/metrics.json: classes differ from the other seeds; left out of {key}")
+                continue
+            values.append(metrics[key])
+            classes = names
+    return values, classes
+
+
+def _scatter_models(ax, ranked: pd.DataFrame, x: str, palette: dict, highlight: set[str] = frozenset()) -> None:
+    for _, row in ranked.iterrows():
+        on_front = row["model"] in highlight
+        ax.scatter(row[x], row["accuracy_mean"], s=70 if on_front else 40, color=palette[row["model"]],
+                   edgecolor="black" if on_front else "none", linewidth=1.2, zorder=3)
+        if not math.isnan(row["accuracy_low"]):
+            ax.errorbar(row[x], row["accuracy_mean"], color=palette[row["model"]], zorder=2, capsize=2,
+                        yerr=[[row["accuracy_mean"] - row["accuracy_low"]],
+                              [row["accuracy_high"] - row["accuracy_mean"]]], linewidth=1)
+        ax.annotate(row["model"], (row[x], row["accuracy_mean"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    ax.margins(x=0.25, y=0.15)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(0.0, low), min(1.0, high))  # accuracy lives in [0, 100] %
+
+
+def _log_axis(ax, label) -> None:
+    """A log x axis with plain labels; within one decade matplotlib labels minor ticks too, so both get them."""
+    ax.set_xscale("log")
+    formatter = FuncFormatter(lambda value, _: label(value))
+    ax.xaxis.set_major_formatter(formatter)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: label(value) if _few_decades(ax) else ""))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+
+
+def _few_decades(ax) -> bool:
+    low, high = ax.get_xlim()
+    return low > 0 and high / low < 10
+
+
+def _zoomed_limits(values: np.ndarray) -> tuple[float, float]:
+    """x limits that show the differences between models instead of bars that all reach 95%."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    pad = max(0.01, (high - low) * 0.15)
+    return max(0.0, low - pad), min(1.0 + pad / 2, high + pad)
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> Figure:
+    sns.set_theme(**THEME)
+    figure = Figure(figsize=(width, height), layout="constrained")
+    figure.subplots(1, ncols, squeeze=False)
+    return figure

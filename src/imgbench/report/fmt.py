@@ -1,0 +1,89 @@
+"""How numbers read in the report: accuracy as %, throughput in img/s, params in M, FLOPs in M/G."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+PERCENT_METRICS = ("accuracy", "f1_macro", "top5_accuracy", "balanced_accuracy", "precision_macro",
+                   "recall_macro", "best_val_accuracy")
+MISSING = "–"
+
+
+def number(metric: str, value: float) -> str:
+    """``value`` of ``metric`` with its unit, e.g. 0.8531 accuracy -> '85.31 %', 2.5e6 params -> '2.50 M'."""
+    if value is None or pd.isna(value):
+        return MISSING
+    if metric in PERCENT_METRICS:
+        return f"{100 * value:.2f} %"
+    if metric.endswith("throughput"):
+        return f"{value:,.0f} img/s" if value >= 100 else f"{value:,.1f} img/s"
+    if metric.endswith("_ms"):
+        return f"{value:.2f} ms"
+    if metric == "params":  # always in millions, so a column of sizes compares at a glance
+        return f"{value / 1e6:.3g} M"
+    if metric == "flops":
+        return _scaled(value, "")
+    if metric.endswith("_mb"):
+        return f"{value:,.0f} MB" if value >= 10 else f"{value:.1f} MB"
+    if metric.endswith("_s"):
+        return f"{value:,.1f} s"
+    return f"{value:,.4g}"
+
+
+def unit_suffix(metric: str) -> str:
+    """The unit a table heading carries so that its cells can be bare numbers ('' when cells keep theirs)."""
+    if metric.endswith("throughput"):
+        return " (img/s)"
+    if metric.endswith("_ms"):
+        return " (ms)"
+    if metric.endswith("_mb"):
+        return " (MB)"
+    return ""
+
+
+def cell(metric: str, value: float) -> str:
+    """``number`` without the unit that ``unit_suffix`` moved into the heading."""
+    text = number(metric, value)
+    suffix = unit_suffix(metric).strip(" ()")
+    return text.removesuffix(f" {suffix}") if suffix else text
+
+
+def half_width(metric: str, low: float, high: float) -> str:
+    """The ± part of a symmetric interval in the metric's display unit ('' when there is no interval)."""
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    width = (high - low) / 2
+    if width == 0:  # a deterministic quantity (params, FLOPs): the same in every seed
+        return ""
+    if metric in PERCENT_METRICS:
+        return f"± {100 * width:.2f}"
+    if metric.endswith("_ms"):
+        return f"± {width:.2f}"
+    if metric in ("params", "flops"):
+        return f"± {_scaled(width, '')}"
+    return f"± {width:,.0f}" if width >= 10 else f"± {width:.1f}"
+
+
+def points(value: float) -> str:
+    return MISSING if pd.isna(value) else f"{value:+.2f} pt"
+
+
+def p_value(value: float) -> str:
+    if pd.isna(value):
+        return MISSING
+    return "p < 0.0001" if value < 1e-4 else f"p = {value:.4f}" if value < 0.01 else f"p = {value:.3f}"
+
+
+def change(metric: str, delta: float, percent: float) -> str:
+    if metric in PERCENT_METRICS:
+        return points(100 * delta)
+    return MISSING if pd.isna(percent) else f"{percent:+.1f} %"
+
+
+def _scaled(value: float, unit: str) -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.0f} {unit}".rstrip() if not math.isnan(value) else MISSING

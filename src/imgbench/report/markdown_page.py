@@ -1,0 +1,67 @@
+"""report.md: the same content as report.html for terminals, diffs and pull requests; figures linked."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from imgbench.report import fmt
+from imgbench.report.content import FIGURES_DIR, Report
+from imgbench.report.stats import ALPHA, PAIRING
+from imgbench.report.tables import LEADERBOARD_METRICS
+
+
+def render_markdown(report: Report) -> str:
+    lines = [f"# imgbench report: {report.out_dir.name}", "", f"Built {report.created}. {report.headline()}", ""]
+    lines += ["## Verdict", ""]
+    lines += [f"- **{v.dataset}** ({v.kind}): {v.text}" for v in report.verdicts()] or ["Nothing to compare."]
+    lines += ["", "## Leaderboards", ""]
+    for dataset, ranked in report.board.groupby("dataset", sort=True):
+        lines += [f"### {dataset}", ""]
+        if ranked["n_seeds"].max() < 2:
+            lines += ["One seed per model: no interval.", ""]
+        header = ["#", "Model", "Seeds"] + [label for label, _ in LEADERBOARD_METRICS.values()]
+        rows = [[str(r["rank"]), r["model"], str(r["n_seeds"])] + [
+            f"{fmt.number(m, r[f'{m}_mean'])} {fmt.half_width(m, r[f'{m}_low'], r[f'{m}_high'])}".strip()
+            for m in LEADERBOARD_METRICS] for _, r in ranked.iterrows()]
+        lines += _table(header, rows) + [""]
+    if report.board.empty:
+        lines += ["No successful job: nothing to rank.", ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{f.title} on {f.dataset}]({FIGURES_DIR}/{f.png.name})" for f in report.figures] or ["None."]
+    lines += ["", "## Is the leader really better?", "", f"Method: {PAIRING}. Alpha = {ALPHA}.", ""]
+    rows = [[c.dataset, c.winner, c.runner_up, fmt.points(c.margin_points), fmt.p_value(c.p_value),
+             "" if pd.isna(c.diff_low) else f"[{c.diff_low:+.2f}, {c.diff_high:+.2f}] pt",
+             c.reason and f"not tested: {c.reason}" or ("significant" if c.significant else "not significant")]
+            for c in report.comparisons]
+    lines += _table(["Dataset", "Leader", "Runner-up", "Margin", "McNemar", "Bootstrap 95% CI", "Verdict"],
+                    rows) if rows else ["No dataset has two models with results."]
+    if report.baseline is not None:
+        changes = report.baseline.changes
+        lines += ["", "## Against the baseline", "", f"Baseline: {report.baseline.out_dir}", ""]
+        rows = [[r.dataset, r.model, r.metric, fmt.number(r.metric, r.baseline), fmt.number(r.metric, r.current),
+                 fmt.change(r.metric, r.change, r.change_pct), ("REGRESSION " if r.regression else "") + r.note]
+                for r in changes.itertuples()]
+        lines += _table(["Dataset", "Model", "Metric", "Baseline", "Now", "Change", "Flag"], rows) if rows \
+            else ["No (model, dataset) pair is in both runs."]
+    lines += ["", "## Failures", ""]
+    failures = report.failures
+    lines += _table(list(failures.columns), [[_cell(v) for v in row] for row in failures.itertuples(index=False)]) \
+        if not failures.empty else ["Every job finished with status ok."]
+    lines += [f"- could not use {p}" for p in report.results.problems]
+    lines += ["", "## Provenance", ""]
+    for title, items in report.provenance().items():
+        if items:
+            lines += [f"### {title}", ""] + [f"- {key}: {value}" for key, value in items] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+    return [line(header), line(["---"] * len(header))] + [line(r) for r in rows]
+
+
+def _cell(value) -> str:
+    if pd.isna(value):
+        return ""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
