@@ -18,6 +18,8 @@ from imgbench.registry import Registry, get_registry
 
 # Subcommands whose arguments and behaviour live with the code they drive.
 DELEGATED: dict[str, tuple[str, str]] = {
+    "report": ("imgbench.report.cli", "build the comparison report of a results folder"),
+    "run": ("imgbench.runner.cli", "run a benchmark grid (a suite TOML and/or -m/-d/--seeds)"),
 }
 
 

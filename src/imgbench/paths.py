@@ -12,6 +12,8 @@ import platformdirs
 
 DATA_DIR_ENV = "IMGBENCH_DATA_DIR"  # local copies: <dir>/mnist, <dir>/cifar10, <dir>/flowers
 CACHE_DIR_ENV = "IMGBENCH_CACHE_DIR"  # downloads and decoded arrays
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the umask can only be read by setting it
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path | None:
@@ -32,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; results are meant to be shared
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -92,7 +92,8 @@ class DatasetSpec:
 class ExecutorSpec:
     """One way to run a grid of jobs (``local``, ``dask``, ...).
 
-    ``create(**options)`` returns an object with ``run(jobs, on_result)``; see :mod:`imgbench.runner`.
+    ``create(jobs=N, **options)`` returns an object with ``run(tasks, on_result, on_start=None)``; the protocol
+    is in :mod:`imgbench.runner.executors`.
     """
 
     name: str
