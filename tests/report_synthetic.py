@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from imgbench.runner.results import COLUMNS
+
 CLASSES = {
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
     "mnist": [str(d) for d in range(10)],
@@ -35,14 +37,7 @@ COSTS = {
 FAILED = (("timm/vit_tiny_patch16_224", "mnist", 2),)
 FAILED_ERROR = ("RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x192 and 768x10)\n"
                 "  in cell 4: result = run_job(model, dataset, seed=seed, out_dir=job_dir, **params)")
-RESULTS_COLUMNS = [
-    "job_id", "model", "family", "dataset", "seed", "status", "error", "accuracy", "top5_accuracy", "f1_macro",
-    "precision_macro", "recall_macro", "balanced_accuracy", "log_loss", "ece", "train_throughput",
-    "infer_throughput", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "params", "flops",
-    "peak_memory_mb", "epochs", "batch_size", "image_size", "train_samples", "test_samples", "device",
-    "train_time_s", "compile_time_s", "time_to_target_s", "duration_s", "dataset_fingerprint", "config_hash",
-    "notebook",
-]
+RESULTS_COLUMNS = list(COLUMNS)  # the runner's public schema
 
 
 def make_results(out: Path, *, plan: dict = PLAN, seeds=(0, 1, 2), failed=FAILED, n_test: int = 300,
