@@ -79,3 +79,13 @@ def test_importing_the_engine_and_resolving_a_recipe_imports_no_framework():
             "print(sorted(m for m in ('torch', 'keras', 'timm', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "flowers"])
+def test_listed_split_sizes_are_those_the_default_recipe_loads(dataset):
+    """`imgbench datasets` states split sizes at the datasets' default val share; jobs use the recipe's."""
+    from imgbench.datasets import cifar, idx, imagefolder
+
+    listing_val_size = {"mnist": idx.DEFAULT_VAL_SIZE, "cifar10": cifar.DEFAULT_VAL_SIZE,
+                        "flowers": imagefolder.DEFAULT_VAL_SIZE}[dataset]
+    assert resolve_recipe(dataset, {}).val_size == pytest.approx(listing_val_size)

@@ -79,8 +79,13 @@ def _fix(path: Path) -> str:
 
 
 def _memo_path(path: Path, cache_dir: Path) -> Path:
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-    return Path(cache_dir) / MEMO_DIR / f"{key}.json"
+    return cache_record(cache_dir, MEMO_DIR, path)
+
+
+def cache_record(cache_dir: Path, folder: str, path: Path) -> Path:
+    """The small JSON under ``cache_dir/folder`` that remembers facts about ``path`` (keyed by its full path)."""
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
+    return Path(cache_dir) / folder / f"{key}.json"
 
 
 def _read_memo(memo_path: Path) -> dict | None:
@@ -88,10 +93,6 @@ def _read_memo(memo_path: Path) -> dict | None:
         return json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def fingerprint_of(parts: object) -> str:

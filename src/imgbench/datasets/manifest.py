@@ -17,7 +17,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from imgbench.datasets.checksums import hash_file
+from imgbench.datasets.checksums import cache_record, hash_file
 from imgbench.paths import atomic_write_json
 
 MANIFEST_DIR = "manifests"
@@ -26,7 +26,7 @@ MANIFEST_DIR = "manifests"
 def folder_content(root: Path, relpaths: Sequence[str], cache_dir: Path) -> tuple[list[str], str]:
     """The sha256 of every ``root/relpath`` and the folder's fingerprint, reusing the cached manifest."""
     root = Path(root).resolve()
-    manifest_path = Path(cache_dir) / MANIFEST_DIR / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.json"
+    manifest_path = cache_record(cache_dir, MANIFEST_DIR, root)
     try:
         saved = json.loads(manifest_path.read_text(encoding="utf-8"))
         known, saved_fingerprint = saved["files"], saved["fingerprint"]
