@@ -164,9 +164,9 @@ CIFAR10 = CifarDataset(
     name="cifar10",
     description="CIFAR-10, 32x32 colour, 10 classes, official 50k train / 10k test (Krizhevsky 2009)",
     classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    # sha256 as pinned by both Keras and TensorFlow Datasets; md5 from the CIFAR page
+    # sha256 as pinned by Keras, md5 from the CIFAR page and torchvision, size as the server sends it
     archive=FileCheck("cifar-10-python.tar.gz", "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                      "c58f30108f718f92721af3b95e74349a"),
+                      "c58f30108f718f92721af3b95e74349a", 170_498_071),
     url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     folder="cifar-10-batches-py",
     train_batches=(  # per-file md5s as pinned by torchvision
@@ -176,7 +176,7 @@ CIFAR10 = CifarDataset(
         FileCheck("data_batch_4", md5="634d18415352ddfa80567beed471001a"),
         FileCheck("data_batch_5", md5="482c414d41f54cd18b22e5b47cb7c3cb"),
     ),
-    test_batches=(FileCheck("test_batch", md5="40351d587109b95175f73aff81a1287e"),),
+    test_batches=(FileCheck("test_batch", md5="40351d587109b95175f43aff81a1287e"),),
     label_key=b"labels",
     train_counts=(5000,) * 10,
     test_counts=(1000,) * 10,
@@ -194,7 +194,7 @@ CIFAR100 = CifarDataset(
         "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television "
         "tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm").split()),
     archive=FileCheck("cifar-100-python.tar.gz", "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-                      "eb9058c3a382ffc7106e4002c42a8d85"),
+                      "eb9058c3a382ffc7106e4002c42a8d85", 169_001_437),
     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     folder="cifar-100-python",
     train_batches=(FileCheck("train", md5="16019d7e3df5f24257cddd939b257f8d"),),
