@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from imgbench.runner.results import COLUMNS
+from imgbench.schema import RESULT_COLUMNS
 
 CLASSES = {
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
@@ -37,7 +37,7 @@ COSTS = {
 FAILED = (("timm/vit_tiny_patch16_224", "mnist", 2),)
 FAILED_ERROR = ("RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x192 and 768x10)\n"
                 "  in cell 4: result = run_job(model, dataset, seed=seed, out_dir=job_dir, **params)")
-RESULTS_COLUMNS = list(COLUMNS)  # the runner's public schema
+RESULTS_COLUMNS = list(RESULT_COLUMNS)  # the public schema
 
 
 def make_results(out: Path, *, plan: dict = PLAN, seeds=(0, 1, 2), failed=FAILED, n_test: int = 300,

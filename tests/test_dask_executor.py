@@ -17,7 +17,8 @@ from imgbench.registry import get_registry
 from imgbench.runner import dask_executor as dx
 from imgbench.runner.execute import JobTask
 from imgbench.runner.jobs import Job
-from imgbench.runner.results import RECORD, read_record
+from imgbench.runner.results import read_record
+from imgbench.schema import JOB_RECORD as RECORD
 
 def make_task(out_dir: Path, device: str = "cpu", env=None) -> JobTask:
     job = Job("testkit/linear", "tinygray", 0, {"device": device, "epochs": 1}, "0123456789ab", "testkit")

@@ -16,7 +16,7 @@ from imgbench import LoadedDataset, Split
 from imgbench.engine import config_hash, run_job
 from imgbench.engine.data import Augmenter, stratified_subset
 from imgbench.engine.evaluate import expected_calibration_error
-from imgbench.engine.record import HISTORY_COLUMNS, RESULT_KEYS
+from imgbench.schema import HISTORY_COLUMNS, METRICS_KEYS
 from imgbench.engine.train import build_schedule
 from imgbench.errors import UsageError
 from imgbench.registry import Registry
@@ -104,7 +104,7 @@ def trained(registry, data, tmp_path_factory):
 def test_job_folder_holds_metrics_predictions_and_history(trained, data):
     metrics = json.loads((trained.out_dir / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(trained.metrics, default=str))
-    assert set(RESULT_KEYS) <= set(metrics) and metrics["status"] == "ok" and metrics["error"] is None
+    assert set(METRICS_KEYS) <= set(metrics) and metrics["status"] == "ok" and metrics["error"] is None
     assert metrics["model"] == "tiny/mlp" and metrics["family"] == "tiny" and metrics["plugin"] == "tinyplug"
     assert metrics["classes"] == list(data.classes) and metrics["dataset_fingerprint"] == data.fingerprint
     assert metrics["config_hash"] == config_hash("tiny/mlp", "synthetic", 1, metrics["recipe"])

@@ -21,8 +21,9 @@ import pandas as pd
 import psutil
 import pytest
 
+from imgbench import schema
 from imgbench.registry import get_registry
-from imgbench.runner import results, run_grid
+from imgbench.runner import run_grid
 from imgbench.runner.suite import suite_from_dict
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -72,7 +73,7 @@ def test_e2e_four_ok_rows_in_the_documented_schema(e2e):
     _, result = e2e
     assert result.exit_code == 0, result.summary()
     frame = pd.read_csv(result.results_csv)
-    assert list(frame.columns) == list(results.COLUMNS)
+    assert list(frame.columns) == list(schema.RESULT_COLUMNS)
     assert len(frame) == 4 and set(frame.status) == {"ok"}
     assert set(zip(frame.model, frame.dataset)) == {(m, d) for m in ("keras/mnist_convnet", "timm/resnet18")
                                                     for d in ("tinygray", "tinyrgb")}

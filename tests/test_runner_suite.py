@@ -12,7 +12,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from imgbench import cli
+from imgbench import cli, schema
 from imgbench.engine import RECIPE_FIELDS, config_hash, resolve_recipe
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
@@ -22,7 +22,6 @@ from imgbench.resources import notebook_path, suite_path
 from imgbench.runner.suite import expand, load_suite, parse_param, parse_seeds, suite_from_dict, with_options
 
 TESTKIT = Path(__file__).parent / "test_runner_plugins"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +194,7 @@ def _finish(out: Path, job: Job, status: str, **metrics) -> dict:
     row = results.make_row(job, status=status, error="", metrics=metrics, duration_s=1.5,
                            notebook=f"jobs/{job.job_id}/notebook.ipynb")
     (results.job_dir(out, job)).mkdir(parents=True, exist_ok=True)
-    (results.job_dir(out, job) / results.RECORD).write_text(json.dumps({"row": row}), encoding="utf-8")
+    (results.job_dir(out, job) / schema.JOB_RECORD).write_text(json.dumps({"row": row}), encoding="utf-8")
     return row
 
 
@@ -204,9 +203,9 @@ def test_results_csv_has_one_row_per_finished_job_in_the_documented_columns(tmp_
     _finish(tmp_path, jobs[0], "ok", accuracy=0.75, params=435, log_loss=float("nan"), per_class={"f1": [1]})
     _finish(tmp_path, jobs[1], "crashed")
     results.job_dir(tmp_path, jobs[2]).mkdir(parents=True)
-    (results.job_dir(tmp_path, jobs[2]) / results.RECORD).write_text('{"row": {"sta', encoding="utf-8")  # torn
+    (results.job_dir(tmp_path, jobs[2]) / schema.JOB_RECORD).write_text('{"row": {"sta', encoding="utf-8")  # torn
     frame = pd.read_csv(results.write_results(tmp_path, jobs))
-    assert list(frame.columns) == list(results.COLUMNS)
+    assert list(frame.columns) == list(schema.RESULT_COLUMNS)
     assert list(frame.job_id) == [jobs[0].job_id, jobs[1].job_id]
     assert frame.loc[0, "accuracy"] == 0.75 and frame.loc[0, "params"] == 435
     assert pd.isna(frame.loc[0, "log_loss"]) and frame.loc[1, "status"] == "crashed"
@@ -219,17 +218,6 @@ def test_a_record_with_another_configuration_is_not_reused(tmp_path):
     _finish(tmp_path, job, "ok")
     changed = Job(job.model, job.dataset, job.seed, {**job.recipe, "epochs": 99}, "f" * 12, job.family)
     assert results.read_record(tmp_path, changed) is None
-
-
-def test_results_columns_match_the_contract():
-    contract = ("job_id, model, family, dataset, seed, status, error, accuracy, top5_accuracy, f1_macro, "
-                "precision_macro, recall_macro, balanced_accuracy, log_loss, ece, train_throughput, "
-                "infer_throughput, latency_p50_ms, latency_p95_ms, latency_p99_ms, params, flops, peak_memory_mb, "
-                "epochs, batch_size, image_size, train_samples, test_samples, device, train_time_s, compile_time_s, "
-                "time_to_target_s, duration_s, dataset_fingerprint, config_hash, notebook")
-    assert results.COLUMNS == tuple(contract.split(", "))
-    readme = (REPO / "README.md").read_text(encoding="utf-8")  # the schema is documented there
-    assert all(f"| `{column}` |" in readme for column in results.COLUMNS)
 
 
 # -- executors ---------------------------------------------------------------------------------------------

@@ -14,24 +14,16 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from imgbench import schema
 from imgbench.paths import atomic_write_json, atomic_write_text
 
-# The flat scalars results.csv carries, in its order; each is present in metrics.json (None when unknown).
-RESULT_KEYS = (
-    "model", "family", "plugin", "dataset", "seed", "status", "error", "accuracy", "top5_accuracy",
-    "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "precision_weighted",
-    "recall_weighted", "log_loss", "ece", "train_throughput", "infer_throughput", "latency_p50_ms",
-    "latency_p95_ms", "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size",
-    "image_size", "model_input_size", "train_samples", "test_samples", "device", "train_time_s",
-    "compile_time_s", "time_to_target_s", "best_val_accuracy", "dataset_fingerprint", "config_hash",
-)
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
 VERSIONED = ("torch", "keras", "timm", "imgbench", "numpy", "scikit-learn")
 GIT_TIMEOUT_S = 5
 
 
 def empty_metrics() -> dict[str, Any]:
-    return dict.fromkeys(RESULT_KEYS)
+    """Every flat key metrics.json carries (``schema.METRICS_KEYS``), None until measured."""
+    return dict.fromkeys(schema.METRICS_KEYS)
 
 
 def _version(distribution: str) -> str | None:
@@ -96,13 +88,13 @@ def provenance(device: Any, precision: str, flags: Mapping[str, Any], plugin: st
 
 
 def history_frame(history: list[Mapping[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS))
+    return pd.DataFrame(list(history), columns=list(schema.HISTORY_COLUMNS))
 
 
 def write_job(out_dir: Path, metrics: Mapping[str, Any], history: list[Mapping[str, Any]],
               predictions: pd.DataFrame) -> None:
     """history.csv and predictions.csv first, metrics.json last."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "history.csv", history_frame(history).to_csv(index=False))
-    atomic_write_text(out_dir / "predictions.csv", predictions.to_csv(index=False, float_format="%.6g"))
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / schema.HISTORY_CSV, history_frame(history).to_csv(index=False))
+    atomic_write_text(out_dir / schema.PREDICTIONS_CSV, predictions.to_csv(index=False, float_format="%.6g"))
+    atomic_write_json(out_dir / schema.METRICS_JSON, metrics)

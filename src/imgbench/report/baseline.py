@@ -11,11 +11,12 @@ import math
 
 import pandas as pd
 
+from imgbench import schema
+
 SPEED_TOLERANCE = 0.05
 QUALITY_METRICS = ("accuracy", "f1_macro")
-HIGHER_IS_FASTER = ("train_throughput", "infer_throughput")
-LOWER_IS_FASTER = ("latency_p50_ms",)
-COMPARED_METRICS = QUALITY_METRICS + HIGHER_IS_FASTER + LOWER_IS_FASTER + ("params", "flops", "peak_memory_mb")
+SPEED_METRICS = ("train_throughput", "infer_throughput", "latency_p50_ms")  # which way is faster: imgbench.schema
+COMPARED_METRICS = QUALITY_METRICS + SPEED_METRICS + ("params", "flops", "peak_memory_mb")
 COLUMNS = ["dataset", "model", "metric", "baseline", "current", "change", "change_pct", "regression", "note"]
 
 
@@ -50,8 +51,9 @@ def _judge(metric: str, current: float, base: float, base_low: float) -> tuple[b
         if current < base_low:
             return True, "below the baseline's 95% interval"
         return False, ""
-    if metric in HIGHER_IS_FASTER and current < base * (1 - SPEED_TOLERANCE):
-        return True, f"more than {SPEED_TOLERANCE:.0%} slower"
-    if metric in LOWER_IS_FASTER and current > base * (1 + SPEED_TOLERANCE):
-        return True, f"more than {SPEED_TOLERANCE:.0%} slower"
+    if metric in SPEED_METRICS:
+        slower = (current < base * (1 - SPEED_TOLERANCE) if schema.higher_is_better(metric)
+                  else current > base * (1 + SPEED_TOLERANCE))
+        if slower:
+            return True, f"more than {SPEED_TOLERANCE:.0%} slower"
     return False, ""

@@ -6,41 +6,42 @@ import math
 
 import pandas as pd
 
-PERCENT_METRICS = ("accuracy", "f1_macro", "top5_accuracy", "balanced_accuracy", "precision_macro",
-                   "recall_macro", "best_val_accuracy")
+from imgbench import schema
+
 MISSING = "–"
+HEADING_UNITS = ("img/s", "ms", "MB")  # leaderboard headings carry these units, so cells are bare numbers
+
+
+def is_percent(metric: str) -> bool:
+    return schema.unit(metric) == schema.FRACTION
 
 
 def number(metric: str, value: float) -> str:
     """``value`` of ``metric`` with its unit, e.g. 0.8531 accuracy -> '85.31 %', 2.5e6 params -> '2.50 M'."""
     if value is None or pd.isna(value):
         return MISSING
-    if metric in PERCENT_METRICS:
+    unit = schema.unit(metric)
+    if unit == schema.FRACTION:
         return f"{100 * value:.2f} %"
-    if metric.endswith("throughput"):
+    if unit == "img/s":
         return f"{value:,.0f} img/s" if value >= 100 else f"{value:,.1f} img/s"
-    if metric.endswith("_ms"):
+    if unit == "ms":
         return f"{value:.2f} ms"
     if metric == "params":  # always in millions, so a column of sizes compares at a glance
         return f"{value / 1e6:.3g} M"
-    if metric == "flops":
+    if unit == "FLOPs":
         return _scaled(value, "")
-    if metric.endswith("_mb"):
+    if unit == "MB":
         return f"{value:,.0f} MB" if value >= 10 else f"{value:.1f} MB"
-    if metric.endswith("_s"):
+    if unit == "s":
         return f"{value:,.1f} s"
     return f"{value:,.4g}"
 
 
 def unit_suffix(metric: str) -> str:
     """The unit a table heading carries so that its cells can be bare numbers ('' when cells keep theirs)."""
-    if metric.endswith("throughput"):
-        return " (img/s)"
-    if metric.endswith("_ms"):
-        return " (ms)"
-    if metric.endswith("_mb"):
-        return " (MB)"
-    return ""
+    unit = schema.unit(metric)
+    return f" ({unit})" if unit in HEADING_UNITS else ""
 
 
 def cell(metric: str, value: float) -> str:
@@ -57,9 +58,9 @@ def half_width(metric: str, low: float, high: float) -> str:
     width = (high - low) / 2
     if width == 0:  # a deterministic quantity (params, FLOPs): the same in every seed
         return ""
-    if metric in PERCENT_METRICS:
+    if is_percent(metric):
         return f"± {100 * width:.2f}"
-    if metric.endswith("_ms"):
+    if schema.unit(metric) == "ms":
         return f"± {width:.2f}"
     if metric in ("params", "flops"):
         return f"± {_scaled(width, '')}"
@@ -77,7 +78,7 @@ def p_value(value: float) -> str:
 
 
 def change(metric: str, delta: float, percent: float) -> str:
-    if metric in PERCENT_METRICS:
+    if is_percent(metric):
         return points(100 * delta)
     return MISSING if pd.isna(percent) else f"{percent:+.1f} %"
 

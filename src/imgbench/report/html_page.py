@@ -11,6 +11,7 @@ from html import escape
 
 import pandas as pd
 
+from imgbench import schema
 from imgbench.report import fmt
 from imgbench.report.baseline import SPEED_TOLERANCE
 from imgbench.report.content import Report
@@ -106,9 +107,9 @@ def _leaderboards(report: Report) -> str:
 def _leaderboard_table(dataset: str, ranked: pd.DataFrame) -> str:
     head = "<tr><th>#</th><th class=\"text\">Model</th><th>Seeds</th>" + "".join(
         f"<th>{escape(label)}{escape(fmt.unit_suffix(metric))}</th>"
-        for metric, (label, _) in LEADERBOARD_METRICS.items()) + "</tr>"
-    best = {metric: (ranked[f"{metric}_mean"].max() if higher else ranked[f"{metric}_mean"].min())
-            for metric, (_, higher) in LEADERBOARD_METRICS.items()}
+        for metric, label in LEADERBOARD_METRICS.items()) + "</tr>"
+    best = {metric: (ranked[f"{metric}_mean"].max() if schema.higher_is_better(metric)
+                     else ranked[f"{metric}_mean"].min()) for metric in LEADERBOARD_METRICS}
     rows = []
     for _, row in ranked.iterrows():
         cells = [f"<td>{row['rank']}</td>", f'<td class="text">{escape(row["model"])}</td>',
@@ -191,7 +192,7 @@ def _baseline_table(changes: pd.DataFrame) -> str:
     """(dataset, model) down, metrics across; each cell is the change, red where it is a regression."""
     metrics = list(dict.fromkeys(changes["metric"]))
     head = ('<tr><th class="text">Dataset</th><th class="text">Model</th>'
-            + "".join(f"<th>{escape(LEADERBOARD_METRICS[m][0])}</th>" for m in metrics) + "</tr>")
+            + "".join(f"<th>{escape(LEADERBOARD_METRICS[m])}</th>" for m in metrics) + "</tr>")
     rows = []
     for (dataset, model), group in changes.groupby(["dataset", "model"], sort=True):
         by_metric = {r.metric: r for r in group.itertuples()}

@@ -14,23 +14,13 @@ from typing import Any
 
 import pandas as pd
 
+from imgbench import schema
 from imgbench.errors import UsageError
 
-RESULTS_FILE = "results.csv"
-RUN_FILE = "run.json"
-JOBS_DIR = "jobs"
 OK = "ok"
 
 # Without these a row cannot be placed in any table.
 REQUIRED_COLUMNS = ("job_id", "model", "dataset", "seed", "status")
-TEXT_COLUMNS = ("job_id", "model", "family", "dataset", "status", "error", "device", "dataset_fingerprint",
-                "config_hash", "notebook")
-NUMERIC_COLUMNS = (
-    "seed", "accuracy", "top5_accuracy", "f1_macro", "precision_macro", "recall_macro", "balanced_accuracy",
-    "log_loss", "ece", "train_throughput", "infer_throughput", "latency_p50_ms", "latency_p95_ms",
-    "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size", "image_size",
-    "train_samples", "test_samples", "train_time_s", "compile_time_s", "time_to_target_s", "duration_s",
-)
 
 
 @dataclass
@@ -52,23 +42,24 @@ class Results:
         return self.table[self.table["status"] != OK]
 
     def job_dir(self, job_id: str) -> Path:
-        return self.out_dir / JOBS_DIR / job_id
+        return schema.job_dir(self.out_dir, job_id)
 
     def metrics(self, job_id: str) -> dict[str, Any] | None:
         # read once: figures, provenance and per-class tables all ask for the same files
         if job_id not in self._metrics_cache:
-            self._metrics_cache[job_id] = self._read(job_id, "metrics.json", _read_json)
+            self._metrics_cache[job_id] = self._read(job_id, schema.METRICS_JSON, _read_json)
         return self._metrics_cache[job_id]
 
     def predictions(self, job_id: str) -> pd.DataFrame | None:
-        frame = self._read(job_id, "predictions.csv", pd.read_csv)
-        if frame is not None and not {"index", "y_true", "y_pred"} <= set(frame.columns):
-            self.note(f"{JOBS_DIR}/{job_id}/predictions.csv lacks index, y_true or y_pred")
+        frame = self._read(job_id, schema.PREDICTIONS_CSV, pd.read_csv)
+        if frame is not None and not set(schema.PREDICTION_COLUMNS) <= set(frame.columns):
+            self.note(f"{schema.job_file(job_id, schema.PREDICTIONS_CSV)} lacks "
+                      f"{', '.join(schema.PREDICTION_COLUMNS)}")
             return None
         return frame
 
     def history(self, job_id: str) -> pd.DataFrame | None:
-        return self._read(job_id, "history.csv", pd.read_csv)
+        return self._read(job_id, schema.HISTORY_CSV, pd.read_csv)
 
     def note(self, problem: str) -> None:
         """Record something the report could not use (once), so the reader learns why a piece is absent."""
@@ -82,12 +73,12 @@ class Results:
     def _read(self, job_id: str, name: str, reader) -> Any:
         path = self.job_dir(job_id) / name
         if not path.is_file():
-            self.note(f"{JOBS_DIR}/{job_id}/{name} is missing")
+            self.note(f"{schema.job_file(job_id, name)} is missing")
             return None
         try:
             return reader(path)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
-            self.note(f"{JOBS_DIR}/{job_id}/{name} is unreadable: {exc}")
+            self.note(f"{schema.job_file(job_id, name)} is unreadable: {exc}")
             return None
 
 
@@ -104,26 +95,26 @@ def load_results(out_dir: str | Path) -> Results:
     out_dir = Path(out_dir).expanduser().resolve()
     if not out_dir.is_dir():
         raise UsageError(f"results folder {out_dir} does not exist: pass the folder `imgbench run --out` wrote")
-    results_path = out_dir / RESULTS_FILE
+    results_path = out_dir / schema.RESULTS_CSV
     if not results_path.is_file():
-        raise UsageError(f"{out_dir} has no {RESULTS_FILE}: pass the folder `imgbench run --out` wrote "
-                         f"(it holds {RESULTS_FILE} and {JOBS_DIR}/)")
+        raise UsageError(f"{out_dir} has no {schema.RESULTS_CSV}: pass the folder `imgbench run --out` wrote "
+                         f"(it holds {schema.RESULTS_CSV} and {schema.JOBS_DIR}/)")
     table = _read_table(results_path)
-    return Results(out_dir=out_dir, table=table, run_info=_read_run_info(out_dir / RUN_FILE))
+    return Results(out_dir=out_dir, table=table, run_info=_read_run_info(out_dir / schema.RUN_JSON))
 
 
 def _read_table(path: Path) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={name: "string" for name in TEXT_COLUMNS}, keep_default_na=True)
+        table = pd.read_csv(path, dtype={name: "string" for name in schema.TEXT_COLUMNS}, keep_default_na=True)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: it was not written by "
                          f"`imgbench run`; rerun it or fix the header")
-    for column in TEXT_COLUMNS:
+    for column in schema.TEXT_COLUMNS:
         table[column] = table[column].astype("string").fillna("") if column in table else ""
-    for column in NUMERIC_COLUMNS:
+    for column in schema.NUMERIC_COLUMNS:
         table[column] = pd.to_numeric(table[column], errors="coerce") if column in table else float("nan")
     return table.reset_index(drop=True)
 
@@ -135,4 +126,4 @@ def _read_run_info(path: Path) -> dict[str, Any]:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return {"unreadable": f"{path.name}: {exc}"}
-    return info if isinstance(info, dict) else {"run.json": info}
+    return info if isinstance(info, dict) else {schema.RUN_JSON: info}

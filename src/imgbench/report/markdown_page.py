@@ -19,7 +19,7 @@ def render_markdown(report: Report) -> str:
         lines += [f"### {dataset}", ""]
         if ranked["n_seeds"].max() < 2:
             lines += ["One seed per model: no interval.", ""]
-        header = ["#", "Model", "Seeds"] + [label for label, _ in LEADERBOARD_METRICS.values()]
+        header = ["#", "Model", "Seeds"] + list(LEADERBOARD_METRICS.values())
         rows = [[str(r["rank"]), r["model"], str(r["n_seeds"])] + [
             f"{fmt.number(m, r[f'{m}_mean'])} {fmt.half_width(m, r[f'{m}_low'], r[f'{m}_high'])}".strip()
             for m in LEADERBOARD_METRICS] for _, r in ranked.iterrows()]

@@ -31,15 +31,11 @@ from typing import Any, Mapping
 
 import psutil
 
+from imgbench import schema
 from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
-from imgbench.runner.results import JOBS_DIR, RECORD, make_row
+from imgbench.runner.results import make_row
 
-NOTEBOOK = "notebook.ipynb"
-REQUEST = "request.json"  # the task, for the child process
-OUTCOME = "execution.json"  # what the child saw: completed, failed (a cell raised) or crashed
-LOG = "runner.log"  # the child's and the kernel's own stdout/stderr (crash traces land here)
-METRICS = "metrics.json"
 KERNEL_START_TIMEOUT_S = 120
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
 KILL_WAIT_S = 10
@@ -62,7 +58,7 @@ class JobTask:
 
     @property
     def job_dir(self) -> Path:
-        return Path(self.out_dir) / JOBS_DIR / self.job.job_id
+        return schema.job_dir(self.out_dir, self.job.job_id)
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -88,12 +84,12 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
     if job_dir.exists():
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
-    atomic_write_json(job_dir / REQUEST, task.to_dict())
+    atomic_write_json(job_dir / schema.REQUEST_JSON, task.to_dict())
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
            **task.env, **(extra_env or {})}
     started = time.monotonic()
-    with open(job_dir / LOG, "wb") as log:
-        child = subprocess.Popen([sys.executable, "-m", "imgbench.runner.execute", str(job_dir / REQUEST)],
+    with open(job_dir / schema.RUNNER_LOG, "wb") as log:
+        child = subprocess.Popen([sys.executable, "-m", "imgbench.runner.execute", str(job_dir / schema.REQUEST_JSON)],
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
         ended = _wait(child, task.timeout, stop)
@@ -102,14 +98,14 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         raise JobCancelled(task.job.job_id)
     status, error, metrics = _classify(task, ended, child.returncode)
     row = make_row(task.job, status=status, error=error, metrics=metrics, duration_s=duration,
-                   notebook=f"{JOBS_DIR}/{task.job.job_id}/{NOTEBOOK}")
+                   notebook=schema.job_file(task.job.job_id, schema.NOTEBOOK))
     write_record(job_dir, task.job, row)
     return row
 
 
 def write_record(job_dir: Path, job: Job, row: Mapping[str, Any]) -> None:
     """Write ``job.json``, the mark of a finished job: last, and atomically, so a half-done job has none."""
-    atomic_write_json(job_dir / RECORD, {"job": job.to_dict(), "row": dict(row),
+    atomic_write_json(job_dir / schema.JOB_RECORD, {"job": job.to_dict(), "row": dict(row),
                                          "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
@@ -144,11 +140,11 @@ def _kill_tree(child: subprocess.Popen) -> None:
 def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, str, dict[str, Any] | None]:
     """(status, error, metrics) from how the child ended, what it recorded and what the notebook wrote."""
     job_dir = task.job_dir
-    metrics = _read_json(job_dir / METRICS)
-    log = f"{JOBS_DIR}/{task.job.job_id}/{LOG}"
+    metrics = _read_json(job_dir / schema.METRICS_JSON)
+    log = schema.job_file(task.job.job_id, schema.RUNNER_LOG)
     if ended == "timeout":
         return "timeout", f"ran longer than the {task.timeout:g} s timeout (--timeout) and was killed", metrics
-    outcome = _read_json(job_dir / OUTCOME)
+    outcome = _read_json(job_dir / schema.OUTCOME_JSON)
     if outcome is None:
         return "crashed", f"the job process ended with {_exit_text(returncode)} before recording an outcome " \
                           f"(see {log})", metrics
@@ -157,7 +153,7 @@ def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, s
     if outcome["status"] == "crashed":
         return "crashed", f"{outcome['error']} (see {log})", metrics
     if metrics is None:
-        return "missing_metrics", f"the notebook finished without writing a readable {METRICS}", None
+        return "missing_metrics", f"the notebook finished without writing a readable {schema.METRICS_JSON}", None
     return str(metrics.get("status") or "missing_metrics"), str(metrics.get("error") or ""), metrics
 
 
@@ -203,7 +199,7 @@ def run_notebook(task: JobTask) -> dict[str, str]:
 
     try:
         papermill.execute_notebook(
-            task.notebook, str(task.job_dir / NOTEBOOK), parameters=task.parameters,
+            task.notebook, str(task.job_dir / schema.NOTEBOOK), parameters=task.parameters,
             kernel_name=NOTEBOOK_KERNEL_NAME, kernel_manager_class=CurrentPythonKernelManager,
             cwd=str(task.job_dir), progress_bar=False, log_output=False, request_save_on_cell_execute=True,
             start_timeout=KERNEL_START_TIMEOUT_S,
@@ -237,7 +233,7 @@ def _main(request: str) -> int:
     task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
     threading.Thread(target=_exit_if_orphaned, args=(os.getppid(), CurrentPythonKernelManager), daemon=True).start()
     outcome = run_notebook(task)
-    atomic_write_json(task.job_dir / OUTCOME, outcome)
+    atomic_write_json(task.job_dir / schema.OUTCOME_JSON, outcome)
     return 0
 
 

@@ -20,20 +20,19 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from imgbench import __version__, paths
+from imgbench import __version__, paths, schema
 from imgbench.errors import UsageError
 from imgbench.paths import atomic_write_json
 from imgbench.runner.execute import JobTask
 from imgbench.runner.jobs import Job
 from imgbench.runner.progress import GridProgress
 from imgbench.resources import notebook_path, suite_path
-from imgbench.runner.results import RESULTS_CSV, SUCCESS, is_done, read_record, write_results
+from imgbench.runner.results import SUCCESS, is_done, read_record, write_results
 from imgbench.runner.suite import Suite, check_data, expand, load_suite, with_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
 
-RUN_JSON = "run.json"
 LOCK_FILE = ".imgbench-run.lock"
 RESULTS_ROOT = "results"  # default OUT is ./results/<timestamp>/
 TIMESTAMP_FORMAT = "%Y-%m-%d_%H%M%S"
@@ -52,7 +51,7 @@ class GridResult:
 
     @property
     def results_csv(self) -> Path:
-        return self.out_dir / RESULTS_CSV
+        return self.out_dir / schema.RESULTS_CSV
 
     @property
     def not_ok(self) -> list[dict[str, Any]]:
@@ -153,7 +152,7 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
     skipped = [task.job.job_id for task in tasks if is_done(out_dir, task.job)]
     todo = [task for task in tasks if task.job.job_id not in skipped]
     record.update(started_at=_now(), skipped=skipped)
-    atomic_write_json(out_dir / RUN_JSON, record)
+    atomic_write_json(out_dir / schema.RUN_JSON, record)
     write_results(out_dir, job_list)
 
     bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress)
@@ -179,7 +178,7 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
             result.report_error = f"{type(exc).__name__}: {exc}"
     record.update(finished_at=_now(), statuses=dict(Counter(row["status"] for row in rows)),
                   report=str(result.report or ""), report_error=result.report_error)
-    atomic_write_json(out_dir / RUN_JSON, record)
+    atomic_write_json(out_dir / schema.RUN_JSON, record)
     return result
 
 

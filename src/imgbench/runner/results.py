@@ -12,51 +12,37 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from imgbench import schema
 from imgbench.paths import atomic_write_text
 from imgbench.runner.jobs import Job
 
-RESULTS_CSV = "results.csv"
-JOBS_DIR = "jobs"
-RECORD = "job.json"
 MAX_ERROR_CHARS = 500  # keep one row readable; the full story is in the executed notebook and the log
 
 # The runner's statuses, beside the engine's ok / diverged / oom.
 RUNNER_STATUSES = ("failed", "crashed", "timeout", "missing_metrics")
 SUCCESS = "ok"
 
-COLUMNS = (
-    "job_id", "model", "family", "dataset", "seed", "status", "error", "accuracy", "top5_accuracy", "f1_macro",
-    "precision_macro", "recall_macro", "balanced_accuracy", "log_loss", "ece", "train_throughput",
-    "infer_throughput", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "params", "flops",
-    "peak_memory_mb", "epochs", "batch_size", "image_size", "train_samples", "test_samples", "device",
-    "train_time_s", "compile_time_s", "time_to_target_s", "duration_s", "dataset_fingerprint", "config_hash",
-    "notebook",
-)
-RUNNER_COLUMNS = ("job_id", "model", "family", "dataset", "seed", "status", "error", "duration_s",
-                  "config_hash", "notebook")
-METRIC_COLUMNS = tuple(c for c in COLUMNS if c not in RUNNER_COLUMNS)  # copied from metrics.json
-
 
 def job_dir(out_dir: Path, job: Job) -> Path:
-    return Path(out_dir) / JOBS_DIR / job.job_id
+    return schema.job_dir(out_dir, job.job_id)
 
 
 def make_row(job: Job, *, status: str, error: str, metrics: Mapping[str, Any] | None, duration_s: float,
              notebook: str) -> dict[str, Any]:
     """One results.csv row: the job's identity and the runner's verdict, the measurements from metrics.json."""
     metrics = metrics or {}
-    row: dict[str, Any] = {column: _scalar(metrics.get(column)) for column in METRIC_COLUMNS}
+    row: dict[str, Any] = {column: _scalar(metrics.get(column)) for column in schema.ENGINE_COLUMNS}
     row.update(
         job_id=job.job_id, model=job.model, family=metrics.get("family") or job.family, dataset=job.dataset,
         seed=job.seed, status=status, error=" ".join(str(error or "").split())[:MAX_ERROR_CHARS],
         duration_s=round(duration_s, 3), config_hash=job.config_hash, notebook=notebook,
     )
-    return {column: row[column] for column in COLUMNS}
+    return {column: row[column] for column in schema.RESULT_COLUMNS}
 
 
 def read_record(out_dir: Path, job: Job) -> dict[str, Any] | None:
     """The finished record of ``job`` in ``out_dir``, or None when it has none (or an unreadable one)."""
-    path = job_dir(out_dir, job) / RECORD
+    path = job_dir(out_dir, job) / schema.JOB_RECORD
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -78,8 +64,8 @@ def write_results(out_dir: Path, jobs: Iterable[Job]) -> Path:
     import pandas as pd
 
     rows = [record["row"] for job in jobs if (record := read_record(out_dir, job)) is not None]
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    path = Path(out_dir) / RESULTS_CSV
+    frame = pd.DataFrame(rows, columns=list(schema.RESULT_COLUMNS))
+    path = Path(out_dir) / schema.RESULTS_CSV
     atomic_write_text(path, frame.to_csv(index=False))
     return path
 

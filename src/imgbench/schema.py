@@ -1,0 +1,158 @@
+"""The results folder and the results table: every file name, every column, and what each means.
+
+This module is the bottom of the import graph (it imports nothing from imgbench): the engine, the runner,
+the executors and the report all take their file names and columns from here. To add a column, add one
+:class:`Column` to ``COLUMNS`` and have the engine (or the runner) fill it; ``results.csv``, the report's
+reader, the README's table (``python -m imgbench.schema`` prints it) and the tests follow.
+
+Layout of a results folder ``OUT/``::
+
+    results.csv  run.json  jobs/<job-id>/{metrics.json, predictions.csv, history.csv, notebook.ipynb,
+                                          runner.log, request.json, execution.json, job.json}
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# -- the results folder -------------------------------------------------------------------------------------
+RESULTS_CSV = "results.csv"  # one row per job, rebuilt from the job records after every job
+RUN_JSON = "run.json"  # the command, suite, grid and versions of the run
+JOBS_DIR = "jobs"
+
+# -- one job's folder: OUT/jobs/<job-id>/ ---------------------------------------------------------------------
+METRICS_JSON = "metrics.json"  # the engine's results and provenance, written last by the engine
+PREDICTIONS_CSV = "predictions.csv"  # one row per test image: index, y_true, y_pred, p_0..p_{K-1}
+HISTORY_CSV = "history.csv"  # one row per epoch
+NOTEBOOK = "notebook.ipynb"  # the executed notebook: the job's immutable record
+RUNNER_LOG = "runner.log"  # the job process's and the kernel's own stdout/stderr (crash traces land here)
+REQUEST_JSON = "request.json"  # the task, for the job's child process
+OUTCOME_JSON = "execution.json"  # how the notebook ended: completed, failed (a cell raised) or crashed
+JOB_RECORD = "job.json"  # the job and its results.csv row, written last: its presence means "finished"
+
+PREDICTION_COLUMNS = ("index", "y_true", "y_pred")  # then one probability column per class, p_0..p_{K-1}
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+
+
+def job_dir(out_dir: str | Path, job_id: str) -> Path:
+    """``OUT/jobs/<job-id>/``."""
+    return Path(out_dir) / JOBS_DIR / job_id
+
+
+def job_file(job_id: str, name: str) -> str:
+    """A job's file relative to ``OUT``, as rows and messages name it: ``jobs/<job-id>/<name>``."""
+    return f"{JOBS_DIR}/{job_id}/{name}"
+
+
+# -- the columns of results.csv ---------------------------------------------------------------------------------
+RUNNER = "runner"  # set by the runner from the job itself and how it ended
+ENGINE = "engine"  # measured by the engine, written to metrics.json and copied from there
+
+FRACTION = "fraction"  # a share in [0, 1], shown as a percentage
+HIGHER, LOWER = "higher", "lower"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One results.csv column: its type, where its value comes from, its unit and which way is better."""
+
+    name: str
+    kind: type  # str, int or float
+    origin: str  # RUNNER or ENGINE
+    meaning: str  # one line, as the README's table shows it
+    unit: str = ""  # FRACTION, "img/s", "ms", "MB", "s", "FLOPs" or "" (a count, a name)
+    better: str = ""  # HIGHER, LOWER, or "" where neither is better
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in (int, float)
+
+
+def _c(name: str, kind: type, origin: str, meaning: str, unit: str = "", better: str = "") -> Column:
+    return Column(name, kind, origin, meaning, unit, better)
+
+
+COLUMNS: tuple[Column, ...] = (
+    _c("job_id", str, RUNNER, "`<model>__<dataset>__s<seed>__<hash8>`; the job's folder under `jobs/`"),
+    _c("model", str, RUNNER, "model name, e.g. `timm/resnet18`"),
+    _c("family", str, RUNNER, "model family (`keras`, `timm`, or a plugin's namespace)"),
+    _c("plugin", str, ENGINE, "the plugin that registered the model"),
+    _c("dataset", str, RUNNER, "dataset name as given, e.g. `cifar10` or `imagefolder:/data/pets`"),
+    _c("seed", int, RUNNER, "the job's seed"),
+    _c("status", str, RUNNER, "`ok`, `diverged`, `oom` (from the engine); `failed`, `crashed`, `timeout`, "
+                              "`missing_metrics` (from the runner)"),
+    _c("error", str, RUNNER, "why the job is not `ok` (exception, exit code or signal, timeout); empty when ok"),
+    _c("accuracy", float, ENGINE, "test top-1 accuracy", FRACTION, HIGHER),
+    _c("top5_accuracy", float, ENGINE, "test top-5 accuracy; empty with 5 classes or fewer", FRACTION, HIGHER),
+    _c("f1_macro", float, ENGINE, "test F1, unweighted mean over classes", FRACTION, HIGHER),
+    _c("precision_macro", float, ENGINE, "test precision, unweighted mean over classes", FRACTION, HIGHER),
+    _c("recall_macro", float, ENGINE, "test recall, unweighted mean over classes", FRACTION, HIGHER),
+    _c("f1_weighted", float, ENGINE, "test F1, mean over classes weighted by their support", FRACTION, HIGHER),
+    _c("precision_weighted", float, ENGINE, "test precision, weighted by class support", FRACTION, HIGHER),
+    _c("recall_weighted", float, ENGINE, "test recall, weighted by class support", FRACTION, HIGHER),
+    _c("balanced_accuracy", float, ENGINE, "mean per-class recall", FRACTION, HIGHER),
+    _c("log_loss", float, ENGINE, "test cross-entropy of the predicted probabilities", better=LOWER),
+    _c("ece", float, ENGINE, "expected calibration error", better=LOWER),
+    _c("best_val_accuracy", float, ENGINE, "best validation accuracy over the epochs (model selection only)",
+       FRACTION, HIGHER),
+    _c("train_throughput", float, ENGINE, "training images per second", "img/s", HIGHER),
+    _c("infer_throughput", float, ENGINE, "inference images per second (batch = `batch_size`)", "img/s", HIGHER),
+    _c("latency_p50_ms", float, ENGINE, "single-image inference latency, median (ms)", "ms", LOWER),
+    _c("latency_p95_ms", float, ENGINE, "single-image inference latency, 95th percentile (ms)", "ms", LOWER),
+    _c("latency_p99_ms", float, ENGINE, "single-image inference latency, 99th percentile (ms)", "ms", LOWER),
+    _c("params", int, ENGINE, "trainable parameters", better=LOWER),
+    _c("flops", int, ENGINE, "forward FLOPs per image at the model's input size", "FLOPs", LOWER),
+    _c("peak_memory_mb", float, ENGINE, "peak memory during the job (MB; GPU memory on CUDA)", "MB", LOWER),
+    _c("epochs", int, ENGINE, "training epochs of the recipe"),
+    _c("batch_size", int, ENGINE, "training batch size"),
+    _c("image_size", int, ENGINE, "side of the images the dataset was loaded at"),
+    _c("model_input_size", int, ENGINE, "side of the images the model saw (larger when resized up to its minimum)"),
+    _c("train_samples", int, ENGINE, "training images used"),
+    _c("test_samples", int, ENGINE, "test images evaluated"),
+    _c("device", str, ENGINE, "where the job ran (`cpu`, `cuda:0`, ...)"),
+    _c("train_time_s", float, ENGINE, "training wall time (s)", "s", LOWER),
+    _c("compile_time_s", float, ENGINE, "`torch.compile` time (s); empty without `compile`", "s", LOWER),
+    _c("time_to_target_s", float, ENGINE, "training time until validation accuracy first reached "
+                                          "`target_accuracy` (s); empty if off or never", "s", LOWER),
+    _c("duration_s", float, RUNNER, "the whole job, kernel start to end, as the runner saw it (s)", "s", LOWER),
+    _c("dataset_fingerprint", str, ENGINE, "checksum of the data, split and preprocessing the job used"),
+    _c("config_hash", str, RUNNER, "12 hex characters: sha256 of model, dataset, seed and full recipe; "
+                                   "resume compares it"),
+    _c("notebook", str, RUNNER, "the executed notebook, relative to `OUT` (`jobs/<job-id>/notebook.ipynb`)"),
+)
+
+BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+RESULT_COLUMNS: tuple[str, ...] = tuple(BY_NAME)  # results.csv, in this order
+ENGINE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.origin == ENGINE)
+TEXT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.numeric)
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.numeric)
+# What the engine writes at the top of metrics.json: its own columns and the job's identity and status.
+METRICS_KEYS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.origin == ENGINE or c.name in (
+    "model", "family", "dataset", "seed", "status", "error", "config_hash"))
+
+assert len(BY_NAME) == len(COLUMNS), "two columns share a name"
+assert all(c.kind in (str, int, float) and c.origin in (RUNNER, ENGINE) and c.better in ("", HIGHER, LOWER)
+           for c in COLUMNS)
+
+
+def unit(name: str) -> str:
+    """The unit of a column ('' for counts, names and unknown columns)."""
+    column = BY_NAME.get(name)
+    return column.unit if column else ""
+
+
+def higher_is_better(name: str) -> bool:
+    return BY_NAME[name].better == HIGHER
+
+
+def markdown_table() -> str:
+    """The README's results.csv table, generated from ``COLUMNS``."""
+    lines = ["| column | type | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{c.name}` | {c.kind.__name__} | {c.meaning} |" for c in COLUMNS]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m imgbench.schema > table.md: paste it into the README
+    sys.stdout.write(markdown_table() + "\n")

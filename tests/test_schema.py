@@ -1,0 +1,48 @@
+"""The results schema is defined once (imgbench.schema); results.csv, metrics.json and the README follow it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgbench import schema
+from imgbench.engine.record import empty_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+CONTRACT = (
+    "job_id, model, family, plugin, dataset, seed, status, error, accuracy, top5_accuracy, f1_macro, "
+    "precision_macro, recall_macro, f1_weighted, precision_weighted, recall_weighted, balanced_accuracy, "
+    "log_loss, ece, best_val_accuracy, train_throughput, infer_throughput, latency_p50_ms, latency_p95_ms, "
+    "latency_p99_ms, params, flops, peak_memory_mb, epochs, batch_size, image_size, model_input_size, "
+    "train_samples, test_samples, device, train_time_s, compile_time_s, time_to_target_s, duration_s, "
+    "dataset_fingerprint, config_hash, notebook"
+)
+
+
+def test_results_columns_match_the_contract():
+    assert schema.RESULT_COLUMNS == tuple(CONTRACT.split(", "))
+
+
+def test_readme_results_table_is_the_generated_one():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert schema.markdown_table() in readme, (
+        "README's results.csv table differs from imgbench.schema: replace it with `python -m imgbench.schema`")
+
+
+def test_metrics_json_carries_every_engine_column_and_the_job_identity():
+    keys = set(empty_metrics())
+    assert set(schema.ENGINE_COLUMNS) <= keys
+    assert {"model", "dataset", "seed", "status", "error", "config_hash"} <= keys
+    assert not keys & {"job_id", "duration_s", "notebook"}  # the runner's alone
+
+
+def test_every_measured_figure_says_which_way_is_better():
+    for name in ("accuracy", "f1_macro", "train_throughput", "infer_throughput", "latency_p50_ms", "params",
+                 "flops", "peak_memory_mb"):
+        assert schema.BY_NAME[name].better, name
+    assert schema.higher_is_better("infer_throughput") and not schema.higher_is_better("latency_p50_ms")
+
+
+def test_text_and_numeric_columns_split_the_table():
+    assert set(schema.TEXT_COLUMNS) | set(schema.NUMERIC_COLUMNS) == set(schema.RESULT_COLUMNS)
+    assert not set(schema.TEXT_COLUMNS) & set(schema.NUMERIC_COLUMNS)
