@@ -111,6 +111,10 @@ class Registry:
             names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
         return [self._models.by_name[n] for n in names]
 
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` is a listed model, taken literally (``[`` and ``*`` are not globs here)."""
+        return name in self._models.by_name
+
     def model(self, name: str) -> ModelSpec:
         """The spec for one model name; unlisted names are offered to ``imgbench_resolve_model``."""
         if name in self._models.by_name:
