@@ -15,6 +15,7 @@ from typing import Sequence
 from imgbench import __version__, paths
 from imgbench.errors import UsageError
 from imgbench.registry import Registry, get_registry
+from imgbench.runner.suite import is_glob
 
 # Subcommands whose arguments and behaviour live with the code they drive.
 DELEGATED: dict[str, tuple[str, str]] = {
@@ -80,8 +81,10 @@ def _table(rows: list[dict], columns: Sequence[str]) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
-    globs = [p for p in args.patterns if any(ch in p for ch in "*?[")]
-    exact = [p for p in args.patterns if p not in globs]  # may be unlisted: timm/<any timm architecture>
+    # a listed name is taken exactly, even when it holds glob characters; unlisted names may be resolved
+    # (timm/<any timm architecture>)
+    globs = [p for p in args.patterns if is_glob(p) and not registry.has_model(p)]
+    exact = [p for p in args.patterns if p not in globs]
     specs = registry.models(globs) if globs or not exact else []
     for pattern in globs:
         if not registry.models([pattern]):

@@ -58,7 +58,7 @@ class IdxDataset:
         return ("cache", str(decoded)) if decoded else ("download", self.mirrors[0])
 
     def _incomplete(self, detail: str) -> str:
-        return (f"{self.name}: the local copy is incomplete: {detail}. Add the missing official files, or remove "
+        return (f"the local copy is incomplete: {detail}. Add the missing official files, or remove "
                 f"the folder to download them instead.")
 
     def check(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "",
@@ -77,7 +77,7 @@ class IdxDataset:
         val_size = splits.check_val_size(val_size)
         where, detail = self.locate(data_dir=data_dir, cache_dir=cache_dir)
         if where == "missing":
-            raise DatasetError(self._incomplete(detail))
+            raise DatasetError(f"{self.name}: {self._incomplete(detail)}")
         if where == "local":  # cheap on warm loads: only files whose size or mtime changed are rehashed
             for check in self.files:
                 verify_file(Path(detail) / check.name, check, cache_dir)

@@ -85,5 +85,5 @@ def files_problems(name: str, files: Sequence[FileCheck], urls: dict[str, Sequen
         return []
     why = next(iter(blocked.values()))[0]
     missing = [f for f in needed if f.name in blocked]
-    return [f"{name}: {', '.join(f.name for f in missing)} must be downloaded, but this machine cannot download "
-            f"({why}). {where_to_put(name, missing, data_dir, cache_dir)}"]
+    return [f"files must be downloaded, but this machine cannot download them ({why}). "
+            f"{where_to_put(name, missing, data_dir, cache_dir)}"]
