@@ -130,30 +130,30 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """Exit status 1 when any plugin has an error, so that scripts can trust an exit status of 0."""
     registry = registry_from_args(args)
     infos = registry.plugins
     if args.json:
         print(json.dumps([{
-            "name": p.name, "source": p.source.kind, "location": p.source.location,
+            "name": p.name, "status": p.status, "source": p.source.kind, "location": p.source.location,
             "distribution": p.source.distribution, "version": p.source.version,
             "models": list(p.models), "datasets": list(p.datasets), "executors": list(p.executors),
             "errors": list(p.errors),
         } for p in infos], indent=2))
-        return 0
-    for p in infos:
-        status = "FAILED" if p.errors and not (p.models or p.datasets or p.executors) else "ok"
-        print(f"{p.name}  [{p.source.kind}] {p.source.location}  {status}")
-        if p.models:
-            print(f"    models ({len(p.models)}): {', '.join(p.models)}")
-        if p.datasets:
-            print(f"    datasets: {', '.join(p.datasets)}")
-        if p.executors:
-            print(f"    executors: {', '.join(p.executors)}")
-        for error in p.errors:
-            print(f"    error: {error}")
-    if registry.blocked:
-        print(f"blocked: {', '.join(registry.blocked)}")
-    return 0
+    else:
+        for p in infos:
+            print(f"{p.name}  [{p.source.kind}] {p.source.location}  {p.status}")
+            if p.models:
+                print(f"    models ({len(p.models)}): {', '.join(p.models)}")
+            if p.datasets:
+                print(f"    datasets: {', '.join(p.datasets)}")
+            if p.executors:
+                print(f"    executors: {', '.join(p.executors)}")
+            for error in p.errors:
+                print(f"    error: {error}")
+        if registry.blocked:
+            print(f"blocked: {', '.join(registry.blocked)}")
+    return 1 if registry.errors else 0
 
 
 def _warn_plugin_errors(registry: Registry) -> None:

@@ -54,6 +54,14 @@ class PluginInfo:
     executors: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
 
+    @property
+    def status(self) -> str:
+        """``ok``; ``PARTIAL`` when something it offers was left out (a clashing name, a raising hook) but the
+        rest registered; ``FAILED`` when nothing of it registered."""
+        if not self.errors:
+            return "ok"
+        return "PARTIAL" if self.models or self.datasets or self.executors else "FAILED"
+
 
 @dataclass
 class _Collected:
