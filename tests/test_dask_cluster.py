@@ -26,7 +26,7 @@ import imgbench
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
 from imgbench.runner import dask_executor as dx
-from imgbench.runner.results import RESULTS_CSV
+from imgbench.schema import RESULTS_CSV
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 

@@ -171,7 +171,12 @@ def test_bad_arguments_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         IMAGEFOLDER.load(image_size=0, val_size=0.1, data_dir=None, cache_dir=tmp_path, arg=str(tmp_path / "missing"))
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(DatasetError, match="holds no images"):
+    with pytest.raises(DatasetError, match="holds 1 class folder .a.; a classifier needs at least 2"):
+        IMAGEFOLDER.load(image_size=0, val_size=0.1, data_dir=None, cache_dir=tmp_path, arg=str(tmp_path / "empty"))
+    (tmp_path / "empty" / "b").mkdir()
+    (tmp_path / "empty" / "c").mkdir()
+    (tmp_path / "empty" / "c" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"empty/a, .*empty/b hold no images"):
         IMAGEFOLDER.load(image_size=0, val_size=0.1, data_dir=None, cache_dir=tmp_path, arg=str(tmp_path / "empty"))
 
 

@@ -76,3 +76,16 @@ def test_cli_without_data_dir_says_download(capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.split()[:1] in (["mnist"], ["flowers"], ["cifar10"])]
     assert len(lines) == 3 and all("download" in line and "https://" in line for line in lines)
+
+
+@pytest.mark.data
+def test_the_preflight_passes_the_real_copies_without_probing(real_data, monkeypatch):
+    """No false refusal: the real local copies pass every check (checksums, class folders, readable images),
+    and nothing is probed since nothing has to be downloaded."""
+    from imgbench.registry import get_registry
+    from imgbench.runner.preflight import data_problems
+
+    def no_probe(url):
+        raise AssertionError(f"probed {url} although the data is local")
+
+    assert data_problems(["mnist", "cifar10", "flowers"], get_registry([], ()), real_data, no_probe) == []

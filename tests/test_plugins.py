@@ -134,15 +134,45 @@ def test_broken_plugins_are_isolated_and_reported(tmp_path, capsys):
     assert "must return a list of ModelSpec" in errors["wrong_type"]
     assert "already registered by plugin 'timm'" in errors["duplicate"]
 
-    assert main(["plugins", "--plugins-dir", str(tmp_path)]) == 0
+    assert main(["plugins", "--plugins-dir", str(tmp_path)]) == 1  # any plugin error: scripts must notice
     out = capsys.readouterr().out
     assert "import_error  [failed]" in out and str(tmp_path / "import_error.py") in out
-    assert "error: " in out and "dropin  [file]" in out
+    assert "error: " in out and f"dropin  [file] {tmp_path / 'dropin.py'}  ok" in out
+    assert f"duplicate  [file] {tmp_path / 'duplicate.py'}  FAILED" in out
 
     with pytest.raises(PluginsFailedError, match="import_error"):
         Registry(plugin_dirs=[tmp_path], strict=True)
     assert main(["models", "--strict", "--plugins-dir", str(tmp_path)]) == 2
     assert "strict mode" in capsys.readouterr().err
+
+
+CLASHING_PLUGIN = '''
+    from imgbench import ModelSpec, hookimpl
+    @hookimpl
+    def imgbench_models():
+        return [ModelSpec("timm/resnet18", lambda **kw: None, "clashes with the built-in"),
+                ModelSpec("clash/own", lambda **kw: None, "its own model")]
+'''
+
+
+def test_a_clash_leaves_out_only_the_clashing_model_and_the_plugin_is_not_ok(tmp_path, capsys):
+    write(tmp_path, "clash.py", CLASHING_PLUGIN)
+    write(tmp_path, "dropin.py", GOOD_PLUGIN)
+    registry = Registry(plugin_dirs=[tmp_path])
+    assert registry.model("timm/resnet18").family == "timm" and registry.model_plugin("clash/own")[0] == "clash"
+    assert main(["plugins", "--json", "--plugins-dir", str(tmp_path)]) == 1
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listed["clash"]["status"] == "PARTIAL" and listed["clash"]["models"] == ["clash/own"]
+    assert "model 'timm/resnet18' is already registered by plugin 'timm'" in listed["clash"]["errors"][0]
+    assert listed["dropin"]["status"] == "ok" and listed["timm"]["status"] == "ok"
+    assert main(["plugins", "--plugins-dir", str(tmp_path)]) == 1
+    assert f"clash  [file] {tmp_path / 'clash.py'}  PARTIAL" in capsys.readouterr().out
+
+
+def test_plugins_exits_0_when_every_plugin_loaded(tmp_path, capsys):
+    write(tmp_path, "dropin.py", GOOD_PLUGIN)
+    assert main(["plugins", "--plugins-dir", str(tmp_path)]) == 0
+    assert "FAILED" not in capsys.readouterr().out
 
 
 def test_blocking_a_plugin(tmp_path, monkeypatch, capsys):

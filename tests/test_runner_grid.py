@@ -224,3 +224,17 @@ def test_sigkilled_runner_resumes_without_losing_or_repeating_jobs(env, tmp_path
     for job_id, record in finished.items():  # finished jobs were not run again
         assert (out / "jobs" / job_id / "job.json").read_text() == record
     assert f"{len(finished)} skipped" in rerun.stdout
+
+
+# -- a dead kernel leaves its trace ---------------------------------------------------------------------------
+
+def test_a_segfault_leaves_its_stack_in_runner_log_and_names_the_signal_and_cell(env, tmp_path):
+    result = run_grid(grid(["crashkit/segfault"], ["tinygray"]), out=tmp_path / "out", timeout=WAIT_S,
+                      report=False, registry=env, progress=False)
+    [row] = result.rows
+    assert row["status"] == "crashed"
+    assert "kernel died (signal SIGSEGV)" in row["error"]
+    assert "while running cell" in row["error"] and "run_job(model, data" in row["error"]
+    log = (result.out_dir / "jobs" / row["job_id"] / "runner.log").read_text(encoding="utf-8", errors="replace")
+    assert "Fatal Python error: Segmentation fault" in log
+    assert "in _dereference_null" in log and "in forward" in log  # faulthandler's stack names the frames

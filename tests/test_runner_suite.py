@@ -163,7 +163,7 @@ GOOD = ["-m", "testkit/linear", "-d", "tinygray"]
     ([*GOOD, "--jobs", "0"], "--jobs must be 1 or more"),
     ([*GOOD, "--timeout", "-5"], "--timeout must be a positive number"),
     ([*GOOD, "--executor", "dusk"], "unknown executor 'dusk'"),
-    (["-m", "testkit/linear", "-d", "imagefolder:/no/such/folder"], "dataset imagefolder:/no/such/folder: no data"),
+    (["-m", "testkit/linear", "-d", "imagefolder:/no/such/folder"], "dataset imagefolder:/no/such/folder: image folder /no/such/folder does not exist"),
     (["no-such-suite.toml"], "suite 'no-such-suite.toml' not found"),
 ])
 def test_bad_grids_exit_2_naming_the_problem_and_start_nothing(tmp_path, capsys, argv, problem):

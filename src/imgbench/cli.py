@@ -15,6 +15,7 @@ from typing import Sequence
 from imgbench import __version__, paths
 from imgbench.errors import UsageError
 from imgbench.registry import Registry, get_registry
+from imgbench.runner.suite import is_glob
 
 # Subcommands whose arguments and behaviour live with the code they drive.
 DELEGATED: dict[str, tuple[str, str]] = {
@@ -80,8 +81,10 @@ def _table(rows: list[dict], columns: Sequence[str]) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
-    globs = [p for p in args.patterns if any(ch in p for ch in "*?[")]
-    exact = [p for p in args.patterns if p not in globs]  # may be unlisted: timm/<any timm architecture>
+    # a listed name is taken exactly, even when it holds glob characters; unlisted names may be resolved
+    # (timm/<any timm architecture>)
+    globs = [p for p in args.patterns if is_glob(p) and not registry.has_model(p)]
+    exact = [p for p in args.patterns if p not in globs]
     specs = registry.models(globs) if globs or not exact else []
     for pattern in globs:
         if not registry.models([pattern]):
@@ -127,30 +130,30 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """Exit status 1 when any plugin has an error, so that scripts can trust an exit status of 0."""
     registry = registry_from_args(args)
     infos = registry.plugins
     if args.json:
         print(json.dumps([{
-            "name": p.name, "source": p.source.kind, "location": p.source.location,
+            "name": p.name, "status": p.status, "source": p.source.kind, "location": p.source.location,
             "distribution": p.source.distribution, "version": p.source.version,
             "models": list(p.models), "datasets": list(p.datasets), "executors": list(p.executors),
             "errors": list(p.errors),
         } for p in infos], indent=2))
-        return 0
-    for p in infos:
-        status = "FAILED" if p.errors and not (p.models or p.datasets or p.executors) else "ok"
-        print(f"{p.name}  [{p.source.kind}] {p.source.location}  {status}")
-        if p.models:
-            print(f"    models ({len(p.models)}): {', '.join(p.models)}")
-        if p.datasets:
-            print(f"    datasets: {', '.join(p.datasets)}")
-        if p.executors:
-            print(f"    executors: {', '.join(p.executors)}")
-        for error in p.errors:
-            print(f"    error: {error}")
-    if registry.blocked:
-        print(f"blocked: {', '.join(registry.blocked)}")
-    return 0
+    else:
+        for p in infos:
+            print(f"{p.name}  [{p.source.kind}] {p.source.location}  {p.status}")
+            if p.models:
+                print(f"    models ({len(p.models)}): {', '.join(p.models)}")
+            if p.datasets:
+                print(f"    datasets: {', '.join(p.datasets)}")
+            if p.executors:
+                print(f"    executors: {', '.join(p.executors)}")
+            for error in p.errors:
+                print(f"    error: {error}")
+        if registry.blocked:
+            print(f"blocked: {', '.join(registry.blocked)}")
+    return 1 if registry.errors else 0
 
 
 def _warn_plugin_errors(registry: Registry) -> None:

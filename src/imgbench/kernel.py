@@ -3,10 +3,16 @@
 Using the running interpreter means a job never picks up whatever kernelspec happens to be named
 ``python3``. Unix-domain (ipc) sockets in a private folder per job replace TCP ports, so jobs started at
 the same moment cannot race for the same port.
+
+A kernel that dies hard must leave its trace: it inherits the job process's stdout and stderr (the job's
+``runner.log``), runs with ``PYTHONFAULTHANDLER=1``, and ipykernel is told not to capture the process-level
+stderr into the notebook. That capture would swallow a crash's faulthandler stack: it goes through a pipe
+read by a thread of the very process that is dying.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -17,6 +23,8 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 KERNEL_NAME = "imgbench-python"
+KERNEL_ARGS = ("--IPKernelApp.capture_fd_output=False",)  # fd 2 stays runner.log, where faulthandler writes
+KERNEL_ENV = {"PYTHONFAULTHANDLER": "1"}  # a segfault, abort or fatal error prints every thread's stack
 
 
 class CurrentPythonKernelManager(AsyncKernelManager):
@@ -36,7 +44,7 @@ class CurrentPythonKernelManager(AsyncKernelManager):
     @property
     def kernel_spec(self) -> KernelSpec:
         return KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *KERNEL_ARGS],
             display_name=f"Python ({sys.executable})", language="python", name=KERNEL_NAME,
         )
 
@@ -49,5 +57,6 @@ class CurrentPythonKernelManager(AsyncKernelManager):
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV}
         await super()._async_launch_kernel(kernel_cmd, **kw)
         self.kernel_process = getattr(self.provisioner, "process", None)

@@ -54,6 +54,14 @@ class PluginInfo:
     executors: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
 
+    @property
+    def status(self) -> str:
+        """``ok``; ``PARTIAL`` when something it offers was left out (a clashing name, a raising hook) but the
+        rest registered; ``FAILED`` when nothing of it registered."""
+        if not self.errors:
+            return "ok"
+        return "PARTIAL" if self.models or self.datasets or self.executors else "FAILED"
+
 
 @dataclass
 class _Collected:
@@ -110,6 +118,10 @@ class Registry:
         if patterns:
             names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
         return [self._models.by_name[n] for n in names]
+
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` is a listed model, taken literally (``[`` and ``*`` are not globs here)."""
+        return name in self._models.by_name
 
     def model(self, name: str) -> ModelSpec:
         """The spec for one model name; unlisted names are offered to ``imgbench_resolve_model``."""

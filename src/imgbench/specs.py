@@ -86,6 +86,9 @@ class DatasetSpec:
     image_shape: tuple[int, int, int] = (0, 0, 0)  # native (H, W, C); 0 where it varies
     split_sizes: Mapping[str, int] = field(default_factory=dict)  # train/val/test image counts
     takes_arg: bool = False  # True for parameterised datasets such as imagefolder:/path
+    # check(*, data_dir, cache_dir, arg, can_download) -> list of problems a load would hit, found cheaply
+    # before any job starts (None: the grid only refuses a locate() of "missing"); can_download(url) -> '' or why not
+    check: Callable[..., list[str]] | None = None
 
 
 @dataclass(frozen=True)

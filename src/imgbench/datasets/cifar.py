@@ -18,9 +18,9 @@ from imgbench.datasets import splits
 from imgbench.datasets.archives import open_tar, safe_unpickle
 from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.errors import ChecksumError, DatasetError
-from imgbench.datasets.imagefolder import is_split_layout, load_tree, scan_tree
+from imgbench.datasets.imagefolder import is_split_layout, load_tree, scan_tree, tree_problems
 from imgbench.datasets.images import resize_array
-from imgbench.datasets.sources import find_files, local_folder, obtain
+from imgbench.datasets.sources import CanDownload, checksum_problems, files_problems, find_files, local_folder, obtain
 from imgbench.datasets.store import Decoded, check_image_size, decoded_in_cache, load_dataset, row_digests
 from imgbench.specs import DatasetSpec, LoadedDataset
 
@@ -68,6 +68,22 @@ class CifarDataset:
             return "cache", str(found[1] / self.archive.name)
         decoded = decoded_in_cache(cache_dir, self.name, self.source_fingerprint)
         return ("cache", str(decoded)) if decoded else ("download", self.url)
+
+    def check(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "",
+              can_download: CanDownload) -> list[str]:
+        """What would stop a load, found without loading: a bad local copy, or a download that cannot happen."""
+        layout = self._local_layout(data_dir)
+        if layout is not None and layout[0] == "png":
+            return tree_problems(layout[1], expected_classes=self.classes)
+        if layout is not None and layout[0] == "archive":
+            return checksum_problems(layout[1].parent, [self.archive], cache_dir)
+        if layout is not None:
+            return checksum_problems(layout[1], self.train_batches + self.test_batches, cache_dir)
+        cached = find_files(self.name, [self.archive], None, cache_dir)
+        if cached is None and decoded_in_cache(cache_dir, self.name, self.source_fingerprint):
+            return []
+        return files_problems(self.name, [self.archive], {self.archive.name: [self.url]}, data_dir, cache_dir,
+                              can_download)
 
     def load(self, *, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
              arg: str = "") -> LoadedDataset:
@@ -144,7 +160,7 @@ class CifarDataset:
 
     def spec(self) -> DatasetSpec:
         return DatasetSpec(
-            name=self.name, load=self.load, locate=self.locate, description=self.description,
+            name=self.name, load=self.load, locate=self.locate, check=self.check, description=self.description,
             classes=self.classes, image_shape=(NATIVE_SIZE, NATIVE_SIZE, 3),
             split_sizes=splits.split_sizes(list(self.train_counts), test_counts=list(self.test_counts),
                                            val_size=DEFAULT_VAL_SIZE, test_fraction=0.0),

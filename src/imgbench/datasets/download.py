@@ -15,6 +15,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ BACKOFF_S = 1.0  # doubled after each failed attempt
 TIMEOUT_S = 60.0  # per socket operation
 LOCK_TIMEOUT_S = 3 * 3600  # a slow link may take long for flowers; never wait forever on a stale lock holder
 USER_AGENT = "imgbench (dataset download)"
+PROBE_TIMEOUT_S = 3.0  # a reachable host answers a TCP connect well within this; an offline machine fails at once
 # Failures worth another attempt: the connection dropped or stalled mid-transfer.
 TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, http.client.IncompleteRead, http.client.RemoteDisconnected)
 
@@ -49,6 +52,24 @@ _OPENER = urllib.request.build_opener(_HttpsOnlyRedirects)
 def open_url(url: str, timeout: float):  # noqa: ANN201 (an http.client.HTTPResponse or a test double)
     """Open ``url`` for reading; tests replace this to serve bytes without a network."""
     return _OPENER.open(urllib.request.Request(url, headers={"User-Agent": USER_AGENT}), timeout=timeout)
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """'' when this machine can open a connection to ``url``'s host, else why not (quickly: the grid's
+    preflight asks once per host). Name resolution runs in a thread so that a hanging resolver cannot stall it."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    pool = ThreadPoolExecutor(max_workers=1)
+    attempt = pool.submit(lambda: socket.create_connection((host, port), timeout=timeout).close())
+    try:
+        attempt.result(timeout=timeout)
+        return ""
+    except FutureTimeout:
+        return f"no answer from {host} within {timeout:g} s"
+    except OSError as exc:
+        return f"cannot reach {host}: {exc.strerror or exc}"
+    finally:
+        pool.shutdown(wait=False)
 
 
 def fetch(check: FileCheck, urls: Sequence[str], dest: Path, *, where_to_put: str = "") -> Path:

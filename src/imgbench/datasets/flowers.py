@@ -24,8 +24,9 @@ from imgbench.datasets.imagefolder import (
     class_folders,
     load_tree,
     scan_tree,
+    tree_problems,
 )
-from imgbench.datasets.sources import find_files, local_folder, obtain
+from imgbench.datasets.sources import CanDownload, files_problems, find_files, local_folder, obtain
 from imgbench.specs import DatasetSpec, LoadedDataset
 
 EXTRACTED = "extracted"
@@ -68,6 +69,15 @@ class FlowersDataset:
             return "cache", str(found[1] / self.archive.name)
         return "download", self.url
 
+    def check(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "",
+              can_download: CanDownload) -> list[str]:
+        """What would stop a load, found without loading: a bad local copy, or a download that cannot happen."""
+        where, detail = self.locate(data_dir=data_dir, cache_dir=cache_dir)
+        if where != "download" and Path(detail).is_dir():
+            return tree_problems(Path(detail), expected_classes=self.classes)
+        return files_problems(self.name, [self.archive], {self.archive.name: [self.url]}, data_dir, cache_dir,
+                              can_download)
+
     def load(self, *, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
              arg: str = "") -> LoadedDataset:
         val_size = splits.check_val_size(val_size)
@@ -92,7 +102,7 @@ class FlowersDataset:
 
     def spec(self) -> DatasetSpec:
         return DatasetSpec(
-            name=self.name, load=self.load, locate=self.locate, description=self.description,
+            name=self.name, load=self.load, locate=self.locate, check=self.check, description=self.description,
             classes=self.classes, image_shape=(0, 0, 3),  # photos vary in size; loads default to DEFAULT_SIZE
             split_sizes=splits.split_sizes(list(self.class_counts), test_counts=None, val_size=DEFAULT_VAL_SIZE,
                                            test_fraction=TEST_FRACTION),

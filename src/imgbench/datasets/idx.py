@@ -17,7 +17,7 @@ from imgbench.datasets import splits
 from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.errors import DatasetError
 from imgbench.datasets.images import resize_array
-from imgbench.datasets.sources import find_files, local_folder, obtain
+from imgbench.datasets.sources import CanDownload, files_problems, find_files, local_folder, obtain
 from imgbench.datasets.store import Decoded, check_image_size, decoded_in_cache, load_dataset, row_digests
 from imgbench.specs import DatasetSpec, LoadedDataset
 
@@ -57,14 +57,27 @@ class IdxDataset:
         decoded = decoded_in_cache(cache_dir, self.name, self.source_fingerprint)
         return ("cache", str(decoded)) if decoded else ("download", self.mirrors[0])
 
+    def _incomplete(self, detail: str) -> str:
+        return (f"the local copy is incomplete: {detail}. Add the missing official files, or remove "
+                f"the folder to download them instead.")
+
+    def check(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "",
+              can_download: CanDownload) -> list[str]:
+        """What would stop a load, found without loading (see :func:`files_problems`)."""
+        where, detail = self.locate(data_dir=data_dir, cache_dir=cache_dir)
+        if where == "missing":
+            return [self._incomplete(detail)]
+        if where == "cache" and find_files(self.name, self.files, data_dir, cache_dir) is None:
+            return []  # decoded arrays are cached: no file is read
+        return files_problems(self.name, self.files, self.urls(), data_dir, cache_dir, can_download)
+
     def load(self, *, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
              arg: str = "") -> LoadedDataset:
         size = check_image_size(image_size, NATIVE_SIZE)
         val_size = splits.check_val_size(val_size)
         where, detail = self.locate(data_dir=data_dir, cache_dir=cache_dir)
         if where == "missing":
-            raise DatasetError(f"{self.name}: the local copy is incomplete: {detail}. Add the missing official "
-                               f"files, or remove the folder to download them instead.")
+            raise DatasetError(f"{self.name}: {self._incomplete(detail)}")
         if where == "local":  # cheap on warm loads: only files whose size or mtime changed are rehashed
             for check in self.files:
                 verify_file(Path(detail) / check.name, check, cache_dir)
@@ -95,7 +108,7 @@ class IdxDataset:
 
     def spec(self) -> DatasetSpec:
         return DatasetSpec(
-            name=self.name, load=self.load, locate=self.locate, description=self.description,
+            name=self.name, load=self.load, locate=self.locate, check=self.check, description=self.description,
             classes=self.classes, image_shape=(NATIVE_SIZE, NATIVE_SIZE, 1),
             split_sizes=splits.split_sizes(list(self.train_counts), test_counts=list(self.test_counts),
                                            val_size=DEFAULT_VAL_SIZE, test_fraction=0.0),

@@ -19,7 +19,7 @@ import numpy as np
 
 from imgbench.datasets import splits
 from imgbench.datasets.errors import DatasetError
-from imgbench.datasets.images import RESIZE_METHOD, decode_files
+from imgbench.datasets.images import RESIZE_METHOD, decode_files, is_image
 from imgbench.datasets.manifest import folder_content
 from imgbench.datasets.store import Decoded, check_image_size, hex_digests, load_dataset
 from imgbench.errors import UsageError
@@ -31,6 +31,7 @@ DEFAULT_VAL_SIZE = 1 / 9  # with TEST_FRACTION: 80/10/10 of all images
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_FOLDERS = ("train", "test")
 IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))
+MIN_CLASSES = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ def scan_tree(root: Path, expected_classes: Sequence[str] | None = None) -> Fold
                            f"Move its images into {root / 'train'} (same class folders).")
     found = class_folders(parts[0])
     classes = tuple(expected_classes) if expected_classes is not None else tuple(found)
+    if 0 < len(classes) < MIN_CLASSES:
+        raise DatasetError(f"{parts[0]} holds {len(classes)} class folder ({classes[0]}); a classifier needs at "
+                           f"least {MIN_CLASSES}: one subfolder of images per class")
     relpaths: list[str] = []
     labels: list[int] = []
     n_train = None
@@ -79,12 +83,16 @@ def scan_tree(root: Path, expected_classes: Sequence[str] | None = None) -> Fold
                                + (f"; missing {missing}" if missing else "")
                                + (f"; unexpected {unknown}" if unknown else ""))
         prefix = "" if part == root else f"{part.name}/"
+        empty = []
         for label, name in enumerate(classes):
             files = _images_under(str(part / name), f"{prefix}{name}/")
             if not files:
-                raise DatasetError(f"class folder {part / name} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                empty.append(str(part / name))
             relpaths += files
             labels += [label] * len(files)
+        if empty:
+            raise DatasetError(f"class folder(s) {', '.join(empty)} hold no images "
+                               f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder(s)")
         if part.name == "train" and len(parts) == 2:
             n_train = len(relpaths)
     return FolderTree(root, tuple(relpaths), np.asarray(labels, dtype=np.int64), classes, n_train)
@@ -105,11 +113,33 @@ def _images_under(folder: str, prefix: str) -> list[str]:
     return sorted(found)
 
 
+def unreadable_classes(tree: FolderTree) -> list[str]:
+    """A problem for each class none of whose files is a readable image. Opening reads only a header, and stops
+    at a class's first readable file, so a good tree costs one open per class."""
+    readable: set[int] = set()
+    for rel, label in zip(tree.relpaths, tree.labels.tolist()):
+        if label not in readable and is_image(tree.root / rel):
+            readable.add(label)
+    return [f"class folder {name} of {tree.root} holds no readable image (every file fails to open as one); "
+            f"replace them with real images" for label, name in enumerate(tree.classes) if label not in readable]
+
+
+def tree_problems(root: Path, expected_classes: Sequence[str] | None = None) -> list[str]:
+    """Everything that would stop a load of the tree at ``root``, without decoding it."""
+    try:
+        return unreadable_classes(scan_tree(root, expected_classes))
+    except UsageError as exc:
+        return [str(exc)]
+
+
 def load_tree(tree: FolderTree, *, name: str, image_size: int, val_size: float, cache_dir: Path,
               source: str, default_size: int = DEFAULT_SIZE) -> LoadedDataset:
     """Decode (once, cached) and split a scanned tree."""
     size = check_image_size(image_size, default_size)
     val_size = splits.check_val_size(val_size)
+    unreadable = unreadable_classes(tree)
+    if unreadable:
+        raise DatasetError("; ".join(unreadable))
     hashes, content_fingerprint = folder_content(tree.root, tree.relpaths, cache_dir)
 
     def decode() -> Decoded:
@@ -143,6 +173,13 @@ def _load_arg(*, image_size: int, val_size: float, data_dir: Path | None, cache_
                      cache_dir=cache_dir, source=f"local: {tree.root}")
 
 
+def _check_root(root: str | Path, *, data_dir: Path | None, cache_dir: Path, arg: str = "",
+                can_download: object = None) -> list[str]:
+    if not str(root or arg):
+        return ["imagefolder needs a folder: imagefolder:/path/to/root"]
+    return tree_problems(Path(root or arg))
+
+
 def _locate_root(root: str | Path, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
     folder = Path(root or arg).expanduser()
     if not str(root or arg):
@@ -171,12 +208,14 @@ def imagefolder_dataset(name: str, root: str | Path, *, description: str = "",
         return load_tree(tree, name=name, image_size=image_size, val_size=val_size, cache_dir=cache_dir,
                          source=f"local: {tree.root}", default_size=default_size)
 
-    return DatasetSpec(name=name, load=load, locate=partial(_locate_root, root), classes=classes,
+    return DatasetSpec(name=name, load=load, locate=partial(_locate_root, root), check=partial(_check_root, root),
+                       classes=classes,
                        description=description or f"images in class folders under {root}")
 
 
 IMAGEFOLDER = DatasetSpec(
-    name="imagefolder", load=_load_arg, locate=partial(_locate_root, ""), takes_arg=True,
+    name="imagefolder", load=_load_arg, locate=partial(_locate_root, ""), check=partial(_check_root, ""),
+    takes_arg=True,
     description=f"any folder-per-class tree: imagefolder:/path (root/<class>/ or root/train|test/<class>/; "
                 f"{DEFAULT_SIZE}px square unless image_size is set)",
 )

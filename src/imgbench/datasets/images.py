@@ -41,6 +41,15 @@ def decode_file(path: str | Path, size: int) -> np.ndarray:
                            f"remove or replace the damaged file") from exc
 
 
+def is_image(path: str | Path) -> bool:
+    """Whether Pillow recognises ``path`` as an image (reads the header only)."""
+    try:
+        with Image.open(path) as image:
+            return image.size[0] > 0 and image.size[1] > 0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
 def _workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -7,10 +7,13 @@ Local copies live in ``<data dir>/<dataset>/`` (``IMGBENCH_DATA_DIR`` or ``--dat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.download import fetch
+from imgbench.datasets.errors import ChecksumError
+
+CanDownload = Callable[[str], str]  # url -> '' when this machine can download from its host, else why not
 
 DOWNLOADS = "downloads"
 
@@ -54,3 +57,33 @@ def obtain(name: str, files: Sequence[FileCheck], urls: dict[str, Sequence[str]]
     hint = where_to_put(name, files, data_dir, cache_dir)
     paths = {f.name: fetch(f, urls[f.name], folder / f.name, where_to_put=hint) for f in files}
     return (f"cache: {folder}" if found is not None else f"downloaded into {folder}"), paths
+
+
+def checksum_problems(folder: Path, files: Sequence[FileCheck], cache_dir: Path) -> list[str]:
+    """Why each file in ``folder`` fails its pinned checksum (remembered by size and mtime: cheap when warm)."""
+    problems = []
+    for check in files:
+        try:
+            verify_file(folder / check.name, check, cache_dir)
+        except ChecksumError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def files_problems(name: str, files: Sequence[FileCheck], urls: dict[str, Sequence[str]], data_dir: Path | None,
+                   cache_dir: Path, can_download: CanDownload) -> list[str]:
+    """What would stop :func:`obtain`, found without downloading: a local copy that fails its checksum (it is
+    never changed), or files to download (absent, or a damaged cached copy) that this machine cannot download."""
+    found = find_files(name, files, data_dir, cache_dir)
+    if found is not None and found[0] == "local":
+        return checksum_problems(found[1], files, cache_dir)
+    needed = list(files)
+    if found is not None:  # a damaged cached download is downloaded again
+        needed = [f for f in files if checksum_problems(found[1], [f], cache_dir)]
+    blocked = {f.name: reasons for f in needed if all(reasons := [can_download(url) for url in urls[f.name]])}
+    if not blocked:
+        return []
+    why = next(iter(blocked.values()))[0]
+    missing = [f for f in needed if f.name in blocked]
+    return [f"files must be downloaded, but this machine cannot download them ({why}). "
+            f"{where_to_put(name, missing, data_dir, cache_dir)}"]

@@ -25,6 +25,7 @@ from filelock import FileLock
 
 from imgbench.datasets import splits
 from imgbench.datasets.checksums import fingerprint_of
+from imgbench.engine.recipe import MAX_IMAGE_SIZE
 from imgbench.errors import UsageError
 from imgbench.paths import atomic_write_bytes
 from imgbench.specs import LoadedDataset, Split
@@ -32,7 +33,6 @@ from imgbench.specs import LoadedDataset, Split
 FORMAT = 1  # bump when the files of a decoded folder change meaning
 ARRAYS = ("x", "y", "digests")
 LOCK_TIMEOUT_S = 3600
-MAX_IMAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)

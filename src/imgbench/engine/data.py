@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imgbench.engine.recipe import subset_problem
 from imgbench.errors import UsageError
 from imgbench.specs import Split
 
@@ -30,6 +31,9 @@ def stratified_subset(split: Split, n: int, parameter: str) -> tuple[Split, np.n
         return split, indices
     from sklearn.model_selection import train_test_split
 
+    problem = subset_problem(parameter, n, np.bincount(split.y).tolist())
+    if problem:
+        raise UsageError(problem)
     try:
         chosen, _ = train_test_split(indices, train_size=n, stratify=split.y, random_state=SUBSET_SEED)
     except ValueError as exc:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
+import sys
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from imgbench.errors import UsageError
 
@@ -21,6 +23,11 @@ SCHEDULES = ("cosine", "onecycle", "step", "constant")
 AUGMENTS = ("none", "crop", "flip_crop")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 HASH_CHARS = 12
+# Upper bounds: far above any sensible run, low enough that a typo (an extra zero or three) is refused.
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65_536
+MAX_IMAGE_SIZE = 4096  # px a side; a 4096 px RGB image is 50 MB as uint8
+MAX_BENCH_SECONDS = 600.0  # per throughput/latency measurement; there are two per job
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,49 @@ RECIPE_FIELDS: dict[str, tuple[type, str]] = {
     "bench_seconds": (float, "minimum seconds per throughput/latency measurement"),
 }
 
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric recipe field must lie in; ``None`` is unbounded on that side (still finite)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: ``low`` itself is refused
+    high_open: bool = False
+
+    def problem(self, value: float) -> str:
+        """Why ``value`` is out of range, or ''."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if not (too_low or too_high):
+            return ""
+        if self.low is not None and self.high is not None and self.high <= 1:
+            return f"must be in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if too_low:
+            return f"must be greater than {self.low:g}" if self.low_open else f"must be {self.low:g} or more"
+        return f"must be less than {self.high:g}" if self.high_open else f"must be at most {self.high:g}"
+
+
+# The one table of numeric bounds: resolve_recipe checks it for the grid's preflight and for run_job alike.
+BOUNDS: dict[str, Bound] = {
+    "image_size": Bound(0, MAX_IMAGE_SIZE),
+    "epochs": Bound(0, MAX_EPOCHS),
+    "batch_size": Bound(1, MAX_BATCH_SIZE),
+    "lr": Bound(0, low_open=True),
+    "momentum": Bound(0, 1, high_open=True),
+    "weight_decay": Bound(0),
+    "warmup_epochs": Bound(0, MAX_EPOCHS),
+    "label_smoothing": Bound(0, 1, high_open=True),
+    "val_size": Bound(0, 1, high_open=True),
+    "train_samples": Bound(0),
+    "test_samples": Bound(0),
+    "target_accuracy": Bound(0, 1),
+    "bench_seconds": Bound(0, MAX_BENCH_SECONDS, low_open=True),
+}
+
 # Per-dataset defaults: AdamW + cosine with a short warm-up trains CNNs and small ViTs alike from scratch.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": dict(epochs=5, batch_size=128, lr=2e-3, weight_decay=0.01, warmup_epochs=0.5,
@@ -133,22 +183,53 @@ def _typed(name: str, kind: type, value: Any) -> Any:
 
 
 def _range_problem(name: str, value: Any) -> str:
-    non_negative = {"image_size", "epochs", "train_samples", "test_samples", "weight_decay", "warmup_epochs"}
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS}
-    if name in non_negative and value < 0:
-        return "must be 0 or more"
-    if name in ("batch_size",) and value < 1:
-        return "must be 1 or more"
-    if name in ("lr", "bench_seconds") and not value > 0:
-        return "must be greater than 0"
-    if name in ("momentum", "label_smoothing", "val_size") and not 0 <= value < 1:
-        return "must be in [0, 1)"
-    if name == "target_accuracy" and not 0 <= value <= 1:
-        return "must be in [0, 1]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if name in BOUNDS:
+        return BOUNDS[name].problem(value)
     if name in choices and value not in choices[name]:
         return f"must be one of {', '.join(choices[name])}"
     if name == "device" and not DEVICE_PATTERN.fullmatch(value):
         return "must be auto, cpu, cuda, cuda:N or mps"
+    return ""
+
+
+def device_problem(device: str) -> str:
+    """Why ``device`` cannot be used on this machine, or ''. torch is imported only to check cuda (and mps on
+    macOS): ``auto`` and ``cpu`` always work, and MPS exists only on macOS."""
+    kind, _, index = device.partition(":")
+    if kind in ("auto", "cpu"):
+        return ""
+    if kind == "mps" and sys.platform != "darwin":
+        return "MPS exists only on macOS; use device='auto' or 'cpu'"
+    import torch
+
+    if kind == "mps":
+        return "" if torch.backends.mps.is_available() else "MPS is not available here; use device='auto' or 'cpu'"
+    if not torch.cuda.is_available():
+        return "CUDA is not available here; use device='auto' or 'cpu'"
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        return f"only {count} CUDA device(s) here (cuda:0 to cuda:{count - 1}); use one of them or device='cuda'"
+    return ""
+
+
+def subset_problem(parameter: str, n: int, class_counts: Sequence[int]) -> str:
+    """Why a class-stratified subset of ``n`` images cannot be drawn from a split with these per-class counts
+    (``n`` = 0 or at least the split's size takes it all), or ''. Only ``len(class_counts)`` may be known before
+    loading: pass ``[0] * classes`` for the checks that need no counts."""
+    total, classes = sum(class_counts), len(class_counts)
+    if n == 0 or (total and n >= total):
+        return ""
+    if n < classes:
+        return (f"{parameter}={n} is fewer than the {classes} classes, and a stratified subset needs one image per "
+                f"class; use 0 for all images or at least {classes}")
+    if total and total - n < classes:
+        return (f"{parameter}={n} leaves fewer than {classes} of the {total} images out, too few to stratify; "
+                f"use 0 for all {total} images or at most {total - classes}")
+    if total and min(class_counts) < 2:
+        return f"{parameter}={n}: a class holds a single image, too few to stratify; use 0 for all images"
     return ""
 
 
@@ -160,3 +241,4 @@ def config_hash(model: str, dataset: str, seed: int, recipe_dict: Mapping[str, A
 
 
 assert {f.name for f in fields(Recipe)} == set(RECIPE_FIELDS), "every Recipe field needs a RECIPE_FIELDS entry"
+assert set(BOUNDS) <= set(RECIPE_FIELDS), "every bound is a Recipe field"

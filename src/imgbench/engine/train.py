@@ -23,7 +23,7 @@ import torch
 
 from imgbench.engine.data import Augmenter, ImageBatches
 from imgbench.engine.evaluate import loss_and_accuracy, predict_logits
-from imgbench.engine.recipe import Recipe
+from imgbench.engine.recipe import Recipe, device_problem
 from imgbench.engine.timing import PeakMemory, SteadyTimer, synchronize
 from imgbench.errors import UsageError
 
@@ -46,14 +46,10 @@ def select_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"parameter device={name!r}: CUDA is not available here; use device='auto' or 'cpu'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"parameter device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"parameter device={name!r}: MPS is not available here; use device='auto' or 'cpu'")
-    return device
+    problem = device_problem(name)
+    if problem:
+        raise UsageError(f"parameter device={name!r}: {problem}")
+    return torch.device(name)
 
 
 @dataclass

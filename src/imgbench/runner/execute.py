@@ -39,6 +39,7 @@ from imgbench.runner.results import make_row
 KERNEL_START_TIMEOUT_S = 120
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
 KILL_WAIT_S = 10
+CELL_LINE_CHARS = 80  # of the running cell's first line, in a crashed job's error
 NOTEBOOK_KERNEL_NAME = "python3"  # papermill wants a name; the kernel itself is always sys.executable
 
 
@@ -146,8 +147,9 @@ def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, s
         return "timeout", f"ran longer than the {task.timeout:g} s timeout (--timeout) and was killed", metrics
     outcome = _read_json(job_dir / schema.OUTCOME_JSON)
     if outcome is None:
-        return "crashed", f"the job process ended with {_exit_text(returncode)} before recording an outcome " \
-                          f"(see {log})", metrics
+        running = _while_running(job_dir / schema.NOTEBOOK)
+        return "crashed", f"the job process ended with {_exit_text(returncode)}{running} " \
+                          f"before recording an outcome (see {log})", metrics
     if outcome["status"] == "failed":
         return "failed", outcome["error"], metrics
     if outcome["status"] == "crashed":
@@ -163,6 +165,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _while_running(notebook: Path) -> str:
+    """`` while running cell N (`first line`)``: the cell papermill last started, from the notebook it saves
+    as each cell starts (request_save_on_cell_execute); '' when no cell had started."""
+    cells = (_read_json(notebook) or {}).get("cells", [])
+    started = [(index, cell) for index, cell in enumerate(cells)
+               if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return ""
+    index, cell = started[-1]
+    source = cell.get("source", "")
+    lines = ("".join(source) if isinstance(source, list) else source).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f" while running cell {index}" + (f" (`{first[:CELL_LINE_CHARS]}`)" if first else "")
 
 
 def _exit_text(returncode: int | None) -> str:
@@ -207,7 +224,8 @@ def run_notebook(task: JobTask) -> dict[str, str]:
     except PapermillExecutionError as exc:
         return {"status": "failed", "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}
     except DeadKernelError:
-        return {"status": "crashed", "error": f"the kernel died ({_exit_text(_kernel_exit_code())})"}
+        return {"status": "crashed", "error": f"the kernel died ({_exit_text(_kernel_exit_code())})"
+                                              f"{_while_running(task.job_dir / schema.NOTEBOOK)}"}
     except Exception as exc:  # the kernel did not start, or papermill itself broke
         return {"status": "crashed", "error": f"{type(exc).__name__}: {exc}"}
     finally:  # a dead kernel skips the manager's own cleanup

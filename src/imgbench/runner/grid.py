@@ -1,7 +1,7 @@
 """``run_grid``: check a whole grid, run the jobs that have not succeeded yet, keep results.csv current.
 
-Order of events: load the suite and apply the options; expand and check every job, and that its data can
-be had (nothing is written before this passes); write ``run.json``; skip jobs whose ``job.json`` says ok
+Order of events: load the suite and apply the options; the preflight checks every job, its devices and that
+its data can be had, and names every problem at once (nothing is written before it passes, see :mod:`.preflight`); write ``run.json``; skip jobs whose ``job.json`` says ok
 with the same configuration hash; run the rest through the chosen executor, rewriting ``results.csv``
 after every job; build the report.
 """
@@ -28,7 +28,8 @@ from imgbench.runner.jobs import Job
 from imgbench.runner.progress import GridProgress
 from imgbench.resources import notebook_path, suite_path
 from imgbench.runner.results import SUCCESS, is_done, read_record, write_results
-from imgbench.runner.suite import Suite, check_data, expand, load_suite, with_options
+from imgbench.runner.preflight import preflight, timeout_problem
+from imgbench.runner.suite import Suite, load_suite, with_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 LOCK_FILE = ".imgbench-run.lock"
 RESULTS_ROOT = "results"  # default OUT is ./results/<timestamp>/
 TIMESTAMP_FORMAT = "%Y-%m-%d_%H%M%S"
+THIS_MACHINE_EXECUTORS = ("local",)  # their jobs run here: the preflight checks this machine's devices and data
 
 
 @dataclass
@@ -122,14 +124,17 @@ def run_grid(
     base = suite if isinstance(suite, Suite) else load_suite(suite_path(suite))
     grid = with_options(base, models, datasets, seeds, params)
     timeout = grid.timeout if timeout is None else timeout
-    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout!r}")
-    job_list = expand(grid, registry)
-    check_data(grid.datasets, registry, data_dir)
-    runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
+    problems = [p for p in [timeout_problem(timeout)] if p]
+    runner = None
+    try:
+        runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
+    except UsageError as exc:
+        problems.append(str(exc))
     notebook_file = Path(notebook).resolve() if notebook else notebook_path()
     if not notebook_file.is_file():
-        raise UsageError(f"notebook {notebook_file} does not exist")
+        problems.append(f"notebook {notebook_file} does not exist")
+    job_list = preflight(grid, registry, data_dir=data_dir, on_this_machine=executor in THIS_MACHINE_EXECUTORS,
+                         problems=problems)
     out_dir = Path(out).expanduser().resolve() if out else default_out_dir()
 
     env = job_env(registry, data_dir)

@@ -21,6 +21,7 @@ types, ranges) and raises :class:`~imgbench.errors.UsageError` before anything r
 from __future__ import annotations
 
 import keyword
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -73,7 +74,8 @@ def suite_from_dict(data: Mapping[str, Any], source: str = "") -> Suite:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; a suite may set {', '.join(SUITE_KEYS)}")
     overrides = _table(data.get("overrides", {}), f"{where}: [overrides]")
     timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
         raise UsageError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
     description = data.get("description", "")
     if not isinstance(description, str):
@@ -155,36 +157,67 @@ def check_param_name(name: Any, where: str) -> None:
                          f"models/datasets/seeds) instead of a parameter")
 
 
+class GridError(UsageError):
+    """Everything wrong with a grid, found before anything ran: one message, one problem (and its fix) a line."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(dict.fromkeys(problems))
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems; nothing was started:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
 def expand(suite: Suite, registry: "Registry") -> list[Job]:
-    """Every (model, dataset, seed) job of the suite, checked; raises UsageError naming the first problem."""
+    """Every (model, dataset, seed) job of the suite, checked; raises GridError naming every problem."""
     from imgbench.engine import config_hash, resolve_recipe
+    from imgbench.engine.recipe import subset_problem
 
     where = f"suite {suite.source}" if suite.source else "grid"
+    problems = []
     if not suite.models:
-        raise UsageError(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
+        problems.append(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
     if not suite.datasets:
-        raise UsageError(f"{where}: no datasets; name some with -d DATASET or the suite's datasets = [...]")
-    models = _models(suite.models, registry)
-    for dataset in suite.datasets:
-        registry.dataset(dataset)
+        problems.append(f"{where}: no datasets; name some with -d DATASET or the suite's datasets = [...]")
+    models = _models(suite.models, registry, problems)
+    datasets = {}
+    for dataset in dict.fromkeys(suite.datasets):
+        try:
+            datasets[dataset] = registry.dataset(dataset)[0]
+        except UsageError as exc:
+            problems.append(str(exc))
     for dataset in suite.overrides:
         try:
             registry.dataset(dataset)
         except UsageError as exc:
-            raise UsageError(f"{where}: [overrides.{dataset}]: {exc}") from exc
+            problems.append(f"{where}: [overrides.{dataset}]: {exc}")
+    # each parameter on its own, so that every bad one is named (the same -p once, not once per dataset)
+    tables = [("", suite.params)] + [(f"dataset {ds} ([overrides.{ds}]): ", table) for ds, table in suite.overrides.items()]
+    for prefix, table in tables:
+        for name, value in table.items():
+            try:
+                resolve_recipe("default", {name: value})
+            except UsageError as exc:
+                problems.append(f"{where}: {prefix}{exc}")
+    if problems:
+        raise GridError(problems)
     jobs = []
-    for dataset in dict.fromkeys(suite.datasets):
+    for dataset, spec in datasets.items():
         overrides = {**suite.params, **suite.overrides.get(dataset, {})}
-        try:
-            recipe = resolve_recipe(dataset, overrides).to_dict()
-        except UsageError as exc:
-            raise UsageError(f"{where}, dataset {dataset}: {exc}") from exc
+        recipe = resolve_recipe(dataset, overrides).to_dict()
+        for parameter in ("train_samples", "test_samples"):
+            problem = subset_problem(parameter, recipe[parameter], [0] * len(spec.classes))
+            if problem:
+                problems.append(f"{where}, dataset {dataset} ({len(spec.classes)} classes): {problem}")
         located = absolute_dataset(dataset, registry)
         for model in models:
             family = registry.model(model).family
             for seed in suite.seeds:
                 jobs.append(Job(model, located, seed, recipe, config_hash(model, located, seed, recipe),
                                 family=family, overrides=dict(overrides)))
+    if problems:
+        raise GridError(problems)
     return jobs
 
 
@@ -196,31 +229,29 @@ def absolute_dataset(dataset: str, registry: "Registry") -> str:
     return f"{spec.name}:{Path(arg).expanduser().resolve()}"
 
 
-def check_data(datasets: Iterable[str], registry: "Registry", data_dir: Path | str | None = None) -> None:
-    """Refuse a grid whose data cannot be had (``imagefolder:/no/such/dir``, an incomplete local copy)."""
-    from imgbench import paths
+def _models(names: Iterable[str], registry: "Registry", problems: list[str]) -> list[str]:
+    """Names as given, globs expanded against the listed models; unknown names become problems.
 
-    for dataset in dict.fromkeys(datasets):
-        spec, arg = registry.dataset(dataset)
-        where, detail = spec.locate(data_dir=paths.data_dir(data_dir), cache_dir=paths.cache_dir(), arg=arg)
-        if where == "missing":
-            raise UsageError(f"dataset {dataset}: no data ({detail}); fix --data-dir / IMGBENCH_DATA_DIR "
-                             f"or the path, see `imgbench datasets`")
-
-
-def _models(names: Iterable[str], registry: "Registry") -> list[str]:
-    """Names as given, globs expanded against the listed models; unknown names raise with suggestions."""
+    A name is first taken exactly, so a registered model whose name holds ``[`` or ``*`` can be selected.
+    """
     found = []
     for name in names:
-        if any(ch in name for ch in "*?["):
-            matched = [s.name for s in registry.models([name])]
-            if not matched:
-                raise UsageError(f"no model matches {name!r} (list them with `imgbench models`)")
-            found += matched
-        else:
-            registry.model(name)
-            found.append(name)
+        if registry.has_model(name) or not is_glob(name):
+            try:
+                registry.model(name)
+                found.append(name)
+            except UsageError as exc:
+                problems.append(str(exc))
+            continue
+        matched = [s.name for s in registry.models([name])]
+        if not matched:
+            problems.append(f"no model matches {name!r} (list them with `imgbench models`)")
+        found += matched
     return list(dict.fromkeys(found))
+
+
+def is_glob(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:

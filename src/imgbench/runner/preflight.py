@@ -1,0 +1,105 @@
+"""The preflight: everything that can be known about a grid before its first kernel starts, checked at once.
+
+:func:`run_grid` calls :func:`preflight` before it writes anything. Every problem found goes into one
+:class:`~imgbench.runner.suite.GridError` (the CLI prints it and exits 2), so a large grid never pays a kernel
+start per job to learn that its input was wrong, and a user fixes everything in one round:
+
+- the grid itself (:func:`~imgbench.runner.suite.expand`): names, parameter types and ranges, subset sizes;
+- the run's options: timeout, executor, notebook;
+- when the jobs run on this machine: every device asked for, and every dataset, once for the grid (a local
+  copy is complete and matches its checksums, an image folder can be loaded, and a dataset that must be
+  downloaded can be: its host is probed once, quickly). Jobs that run elsewhere (a Dask cluster) load
+  data and pick devices there, so only data that is missing outright is refused here.
+
+A machine that can download still downloads inside the job, as a load always does.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
+from urllib.parse import urlsplit
+
+from imgbench import paths
+from imgbench.errors import UsageError
+from imgbench.runner.jobs import Job
+from imgbench.runner.suite import GridError, Suite, expand
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgbench.registry import Registry
+
+
+class HostProbe:
+    """``can_download(url)`` for dataset checks: asks ``probe`` once per host and remembers the answer."""
+
+    def __init__(self, probe: Callable[[str], str] | None = None) -> None:
+        self.probe = probe
+        self.answers: dict[str, str] = {}
+
+    def __call__(self, url: str) -> str:
+        host = urlsplit(url).netloc
+        if host not in self.answers:
+            from imgbench.datasets import download
+
+            self.answers[host] = (self.probe or download.probe)(url)
+        return self.answers[host]
+
+
+def preflight(grid: Suite, registry: "Registry", *, data_dir: str | Path | None = None, on_this_machine: bool = True,
+              problems: Iterable[str] = (), probe: Callable[[str], str] | None = None) -> list[Job]:
+    """The grid's jobs, or a GridError naming every problem (``problems``: those the caller found already)."""
+    found = list(problems)
+    try:
+        jobs = expand(grid, registry)
+    except GridError as exc:
+        found += exc.problems
+        jobs = []
+    if on_this_machine:
+        found += device_problems(grid)
+    found += data_problems(grid.datasets, registry, data_dir, HostProbe(probe) if on_this_machine else None)
+    if found:
+        raise GridError(found)
+    return jobs
+
+
+def timeout_problem(timeout: object) -> str:
+    if timeout is None:
+        return ""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+            or timeout <= 0:
+        return f"--timeout must be a positive number of seconds, got {timeout!r}"
+    return ""
+
+
+def device_problems(grid: Suite) -> list[str]:
+    """Each device the grid asks for that this machine lacks (``cuda`` without CUDA, ``cuda:3`` with two GPUs,
+    ``mps`` off macOS). Malformed names are the recipe's to report."""
+    from imgbench.engine.recipe import DEVICE_PATTERN, device_problem
+
+    tables = [grid.params, *grid.overrides.values()]
+    devices = {t["device"] for t in tables if isinstance(t.get("device"), str) and DEVICE_PATTERN.fullmatch(t["device"])}
+    return [f"parameter device={device!r}: {problem}" for device in sorted(devices)
+            if (problem := device_problem(device))]
+
+
+def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | Path | None = None,
+                  can_download: Callable[[str], str] | None = None) -> list[str]:
+    """What stops each dataset from loading, once per dataset. Without ``can_download`` (the jobs load their data
+    elsewhere) only data that is missing outright counts."""
+    data_root, cache_dir = paths.data_dir(data_dir), paths.cache_dir()
+    problems = []
+    for dataset in dict.fromkeys(datasets):
+        try:
+            spec, arg = registry.dataset(dataset)
+        except UsageError:
+            continue  # expand reported it
+        if can_download is not None and spec.check is not None:
+            found = spec.check(data_dir=data_root, cache_dir=cache_dir, arg=arg, can_download=can_download)
+            problems += [f"dataset {dataset}: {problem}" for problem in found]
+            continue
+        where, detail = spec.locate(data_dir=data_root, cache_dir=cache_dir, arg=arg)
+        if where == "missing":
+            problems.append(f"dataset {dataset}: no data ({detail}); fix --data-dir / IMGBENCH_DATA_DIR "
+                            f"or the path, see `imgbench datasets`")
+    return problems
