@@ -190,6 +190,9 @@ def test_subsets_are_stratified_and_recorded(registry, data):
     result = run_job("tiny/mlp", data, registry=registry, epochs=1, train_samples=50, test_samples=25, **FAST)
     assert (result.metrics["train_samples"], result.metrics["test_samples"]) == (50, 25)
     assert result.metrics["recipe"]["train_samples"] == 50
+    # the whole splits they came from, for the report's "tested on 25 of M images"
+    assert (result.metrics["train_split_samples"], result.metrics["test_split_samples"]) == (len(data.train), len(data.test))
+    assert len(data.train) > 50 and len(data.test) > 25
     assert result.predictions["y_true"].value_counts().tolist() == [5] * CLASSES
     assert set(result.predictions["index"]) <= set(range(len(data.test)))
 

@@ -29,7 +29,7 @@ NUMERIC_COLUMNS = (
     "seed", "accuracy", "top5_accuracy", "f1_macro", "precision_macro", "recall_macro", "balanced_accuracy",
     "log_loss", "ece", "train_throughput", "infer_throughput", "latency_p50_ms", "latency_p95_ms",
     "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size", "image_size",
-    "train_samples", "test_samples", "train_time_s", "compile_time_s", "time_to_target_s", "duration_s",
+    "train_samples", "test_samples", "train_split_samples", "test_split_samples", "train_time_s", "compile_time_s", "time_to_target_s", "duration_s",
 )
 
 
