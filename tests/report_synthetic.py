@@ -42,9 +42,11 @@ RESULTS_COLUMNS = list(RESULT_COLUMNS)  # the public schema
 
 def make_results(out: Path, *, plan: dict = PLAN, seeds=(0, 1, 2), failed=FAILED, n_test: int = 300,
                  epochs: int = 4, speed: dict[str, float] | None = None, accuracy_shift: float = 0.0,
-                 seed_jitter: float = 0.05) -> Path:
+                 seed_jitter: float = 0.05, split_sizes: tuple[int, int] | None = None) -> Path:
     """Write a results folder at ``out``. ``speed`` scales a model's throughput (1.0 = as in COSTS);
-    ``seed_jitter`` times the planned error rate is the seed-to-seed spread of accuracy."""
+    ``seed_jitter`` times the planned error rate is the seed-to-seed spread of accuracy; ``split_sizes``
+    (train, test) are the whole splits the 5,000 training and ``n_test`` test images came from (unrecorded,
+    as in results written before they were, when None)."""
     out = Path(out)
     rows = []
     for dataset, models in plan.items():
@@ -63,7 +65,7 @@ def make_results(out: Path, *, plan: dict = PLAN, seeds=(0, 1, 2), failed=FAILED
                     continue
                 accuracy = min(0.999, planned + accuracy_shift + rng.normal(0, seed_jitter * (1 - planned)))
                 metrics = _job(job_dir, rng, model, dataset, seed, classes, y_true, difficulty, accuracy, epochs,
-                               (speed or {}).get(model, 1.0))
+                               (speed or {}).get(model, 1.0), split_sizes)
                 rows.append({**{c: metrics.get(c) for c in RESULTS_COLUMNS}, "job_id": job_id,
                              "duration_s": metrics["train_time_s"] + 4.0,
                              "notebook": f"jobs/{job_id}/notebook.ipynb"})
@@ -75,7 +77,8 @@ def make_results(out: Path, *, plan: dict = PLAN, seeds=(0, 1, 2), failed=FAILED
     return out
 
 
-def _job(job_dir, rng, model, dataset, seed, classes, y_true, difficulty, accuracy, epochs, speed) -> dict:
+def _job(job_dir, rng, model, dataset, seed, classes, y_true, difficulty, accuracy, epochs, speed,
+         split_sizes) -> dict:
     k, n = len(classes), len(y_true)
     score = difficulty + rng.normal(0, 0.12, n)
     correct = np.argsort(np.argsort(score)) < round(accuracy * n)
@@ -125,6 +128,7 @@ def _job(job_dir, rng, model, dataset, seed, classes, y_true, difficulty, accura
         "test_samples": n, "device": "cpu", "train_time_s": 5000 * epochs / (train_ips * speed),
         "compile_time_s": 0.0, "time_to_target_s": None, "best_val_accuracy": float(history["val_accuracy"].max()),
         "dataset_fingerprint": _hash(dataset)[:16], "config_hash": _hash(dataset, model, seed)[:12],
+        "train_split_samples": split_sizes and split_sizes[0], "test_split_samples": split_sizes and split_sizes[1],
         "recipe": recipe, "classes": classes,
         "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
                       "support": support.tolist()},

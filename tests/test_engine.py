@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from imgbench import LoadedDataset, Split
 from imgbench.engine import config_hash, run_job
-from imgbench.engine.data import Augmenter, stratified_subset
+from imgbench.engine.data import Augmenter, rotate_and_zoom, stratified_subset
 from imgbench.engine.evaluate import expected_calibration_error
 from imgbench.schema import HISTORY_COLUMNS, METRICS_KEYS
 from imgbench.engine.train import build_schedule
@@ -190,6 +190,9 @@ def test_subsets_are_stratified_and_recorded(registry, data):
     result = run_job("tiny/mlp", data, registry=registry, epochs=1, train_samples=50, test_samples=25, **FAST)
     assert (result.metrics["train_samples"], result.metrics["test_samples"]) == (50, 25)
     assert result.metrics["recipe"]["train_samples"] == 50
+    # the whole splits they came from, for the report's "tested on 25 of M images"
+    assert (result.metrics["train_split_samples"], result.metrics["test_split_samples"]) == (len(data.train), len(data.test))
+    assert len(data.train) > 50 and len(data.test) > 25
     assert result.predictions["y_true"].value_counts().tolist() == [5] * CLASSES
     assert set(result.predictions["index"]) <= set(range(len(data.test)))
 
@@ -291,3 +294,29 @@ def test_notebook_views_show_the_job(trained):
     assert len(curves.axes[0].lines) >= 2  # train and val
     heatmap = display.confusion_matrix(trained.metrics)
     assert heatmap.axes[0].get_xlabel() == "predicted"
+
+def test_rotate_and_zoom_matches_independent_rotations_and_an_identity():
+    x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    quarter = torch.full((3,), math.pi / 2)
+    one = torch.ones(3)
+    # a quarter turn counter-clockwise on screen is numpy's/torch's rot90; no zoom and no turn change nothing
+    torch.testing.assert_close(rotate_and_zoom(x, quarter, one), torch.rot90(x, 1, dims=(2, 3)))
+    torch.testing.assert_close(rotate_and_zoom(x, torch.zeros(3), one), x)
+    # zooming out by 2 shows the image at half size, its surroundings filled by reflection (no zeros, no black)
+    constant = torch.full((1, 1, 8, 8), 3.0)
+    torch.testing.assert_close(rotate_and_zoom(constant, torch.zeros(1), torch.full((1,), 2.0)), constant)
+
+
+def test_flip_rotate_zoom_draws_within_the_tutorial_ranges(monkeypatch):
+    import imgbench.engine.data as data
+
+    drawn = {}
+    monkeypatch.setattr(data, "rotate_and_zoom", lambda x, angle, scale: drawn.update(angle=angle, scale=scale) or x)
+    x = torch.zeros(4000, 1, 4, 4)
+    x[..., 0] = 1.0  # a left column, to see the flips
+    out = Augmenter("flip_rotate_zoom", 4, torch.device("cpu"), 0, torch.contiguous_format)(x)
+    flipped = out[:, 0, 0, 3] == 1.0
+    assert 0.45 < flipped.float().mean() < 0.55
+    degrees = drawn["angle"] * 180 / math.pi
+    assert -36 <= degrees.min() < -34 and 34 < degrees.max() <= 36  # Keras RandomRotation(0.1) = +-0.1 turn
+    assert 0.9 <= drawn["scale"].min() < 0.91 and 1.09 < drawn["scale"].max() <= 1.1  # RandomZoom(0.1)

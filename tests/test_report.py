@@ -260,3 +260,50 @@ def test_classes_in_the_synthetic_folder_reach_the_confusion_figure(full_report)
     svg = (out / "figures" / "confusion-cifar10.svg").read_text(encoding="utf-8")
     assert ET.fromstring(svg.encode()).tag.endswith("svg")
     assert len(CLASSES["cifar10"]) == 10
+
+
+# ---- test subsets ------------------------------------------------------------------------------------------------
+
+def test_test_subsets_are_stated_and_rows_on_different_test_images_are_ranked_apart(tmp_path):
+    """Two models scored on 300 of mnist's 1,000 test images, a third on all 1,000: two leaderboards, each
+    saying what it was tested on; the third is not ranked under the others although its accuracy is lower."""
+    models = sorted(PLAN["mnist"], key=PLAN["mnist"].get, reverse=True)
+    out = make_results(tmp_path / "out", plan={"mnist": {m: PLAN["mnist"][m] for m in models[:2]}},
+                       n_test=300, split_sizes=(54000, 1000), failed=())
+    whole = make_results(tmp_path / "whole", plan={"mnist": {models[2]: PLAN["mnist"][models[2]]}},
+                         n_test=1000, split_sizes=(54000, 1000), failed=())
+    for job in (whole / "jobs").iterdir():
+        job.rename(out / "jobs" / job.name)
+    merged = pd.concat([pd.read_csv(out / "results.csv"), pd.read_csv(whole / "results.csv")])
+    merged.to_csv(out / "results.csv", index=False)
+
+    report = assemble(out)
+    subset, full = "tested on 300 of 1,000 images", "tested on all 1,000 images"
+    boards = {label: group for label, group in report.board.groupby("tested_on")}
+    assert set(boards) == {subset, full}
+    assert list(boards[subset]["model"]) == models[:2] and list(boards[subset]["rank"]) == [1, 2]
+    assert list(boards[full]["model"]) == [models[2]] and list(boards[full]["rank"]) == [1]
+    assert set(report.board["trained_on"]) == {"trained on 5,000 of 54,000 images"}
+    [comparison] = report.comparisons  # only the two models that saw the same images are tested
+    assert comparison.tested_on == subset and comparison.n_images == 300
+
+    verdicts = {v.tested_on: v for v in report.verdicts()}
+    assert verdicts[full].kind == "single" and f"mnist ({full})" in verdicts[full].headline
+    assert f"leads on mnist ({subset})" in verdicts[subset].headline or "same mean accuracy" in verdicts[subset].headline
+    assert f"Not ranked against the rows {full}: different test images." in verdicts[subset].details
+    assert "Trained on 5,000 of 54,000 images." in verdicts[subset].details
+
+    html = render(out)
+    page, markdown = html.read_text(encoding="utf-8"), (out / "report.md").read_text(encoding="utf-8")
+    for text in (page, markdown):
+        assert f"mnist, {subset}" in text and f"mnist, {full}" in text
+        assert f"Every model here was {subset}." in text
+    assert page.count("<table class=\"leaderboard\"") == 2
+
+
+def test_a_whole_test_split_is_not_called_a_subset(tmp_path):
+    out = make_results(tmp_path / "out", n_test=300, split_sizes=(5000, 300))
+    report = assemble(out)
+    assert set(report.board["tested_on"]) == {"tested on all 300 images"}
+    assert all(report.board_title(v.dataset, v.tested_on) == v.dataset for v in report.verdicts())
+    assert not any("tested on" in v.text for v in report.verdicts())

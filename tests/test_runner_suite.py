@@ -129,6 +129,56 @@ def test_shipped_suites_expand_against_the_real_registry(name):
     assert len({j.job_id for j in jobs}) == len(jobs) == len(suite.models) * 3 * len(suite.seeds)
 
 
+def test_grids_give_the_same_model_and_dataset_different_recipes(registry):
+    suite = suite_from_dict({"seeds": [0, 1], "params": {"epochs": 2, "lr": 0.01}, "grids": [
+        {"name": "published", "models": ["testkit/linear"], "datasets": ["tinygray"], "params": {"epochs": 7},
+         "published": {"metric": "accuracy", "value": 0.9}},
+        {"name": "defaults", "models": ["testkit/linear"], "datasets": ["tinygray", "tinyrgb"], "seeds": [3]},
+    ]}, source="ref.toml")
+    assert [g.name for g in suite.grids] == ["published", "defaults"]
+    assert suite.datasets == ("tinygray", "tinyrgb") and suite.seeds == (0, 1, 3)
+    jobs = expand(suite, registry)
+    recipes = {(j.dataset, j.seed): j.recipe for j in jobs}
+    assert len(jobs) == 4 and recipes["tinygray", 0]["epochs"] == 7 and recipes["tinygray", 0]["lr"] == 0.01
+    assert recipes["tinygray", 3]["epochs"] == 2 and recipes["tinyrgb", 3]["epochs"] == 2
+    # -d picks among each grid's datasets, -p and --seeds reach every grid
+    picked = expand(with_options(suite, datasets=["tinyrgb"], seeds=[5], params={"epochs": 1}), registry)
+    assert [(j.dataset, j.seed, j.recipe["epochs"]) for j in picked] == [("tinyrgb", 5, 1)]
+    with pytest.raises(UsageError, match="no grid has.*its grids: published"):
+        with_options(suite, models=["testkit/other"])
+    # two grids that resolve to the same job run it once
+    twice = suite_from_dict({"models": ["testkit/linear"], "datasets": ["tinygray"],
+                             "grids": [{"name": "a"}, {"name": "b"}]})
+    assert len(expand(twice, registry)) == 1
+
+
+@pytest.mark.parametrize("grids, problem", [
+    ([], "one or more"),
+    ([{"models": ["testkit/linear"]}], "needs a name"),
+    ([{"name": "a", "timeout": 3}], "grid 'a': unknown key"),
+    ([{"name": "a"}, {"name": "a"}], "share a name"),
+    ([{"name": "a", "published": 0.9}], "published must be a table"),
+])
+def test_bad_grids_name_the_problem(grids, problem):
+    with pytest.raises(UsageError, match=problem):
+        suite_from_dict({"models": ["testkit/linear"], "datasets": ["tinygray"], "grids": grids}, source="g.toml")
+
+
+def test_reference_suite_pairs_each_seed_model_with_its_published_recipe():
+    suite = load_suite(suite_path("reference"))
+    jobs = expand(suite, get_registry())
+    assert len({j.job_id for j in jobs}) == len(jobs) == 4 * 3
+    by_grid = {g.name: expand(g, get_registry()) for g in suite.grids}
+    keras_io = by_grid["keras-io mnist_convnet"][0].recipe
+    assert (keras_io["optimizer"], keras_io["lr"], keras_io["batch_size"], keras_io["epochs"]) == ("adam", 1e-3, 128, 15)
+    assert (keras_io["schedule"], keras_io["weight_decay"], keras_io["label_smoothing"]) == ("constant", 0.0, 0.0)
+    assert keras_io["val_size"] == 0.1 and keras_io["augment"] == "none" and keras_io["train_samples"] == 0
+    tutorial = by_grid["TF flowers tutorial cnn"][0]
+    assert tutorial.model == "keras/flowers_cnn" and tutorial.recipe["image_size"] == 180
+    assert tutorial.recipe["augment"] == "flip_rotate_zoom" and tutorial.recipe["epochs"] == 15
+    assert by_grid["defaults mnist_convnet"][0].recipe == {**resolve_recipe("mnist", {}).to_dict(), "bench_seconds": 1.0}
+
+
 def test_quick_suite_is_small_and_the_default():
     quick = load_suite(suite_path(None))
     assert Path(quick.source).name == "quick.toml"

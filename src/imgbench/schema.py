@@ -111,6 +111,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("model_input_size", int, ENGINE, "side of the images the model saw (larger when resized up to its minimum)"),
     _c("train_samples", int, ENGINE, "training images used"),
     _c("test_samples", int, ENGINE, "test images evaluated"),
+    _c("train_split_samples", int, ENGINE, "images in the whole training split (`train_samples` of them were used)"),
+    _c("test_split_samples", int, ENGINE, "images in the whole test split (`test_samples` of them were evaluated)"),
     _c("device", str, ENGINE, "where the job ran (`cpu`, `cuda:0`, ...)"),
     _c("train_time_s", float, ENGINE, "training wall time (s)", "s", LOWER),
     _c("compile_time_s", float, ENGINE, "`torch.compile` time (s); empty without `compile`", "s", LOWER),

@@ -4,7 +4,9 @@ any plugin's own folder dataset through :func:`imagefolder_dataset`.
 Two layouts are recognised: ``root/<class>/...`` (no official split: a test set is held out by content) and
 ``root/train/<class>/...`` with ``root/test/<class>/...`` (the official split is kept). Class names are the
 sorted folder names; images in nested folders count for their top class folder. Every image is decoded to
-RGB, resized on its shorter side and center-cropped to a square (:data:`DEFAULT_SIZE` px unless asked).
+8-bit RGB by the rules of :mod:`imgbench.datasets.images` (so a folder may mix grayscale, palette, 16-bit and
+colour files: grayscale ones get three equal channels), resized on its shorter side and center-cropped to a
+square (:data:`DEFAULT_SIZE` px unless asked).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from imgbench.datasets import splits
 from imgbench.datasets.errors import DatasetError
-from imgbench.datasets.images import RESIZE_METHOD, decode_files, is_image
+from imgbench.datasets.images import DECODE_RULES, RESIZE_METHOD, decode_files, is_image
 from imgbench.datasets.manifest import folder_content
 from imgbench.datasets.store import Decoded, check_image_size, hex_digests, load_dataset
 from imgbench.errors import UsageError
@@ -149,7 +151,7 @@ def load_tree(tree: FolderTree, *, name: str, image_size: int, val_size: float, 
     return load_dataset(
         name=name, classes=tree.classes, cache_dir=cache_dir, val_size=val_size, test_fraction=TEST_FRACTION,
         source_fingerprint=f"{content_fingerprint}|classes={','.join(tree.classes)}",
-        preprocessing={"size": size, "resize": RESIZE_METHOD, "channels": 3},
+        preprocessing={"size": size, "resize": RESIZE_METHOD, "decode": DECODE_RULES, "channels": 3},
         decode=decode, source=source,
     )
 

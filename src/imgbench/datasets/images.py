@@ -5,6 +5,21 @@ crop box is passed to ``resize``, which antialiases when shrinking). JPEGs are f
 scale (``draft``) no smaller than needed, which makes decoding large photos several times faster. Many files
 are decoded by a pool of threads, one per core: Pillow releases the GIL while it decodes and resamples, so
 threads use every core without the pitfalls of process pools (re-imported ``__main__``, fork after torch).
+
+Every file becomes 8-bit RGB by one stated rule per Pillow mode (:func:`to_rgb8`), after its EXIF orientation
+is applied, so that a folder can mix grayscale, palette, 16-bit and RGB images and still feed one model:
+
+- grayscale (``L``, 1-bit ``1`` as 0/255) is repeated into the three channels;
+- integer modes keep their full range: 16-bit (``I;16``, ``I;16L``, ``I;16B``) keeps its high byte
+  (``v >> 8``: 256 input levels per output level, as Pillow and libpng reduce 16-bit RGB); 32-bit ``I``, which
+  Pillow also uses for 16-bit data, is read as 16-bit when its values lie in 0..65535, else as unsigned 31-bit
+  (``v >> 23``), or signed 32-bit shifted to unsigned (``(v + 2**31) >> 24``) when it has negative values;
+- float ``F`` is taken as 0..1 and scaled by 255 (rounded); other float ranges have no defined brightness (HDR,
+  scientific data) and are refused with an error that says how to convert them;
+- transparency (``RGBA``, ``LA``, ``PA``, palette images with a transparent colour) is composited onto
+  :data:`BACKGROUND`, white, as such images are shown on a page: ``round((c*a + 255*(255-a)) / 255)``;
+- ``CMYK`` becomes ``round((255-c)(255-k)/255)`` per channel (Pillow's conversion; embedded ICC profiles are
+  not applied), ``YCbCr`` and ``HSV`` go through Pillow's conversion. Other modes are refused by name.
 """
 
 from __future__ import annotations
@@ -15,22 +30,78 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from imgbench.datasets.errors import DatasetError
 
 RESAMPLE = Image.Resampling.BILINEAR
 RESIZE_METHOD = "shorter-side-bilinear-center-crop"  # recorded in fingerprints
+DECODE_RULES = "to_rgb8-v1"  # recorded in fingerprints too: a change of the rules below re-decodes cached folders
 CHUNK_IMAGES = 32
+BACKGROUND = (255, 255, 255)  # what transparent pixels are composited onto
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+PILLOW_RGB_MODES = ("RGB", "RGBX", "CMYK", "YCbCr", "HSV", "L")  # Pillow's conversion is the stated rule
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB by the module's rules (orientation applied first); raises ValueError naming the
+    mode when no rule fits."""
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "P":
+        mode = "RGBA" if "transparency" in image.info else "RGB"
+        image = image.convert(mode)
+    if mode == "1":
+        image, mode = image.convert("L"), "L"
+    if mode in PILLOW_RGB_MODES:
+        return image.convert("RGB")
+    if mode in ALPHA_MODES:
+        return _composite(np.asarray(image.convert("RGBA")))
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        return _gray(_integer_to_uint8(np.asarray(image), mode))
+    if mode == "F":
+        return _gray(_float_to_uint8(np.asarray(image)))
+    raise ValueError(f"image mode {mode!r} has no conversion to 8-bit RGB here; convert the file to 8- or 16-bit "
+                     f"PNG (grayscale, RGB or RGBA)")
+
+
+def _integer_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.int64)
+    if mode == "I" and values.size and values.min() < 0:
+        return ((values + 2**31) >> 24).astype(np.uint8)
+    bits = 16 if mode != "I" or not values.size or values.max() <= 0xFFFF else 31
+    return (values >> (bits - 8)).astype(np.uint8)
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values).all()
+    if not finite or values.min(initial=0.0) < 0 or values.max(initial=0.0) > 1:
+        low, high = (float(np.nanmin(values)), float(np.nanmax(values))) if values.size else (0.0, 0.0)
+        raise ValueError(f"float image with values {low:g}..{high:g}{'' if finite else ' and NaN/inf'}: only 0..1 "
+                         f"has a defined brightness; scale it to 0..1 or save it as 8- or 16-bit PNG")
+    return np.rint(values.astype(np.float64) * 255).astype(np.uint8)
+
+
+def _composite(rgba: np.ndarray) -> Image.Image:
+    color, alpha = rgba[..., :3].astype(np.int32), rgba[..., 3:].astype(np.int32)
+    background = np.asarray(BACKGROUND, dtype=np.int32)
+    mixed = (color * alpha + background * (255 - alpha) + 127) // 255  # rounded: x/255 never ends in .5
+    return Image.fromarray(mixed.astype(np.uint8), "RGB")
+
+
+def _gray(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.repeat(values[..., None], 3, axis=2), "RGB")
 
 
 def decode_file(path: str | Path, size: int) -> np.ndarray:
-    """One image file as uint8 ``(size, size, 3)``: shorter side resized to ``size``, center-cropped."""
+    """One image file as uint8 ``(size, size, 3)``: made RGB by :func:`to_rgb8`, shorter side resized to
+    ``size``, center-cropped."""
     try:
         with Image.open(path) as image:
             image.draft("RGB", (size, size))
-            image = image.convert("RGB")
+            image = to_rgb8(image)
             width, height = image.size
             side = min(width, height)
             left, top = (width - side) // 2, (height - side) // 2

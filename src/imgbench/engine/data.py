@@ -22,6 +22,11 @@ SUBSET_SEED = 0  # the same subset for every model and seed, so their results co
 STATS_IMAGES = 5000  # channel mean/std are estimated on at most this many training images
 PAD_FRACTION = 1 / 8  # random-crop padding as a share of the image side (4 px at 32 px)
 DEVICE_DATA_SHARE = 0.5  # hold the data on the GPU when it needs at most this share of free memory
+# ``flip_rotate_zoom``, the TensorFlow flowers tutorial's augmentation: Keras RandomFlip("horizontal"),
+# RandomRotation(0.1) (a fraction of a full turn: up to +-36 degrees) and RandomZoom(0.1) (scale 0.9 to 1.1,
+# aspect kept), both resampled bilinearly with reflected borders as Keras does.
+ROTATE_FRACTION = 0.1
+ZOOM_FRACTION = 0.1
 
 
 def stratified_subset(split: Split, n: int, parameter: str) -> tuple[Split, np.ndarray]:
@@ -99,13 +104,15 @@ class ImageBatches:
 
 
 class Augmenter:
-    """Random shifts (zero padding = the mean colour after normalisation) and horizontal flips, per image."""
+    """Per-image random augmentation on the batch's device: shifts (zero padding = the mean colour after
+    normalisation) and horizontal flips, or the flowers tutorial's flip, rotation and zoom."""
 
     def __init__(self, kind: str, image_size: int, device: torch.device, seed: int,
                  memory_format: torch.memory_format) -> None:
         self.memory_format = memory_format
         self.pad = round(image_size * PAD_FRACTION) if kind in ("crop", "flip_crop") else 0
-        self.flip = kind == "flip_crop"
+        self.flip = kind in ("flip_crop", "flip_rotate_zoom")
+        self.rotate_zoom = kind == "flip_rotate_zoom"
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +121,10 @@ class Augmenter:
         if self.flip:
             flipped = torch.rand(len(x), device=x.device, generator=self.generator) < 0.5
             x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(3), x)
+        if self.rotate_zoom:
+            uniform = torch.rand(2, len(x), device=x.device, generator=self.generator) * 2 - 1  # in [-1, 1)
+            x = rotate_and_zoom(x, uniform[0] * ROTATE_FRACTION * 2 * math.pi, 1 + uniform[1] * ZOOM_FRACTION)
+            x = x.contiguous(memory_format=self.memory_format)
         return x
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,3 +137,15 @@ class Augmenter:
         batch = torch.arange(n, device=device).view(n, 1, 1, 1)
         channel = torch.arange(c, device=device).view(1, c, 1, 1)
         return padded[batch, channel, rows, cols].contiguous(memory_format=self.memory_format)
+
+
+def rotate_and_zoom(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Square NCHW images rotated by ``angle`` radians (counter-clockwise as displayed) about their centre and
+    zoomed out by ``scale`` (> 1 shows more of the scene, smaller), one bilinear resample, borders reflected."""
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    # affine_grid maps output to input coordinates (x right, y down, so this matrix turns the content
+    # counter-clockwise on screen) and scale > 1 samples a larger area
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -90,6 +90,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
         "status": "ok", "epochs": recipe.epochs, "batch_size": recipe.batch_size, "image_size": image_size,
         "model_input_size": input_size(spec, image_size), "train_samples": len(train),
         "val_samples": len(loaded.val), "test_samples": len(test), "device": str(device),
+        "train_split_samples": len(loaded.train), "test_split_samples": len(loaded.test),
         "precision": precision.name, "evaluated_model": EVALUATED_MODEL,
         "dataset_fingerprint": loaded.fingerprint, "dataset_source": loaded.source,
         "config_hash": config_hash(model, dataset_name, seed, recipe.to_dict()),

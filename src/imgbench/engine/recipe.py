@@ -20,7 +20,7 @@ from imgbench.errors import UsageError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
-AUGMENTS = ("none", "crop", "flip_crop")
+AUGMENTS = ("none", "crop", "flip_crop", "flip_rotate_zoom")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 HASH_CHARS = 12
 # Upper bounds: far above any sensible run, low enough that a typo (an extra zero or three) is refused.
@@ -72,7 +72,8 @@ RECIPE_FIELDS: dict[str, tuple[type, str]] = {
     "schedule": (str, "cosine | onecycle | step (x0.1 at 50% and 75%) | constant, stepped per batch"),
     "warmup_epochs": (float, "linear warm-up length in epochs (fractions allowed)"),
     "label_smoothing": (float, "cross-entropy label smoothing in [0, 1)"),
-    "augment": (str, "none | crop (random shifts, 1/8 padding) | flip_crop (plus horizontal flips)"),
+    "augment": (str, "none | crop (random shifts, 1/8 padding) | flip_crop (plus horizontal flips) | "
+                        "flip_rotate_zoom (flips, +-36 degree rotations, 0.9-1.1 zoom: the TF flowers tutorial's)"),
     "val_size": (float, "fraction of train held out for validation (model selection only)"),
     "train_samples": (int, "train on a stratified subset of this many images (0 = all)"),
     "test_samples": (int, "test on a stratified subset of this many images (0 = all)"),

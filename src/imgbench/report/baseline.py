@@ -21,8 +21,8 @@ COLUMNS = ["dataset", "model", "metric", "baseline", "current", "change", "chang
 
 
 def compare_to_baseline(board: pd.DataFrame, baseline_board: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model, metric) present in both leaderboards."""
-    merged = board.merge(baseline_board, on=["dataset", "model"], suffixes=("", "_base"))
+    """One row per (dataset, model, metric) present in both leaderboards, scored on as many test images."""
+    merged = board.merge(baseline_board, on=["dataset", "model", "test_samples"], suffixes=("", "_base"))
     rows = []
     for _, row in merged.iterrows():
         for metric in COMPARED_METRICS:

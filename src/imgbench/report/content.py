@@ -18,7 +18,7 @@ from imgbench.report import figures as figs
 from imgbench.report import fmt
 from imgbench.report.load import Results, load_results
 from imgbench.report.stats import ALPHA, Comparison, compare_top_two
-from imgbench.report.tables import leaderboard
+from imgbench.report.tables import is_subset, leaderboard
 
 FIGURES_DIR = "figures"
 HTML_FILE = "report.html"
@@ -29,12 +29,14 @@ FAILURE_COLUMNS = ["job_id", "model", "dataset", "seed", "status", "error"]
 
 @dataclass(frozen=True)
 class Verdict:
-    """The answer for one dataset: kind is significant | tie | untested | single | failed."""
+    """The answer for one leaderboard (a dataset and a test set): kind is significant | tie | untested | single
+    | failed."""
 
     dataset: str
     kind: str
     headline: str
     details: list[str]
+    tested_on: str = ""
 
     @property
     def text(self) -> str:
@@ -71,8 +73,30 @@ class Report:
     def failures(self) -> pd.DataFrame:
         return self.results.not_ok[FAILURE_COLUMNS].sort_values(["dataset", "model", "seed"])
 
-    def comparison(self, dataset: str) -> Comparison | None:
-        return next((c for c in self.comparisons if c.dataset == dataset), None)
+    def comparison(self, dataset: str, test_set: str = "") -> Comparison | None:
+        return next((c for c in self.comparisons if c.dataset == dataset and c.tested_on == test_set), None)
+
+    def test_sets(self, dataset: str) -> list[str]:
+        """The test sets the dataset's leaderboards were scored on (one unless test_samples differed)."""
+        return sorted(set(self.board.loc[self.board["dataset"] == dataset, "tested_on"]))
+
+    def board_title(self, dataset: str, test_set: str) -> str:
+        """A leaderboard's heading: the dataset, and its test set when that is a subset or one of several."""
+        return f"{dataset}, {test_set}" if self._shows_test_set(dataset, test_set) else dataset
+
+    def tested_note(self, dataset: str, test_set: str) -> str:
+        """What a leaderboard of a test subset, or of one of several test sets, was scored and trained on."""
+        note = f"Every model here was {test_set}."
+        if len(self.test_sets(dataset)) > 1:
+            note += " Rows tested on other images of the dataset are ranked in their own leaderboard, not here."
+        ranked = self.board[(self.board["dataset"] == dataset) & (self.board["tested_on"] == test_set)]
+        return " ".join([note, *_training_subsets(ranked)])
+
+    def _place(self, dataset: str, test_set: str) -> str:
+        return f"{dataset} ({test_set})" if self._shows_test_set(dataset, test_set) else dataset
+
+    def _shows_test_set(self, dataset: str, test_set: str) -> bool:
+        return is_subset(test_set) or len(self.test_sets(dataset)) > 1
 
     def headline(self) -> str:
         """The one line above everything: how many jobs, how many succeeded, or why there is nothing."""
@@ -88,28 +112,39 @@ class Report:
         return summary
 
     def verdicts(self) -> list[Verdict]:
-        """One Verdict per dataset, in dataset order."""
+        """One Verdict per leaderboard, in dataset order: a dataset whose rows were tested on different test
+        subsets gets one per test set, and says that they are not ranked against each other."""
         out = []
         for dataset in self.datasets:
-            ranked = self.board[self.board["dataset"] == dataset]
-            if ranked.empty:
+            test_sets = self.test_sets(dataset)
+            if not test_sets:
                 n_jobs = int((self.results.table["dataset"] == dataset).sum())
                 out.append(Verdict(dataset, "failed", f"All {n_jobs} job(s) on {dataset} failed: no result.",
                                    ["See Failures for the errors."]))
-            elif len(ranked) == 1:
-                leader = ranked.iloc[0]
-                out.append(Verdict(dataset, "single", f"{leader['model']} is the only model with results on "
-                                   f"{dataset}: {fmt.number('accuracy', leader['accuracy_mean'])}.", []))
-            else:
-                out.append(self._verdict(dataset, ranked))
+            for test_set in test_sets:
+                ranked = self.board[(self.board["dataset"] == dataset) & (self.board["tested_on"] == test_set)]
+                where = self._place(dataset, test_set)
+                if len(ranked) == 1:
+                    leader = ranked.iloc[0]
+                    verdict = Verdict(dataset, "single", f"{leader['model']} is the only model with results on "
+                                      f"{where}: {fmt.number('accuracy', leader['accuracy_mean'])}.", [],
+                                      test_set)
+                else:
+                    verdict = self._verdict(dataset, test_set, where, ranked)
+                verdict.details.extend(_training_subsets(ranked))
+                others = [t for t in test_sets if t != test_set]
+                if others:
+                    verdict.details.append(f"Not ranked against the rows {'; '.join(others)}: different test "
+                                           f"images.")
+                out.append(verdict)
         return out
 
-    def _verdict(self, dataset: str, ranked: pd.DataFrame) -> Verdict:
+    def _verdict(self, dataset: str, test_set: str, where: str, ranked: pd.DataFrame) -> Verdict:
         leader, second = ranked.iloc[0], ranked.iloc[1]
-        c = self.comparison(dataset)
-        lead = (f"{leader['model']} leads on {dataset} by {c.margin_points:.2f} points over {second['model']}"
+        c = self.comparison(dataset, test_set)
+        lead = (f"{leader['model']} leads on {where} by {c.margin_points:.2f} points over {second['model']}"
                 if c.margin_points > 0 else
-                f"{leader['model']} and {second['model']} have the same mean accuracy on {dataset}")
+                f"{leader['model']} and {second['model']} have the same mean accuracy on {where}")
         details = [f"Accuracy {fmt.number('accuracy', leader['accuracy_mean'])} against "
                    f"{fmt.number('accuracy', second['accuracy_mean'])}."]
         if not c.tested:
@@ -122,7 +157,7 @@ class Report:
             details.append(f"Borderline: the bootstrap interval of the difference, [{c.diff_low:+.2f}, "
                            f"{c.diff_high:+.2f}] points, {'excludes' if c.diff_low > 0 else 'includes'} zero.")
         details.extend(_cost(leader, second))
-        return Verdict(dataset, kind, headline, details)
+        return Verdict(dataset, kind, headline, details, test_set)
 
     def provenance(self) -> dict[str, list[tuple[str, str]]]:
         """Sections of (key, value) rows: run, environment (versions, device), datasets, recipe per dataset."""
@@ -167,26 +202,31 @@ def draw_figures(report: Report) -> list[figs.FigureFile]:
     directory.mkdir(parents=True, exist_ok=True)
     palette = figs.model_palette(sorted(set(report.board["model"])))
     files = []
-    for dataset in sorted(set(report.board["dataset"])):
-        ranked = report.board[report.board["dataset"] == dataset]
+    # a dataset tested on several test sets is drawn for its largest: one ranking per figure
+    largest = report.board.sort_values("test_samples", ascending=False, kind="stable").drop_duplicates("dataset")
+    board = report.board.merge(largest[["dataset", "tested_on"]], on=["dataset", "tested_on"])
+    for dataset in sorted(set(board["dataset"])):
+        ranked = board[board["dataset"] == dataset]
         best = ranked.iloc[0]["model"]
         one_seed = ranked["n_seeds"].max() < 2
         interval = "one seed per model: no interval drawn" if one_seed else "whiskers: 95% t-interval over seeds"
+        if len(report.test_sets(dataset)) > 1:
+            interval += f"; models ranked as {ranked.iloc[0]['tested_on']}"
         planned = [
             ("scores", "Accuracy and macro F1", f"Diamond: mean over seeds; dots: single seeds; {interval}.",
-             lambda: figs.scores(report.board, report.results.ok, dataset, palette)),
+             lambda: figs.scores(board, report.results.ok, dataset, palette)),
             ("pareto", "Accuracy vs. inference throughput",
              "Outlined points lie on the Pareto front (no other model is both faster and more accurate).",
-             lambda: figs.pareto(report.board, dataset, palette)),
+             lambda: figs.pareto(board, dataset, palette)),
             ("params", "Accuracy vs. parameters", "Mean accuracy against parameter count.",
-             lambda: figs.accuracy_vs_params(report.board, dataset, palette)),
+             lambda: figs.accuracy_vs_params(board, dataset, palette)),
             ("history", "Validation accuracy per epoch", "Line: mean over seeds; band: min to max over seeds.",
              lambda: figs.history(report.results, dataset, palette)),
             ("confusion", f"Confusion matrix of {best}",
              "Best model by mean accuracy, summed over its seeds; each row is normalised to its true class.",
              lambda: figs.confusion(report.results, dataset, best)),
             ("perclass", "Per-class F1", "F1 of each class, mean over seeds; models best first.",
-             lambda: figs.per_class_f1(report.results, report.board, dataset)),
+             lambda: figs.per_class_f1(report.results, board, dataset)),
         ]
         for key, title, caption, draw in planned:
             figure = draw()
@@ -219,6 +259,12 @@ def render(out_dir: str | Path, baseline: str | Path | None = None) -> Path:
     report = assemble(out_dir, baseline)
     draw_figures(report)
     return write_report(report)
+
+
+def _training_subsets(ranked: pd.DataFrame) -> list[str]:
+    """``Trained on 8,000 of 54,000 images.`` for each training subset among a leaderboard's rows."""
+    subsets = sorted({label for labels in ranked["trained_on"] for label in labels.split("; ") if is_subset(label)})
+    return [f"{label[0].upper()}{label[1:]}." for label in subsets]
 
 
 def _mcnemar(c: Comparison) -> str:

@@ -17,7 +17,7 @@ from imgbench.report.baseline import SPEED_TOLERANCE
 from imgbench.report.content import Report
 from imgbench.report.figures import slug
 from imgbench.report.stats import ALPHA, PAIRING
-from imgbench.report.tables import CONFIDENCE, LEADERBOARD_METRICS
+from imgbench.report.tables import BOARD_KEYS, CONFIDENCE, LEADERBOARD_METRICS
 
 SECTIONS = {"verdict": "Verdict", "leaderboards": "Leaderboards", "figures": "Figures",
             "statistics": "Is the leader really better?", "baseline": "Against the baseline",
@@ -83,8 +83,8 @@ def _verdict(report: Report) -> str:
     if not verdicts:
         return _section("verdict", f"<p>{escape(report.headline())}</p>")
     cards = "".join(
-        f'<div class="card {v.kind}" data-dataset="{escape(v.dataset)}" data-kind="{v.kind}"><h3>'
-        f'{escape(v.dataset)}<span class="badge">{BADGES[v.kind]}</span></h3><p class="headline">'
+        f'<div class="card {v.kind}" data-dataset="{escape(v.dataset)}" data-tested-on="{escape(v.tested_on)}" '
+        f'data-kind="{v.kind}"><h3>{escape(report.board_title(v.dataset, v.tested_on))}<span class="badge">{BADGES[v.kind]}</span></h3><p class="headline">'
         f'{escape(v.headline)}</p>' + "".join(f'<p class="detail">{escape(d)}</p>' for d in v.details) + "</div>"
         for v in verdicts)
     return _section("verdict", f'<div class="cards">{cards}</div>')
@@ -95,16 +95,19 @@ def _leaderboards(report: Report) -> str:
         return _section("leaderboards", "<p>No successful job: nothing to rank.</p>")
     parts = [f'<p class="note">Mean over seeds; &plusmn; is the half-width of the {CONFIDENCE:.0%} t-interval '
              "over seeds (none with a single seed). Best value per column in bold.</p>"]
-    for dataset, ranked in report.board.groupby("dataset", sort=True):
-        parts.append(f"<h3>{escape(dataset)}</h3>")
+    for (dataset, test_set), ranked in report.board.groupby(BOARD_KEYS, sort=True):
+        title = report.board_title(dataset, test_set)
+        parts.append(f"<h3>{escape(title)}</h3>")
+        if title != dataset:
+            parts.append(f'<p class="note">{escape(report.tested_note(dataset, test_set))}</p>')
         if ranked["n_seeds"].max() < 2:
             parts.append('<p class="note">One seed per model: no interval can be given; rerun with more seeds '
                          "(e.g. --seeds 0 1 2) to get one.</p>")
-        parts.append(_leaderboard_table(dataset, ranked))
+        parts.append(_leaderboard_table(dataset, title, ranked))
     return _section("leaderboards", "\n".join(parts))
 
 
-def _leaderboard_table(dataset: str, ranked: pd.DataFrame) -> str:
+def _leaderboard_table(dataset: str, title: str, ranked: pd.DataFrame) -> str:
     head = "<tr><th>#</th><th class=\"text\">Model</th><th>Seeds</th>" + "".join(
         f"<th>{escape(label)}{escape(fmt.unit_suffix(metric))}</th>"
         for metric, label in LEADERBOARD_METRICS.items()) + "</tr>"
@@ -122,8 +125,8 @@ def _leaderboard_table(dataset: str, ranked: pd.DataFrame) -> str:
             cells.append(f'<td{css} data-metric="{metric}" data-value="{value}">{escape(fmt.cell(metric, mean))}'
                          + (f' <span class="ci">{escape(interval)}</span>' if interval else "") + "</td>")
         rows.append(f'<tr data-model="{escape(row["model"])}">{"".join(cells)}</tr>')
-    return (f'<div class="wrap"><table class="leaderboard" id="leaderboard-{slug(dataset)}" '
-            f'data-dataset="{escape(dataset)}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return (f'<div class="wrap"><table class="leaderboard" id="leaderboard-{slug(title)}" '
+            f'data-dataset="{escape(dataset)}" data-tested-on="{escape(ranked["tested_on"].iloc[0])}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _figures(report: Report) -> str:
@@ -157,7 +160,7 @@ def _statistics(report: Report) -> str:
         interval = "" if pd.isna(c.diff_low) else f"[{c.diff_low:+.2f}, {c.diff_high:+.2f}] pt"
         rows.append(
             f'<tr data-dataset="{escape(c.dataset)}" data-significant="{str(c.significant).lower()}" '
-            f'data-p="{c.p_value!r}"><td class="text">{escape(c.dataset)}</td><td class="text">{escape(c.winner)}'
+            f'data-p="{c.p_value!r}"><td class="text">{escape(report.board_title(c.dataset, c.tested_on))}</td><td class="text">{escape(c.winner)}'
             f'</td><td class="text">{escape(c.runner_up)}</td><td>{fmt.points(c.margin_points)}</td>'
             f"<td>{' '.join(map(str, c.seeds)) or fmt.MISSING}</td><td>{c.n_images or fmt.MISSING}</td>"
             f"<td>{c.winner_only}</td><td>{c.runner_up_only}</td><td>{fmt.p_value(c.p_value)}</td>"

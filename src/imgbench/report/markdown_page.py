@@ -7,16 +7,20 @@ import pandas as pd
 from imgbench.report import fmt
 from imgbench.report.content import FIGURES_DIR, Report
 from imgbench.report.stats import ALPHA, PAIRING
-from imgbench.report.tables import LEADERBOARD_METRICS
+from imgbench.report.tables import BOARD_KEYS, LEADERBOARD_METRICS
 
 
 def render_markdown(report: Report) -> str:
     lines = [f"# imgbench report: {report.out_dir.name}", "", f"Built {report.created}. {report.headline()}", ""]
     lines += ["## Verdict", ""]
-    lines += [f"- **{v.dataset}** ({v.kind}): {v.text}" for v in report.verdicts()] or ["Nothing to compare."]
+    lines += [f"- **{report.board_title(v.dataset, v.tested_on)}** ({v.kind}): {v.text}"
+              for v in report.verdicts()] or ["Nothing to compare."]
     lines += ["", "## Leaderboards", ""]
-    for dataset, ranked in report.board.groupby("dataset", sort=True):
-        lines += [f"### {dataset}", ""]
+    for (dataset, test_set), ranked in report.board.groupby(BOARD_KEYS, sort=True):
+        title = report.board_title(dataset, test_set)
+        lines += [f"### {title}", ""]
+        if title != dataset:
+            lines += [report.tested_note(dataset, test_set), ""]
         if ranked["n_seeds"].max() < 2:
             lines += ["One seed per model: no interval.", ""]
         header = ["#", "Model", "Seeds"] + list(LEADERBOARD_METRICS.values())
@@ -29,7 +33,7 @@ def render_markdown(report: Report) -> str:
     lines += ["## Figures", ""]
     lines += [f"![{f.title} on {f.dataset}]({FIGURES_DIR}/{f.png.name})" for f in report.figures] or ["None."]
     lines += ["", "## Is the leader really better?", "", f"Method: {PAIRING}. Alpha = {ALPHA}.", ""]
-    rows = [[c.dataset, c.winner, c.runner_up, fmt.points(c.margin_points), fmt.p_value(c.p_value),
+    rows = [[report.board_title(c.dataset, c.tested_on), c.winner, c.runner_up, fmt.points(c.margin_points), fmt.p_value(c.p_value),
              "" if pd.isna(c.diff_low) else f"[{c.diff_low:+.2f}, {c.diff_high:+.2f}] pt",
              c.reason and f"not tested: {c.reason}" or ("significant" if c.significant else "not significant")]
             for c in report.comparisons]

@@ -1,6 +1,6 @@
 """Is the leader really better? McNemar's exact test and a bootstrap interval on paired test predictions.
 
-The top two models of a dataset are paired image by image: seed s of one against seed s of the other, rows
+The top two models of a leaderboard (a dataset and one test set) are paired image by image: seed s of one against seed s of the other, rows
 matched on ``index`` of predictions.csv. The discordant pairs of all shared seeds are pooled into one exact
 McNemar test (a binomial test of "only A right" against "only B right"). The bootstrap resamples test images
 (each image's correctness averaged over the shared seeds) for an interval of the accuracy difference, so it
@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from imgbench.report.load import Results
+from imgbench.report.tables import BOARD_KEYS, tested_on
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 2000
@@ -43,6 +44,7 @@ class Comparison:
     diff_low: float = math.nan  # bootstrap interval of the accuracy difference, points
     diff_high: float = math.nan
     reason: str = ""
+    tested_on: str = ""  # the leaderboard's test set (tables.tested_on)
 
     @property
     def tested(self) -> bool:
@@ -84,20 +86,22 @@ def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray,
 
 
 def compare_top_two(results: Results, board: pd.DataFrame) -> list[Comparison]:
-    """One Comparison per dataset that has at least two models on its leaderboard."""
+    """One Comparison per leaderboard (dataset and test set) that has at least two models."""
     comparisons = []
-    for dataset, ranked in board.groupby("dataset", sort=True):
+    for (dataset, test_set), ranked in board.groupby(BOARD_KEYS, sort=True):
         if len(ranked) < 2:
             continue
         first, second = ranked.iloc[0], ranked.iloc[1]
         margin = 100 * (first["accuracy_mean"] - second["accuracy_mean"])
-        comparisons.append(_compare(results, dataset, first["model"], second["model"], margin))
+        comparisons.append(_compare(results, dataset, first["model"], second["model"], margin, test_set))
     return comparisons
 
 
-def _compare(results: Results, dataset: str, winner: str, runner_up: str, margin: float) -> Comparison:
-    base = Comparison(dataset, winner, runner_up, margin)
-    correct_a, correct_b = _correctness(results, dataset, winner), _correctness(results, dataset, runner_up)
+def _compare(results: Results, dataset: str, winner: str, runner_up: str, margin: float,
+             test_set: str = "") -> Comparison:
+    base = Comparison(dataset, winner, runner_up, margin, tested_on=test_set)
+    correct_a = _correctness(results, dataset, winner, test_set)
+    correct_b = _correctness(results, dataset, runner_up, test_set)
     seeds = sorted(set(correct_a) & set(correct_b))
     if not seeds:
         return _skip(base, "no seed has predictions.csv for both models")
@@ -117,12 +121,16 @@ def _compare(results: Results, dataset: str, winner: str, runner_up: str, margin
     per_image = pd.concat(paired, keys=seeds).groupby(level=1).mean()  # correctness averaged over seeds
     low, high = bootstrap_difference(per_image["a"].to_numpy(), per_image["b"].to_numpy())
     return Comparison(dataset, winner, runner_up, margin, tuple(seeds), len(per_image), only_a, only_b,
-                      p_value, low, high)
+                      p_value, low, high, tested_on=test_set)
 
 
-def _correctness(results: Results, dataset: str, model: str) -> dict[int, pd.DataFrame]:
+def _correctness(results: Results, dataset: str, model: str, test_set: str = "") -> dict[int, pd.DataFrame]:
     """seed -> frame (index = test image index) of y_true and whether the prediction was correct."""
-    rows = results.ok[(results.ok["dataset"] == dataset) & (results.ok["model"] == model)]
+    ok = results.ok
+    same = (ok["dataset"] == dataset) & (ok["model"] == model)
+    if test_set:
+        same &= tested_on(ok) == test_set
+    rows = ok[same]
     by_seed = {}
     for job_id, seed in zip(rows["job_id"], rows["seed"]):
         predictions = results.predictions(job_id)
@@ -134,4 +142,5 @@ def _correctness(results: Results, dataset: str, model: str) -> dict[int, pd.Dat
 
 
 def _skip(base: Comparison, reason: str) -> Comparison:
-    return Comparison(base.dataset, base.winner, base.runner_up, base.margin_points, reason=reason)
+    return Comparison(base.dataset, base.winner, base.runner_up, base.margin_points, reason=reason,
+                      tested_on=base.tested_on)

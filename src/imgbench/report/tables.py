@@ -1,4 +1,9 @@
-"""Leaderboards: per (dataset, model), the mean over seeds of each metric and its 95% t-interval."""
+"""Leaderboards: per (dataset, test set, model), the mean over seeds of each metric and its 95% t-interval.
+
+Rows tested on different test subsets (``test_samples``) are different leaderboards: their accuracies come
+from different images and are not ranked against each other. Each leaderboard says what it was tested on,
+"tested on N of M images" when ``test_samples`` took a subset of the test split's M images.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,38 @@ LEADERBOARD_METRICS: dict[str, str] = {
     "peak_memory_mb": "Peak memory",
 }
 RANK_METRIC = "accuracy"
+BOARD_KEYS = ["dataset", "tested_on"]  # one ranking per dataset and test set
+
+
+def subset_label(verb: str, used: float, total: float) -> str:
+    """``tested on 2,000 of 10,000 images`` / ``tested on all 10,000 images`` / ``tested on 300 images``
+    (the split's size unknown, as in results written before it was recorded)."""
+    if pd.isna(used):
+        return f"{verb} on an unrecorded number of images"
+    if pd.isna(total):
+        return f"{verb} on {int(used):,} images"
+    if int(used) >= int(total):
+        return f"{verb} on all {int(total):,} images"
+    return f"{verb} on {int(used):,} of {int(total):,} images"
+
+
+def tested_on(rows: pd.DataFrame) -> pd.Series:
+    """Each row's test-set label: rows with equal labels were scored on the same test images."""
+    return _labels(rows, "tested", "test_samples", "test_split_samples")
+
+
+def trained_on(rows: pd.DataFrame) -> pd.Series:
+    return _labels(rows, "trained", "train_samples", "train_split_samples")
+
+
+def is_subset(label: str) -> bool:
+    return " of " in label
+
+
+def _labels(rows: pd.DataFrame, verb: str, used: str, total: str) -> pd.Series:
+    nan = pd.Series(float("nan"), index=rows.index)
+    pairs = zip(rows[used] if used in rows else nan, rows[total] if total in rows else nan)
+    return pd.Series([subset_label(verb, u, t) for u, t in pairs], index=rows.index, dtype=object)
 
 
 def t_interval(values: "np.ndarray | pd.Series | list[float]",
@@ -41,18 +78,25 @@ def t_interval(values: "np.ndarray | pd.Series | list[float]",
 
 
 def leaderboard(ok_rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model) of successful jobs, best accuracy first within each dataset.
+    """One row per (dataset, test set, model) of successful jobs, best accuracy first within each dataset and
+    test set (BOARD_KEYS).
 
-    Columns: dataset, rank, model, family, n_seeds, seeds, then ``<metric>_mean``, ``_low``, ``_high`` for each
-    of LEADERBOARD_METRICS (low/high NaN when there is a single seed).
+    Columns: dataset, tested_on, rank, model, family, n_seeds, seeds, trained_on, test_samples (the number of
+    test images), then ``<metric>_mean``,
+    ``_low``, ``_high`` for each of LEADERBOARD_METRICS (low/high NaN when there is a single seed).
     """
-    columns = ["dataset", "rank", "model", "family", "n_seeds", "seeds"] + [
+    columns = ["dataset", "tested_on", "rank", "model", "family", "n_seeds", "seeds", "trained_on",
+               "test_samples"] + [
         f"{metric}_{part}" for metric in LEADERBOARD_METRICS for part in ("mean", "low", "high")]
     rows = []
-    for (dataset, model), group in ok_rows.groupby(["dataset", "model"], sort=True):
-        row = {"dataset": dataset, "model": model, "family": _first(group.get("family")),
+    labelled = ok_rows.assign(tested_on=tested_on(ok_rows), trained_on=trained_on(ok_rows))
+    for (dataset, test_set, model), group in labelled.groupby(["dataset", "tested_on", "model"], sort=True):
+        trained = sorted(set(group["trained_on"]))
+        row = {"dataset": dataset, "tested_on": test_set, "model": model, "family": _first(group.get("family")),
                "n_seeds": int(group["seed"].nunique()),
-               "seeds": " ".join(str(int(s)) for s in sorted(group["seed"].dropna().unique()))}
+               "seeds": " ".join(str(int(s)) for s in sorted(group["seed"].dropna().unique())),
+               "trained_on": "; ".join(trained),
+               "test_samples": group["test_samples"].iloc[0] if "test_samples" in group else float("nan")}
         for metric in LEADERBOARD_METRICS:
             values = group[metric] if metric in group else pd.Series(dtype=float)
             row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = t_interval(values)
@@ -60,9 +104,9 @@ def leaderboard(ok_rows: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=columns)
     board = pd.DataFrame(rows)
-    board = board.sort_values(["dataset", f"{RANK_METRIC}_mean", "model"], ascending=[True, False, True],
+    board = board.sort_values([*BOARD_KEYS, f"{RANK_METRIC}_mean", "model"], ascending=[True, True, False, True],
                               na_position="last")
-    board["rank"] = board.groupby("dataset").cumcount() + 1
+    board["rank"] = board.groupby(BOARD_KEYS).cumcount() + 1
     return board[columns].reset_index(drop=True)
 
 

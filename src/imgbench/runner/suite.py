@@ -14,6 +14,12 @@ A suite file::
     [overrides.flowers]      # recipe overrides for one dataset, on top of [params]
     image_size = 64
 
+A suite whose jobs need different recipes for the same model and dataset (``reference.toml``: a published
+recipe beside the defaults) lists several grids instead, each a ``[[grids]]`` table with a ``name`` and its own
+``models``, ``datasets``, ``seeds``, ``params`` and ``overrides``; the top-level ones are every grid's defaults
+(a grid's ``params`` go on top of the top-level ones). ``-m``/``-d`` then pick among each grid's own. A grid's
+``published`` table (the figure it reproduces, with its source) is read by ``benchmarks/reference_table.py``.
+
 ``-p key=value`` from the command line goes on top of both. :func:`expand` checks the whole grid (names,
 types, ranges) and raises :class:`~imgbench.errors.UsageError` before anything runs.
 """
@@ -34,7 +40,8 @@ from imgbench.runner.jobs import Job
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
 
-SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides")
+SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides", "grids")
+GRID_KEYS = ("name", "models", "datasets", "seeds", "params", "overrides", "published")
 RESERVED_PARAMS = ("model", "dataset", "seed", "out_dir")  # notebook parameters the runner sets itself
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # plain identifiers only: nothing can be injected
 
@@ -49,11 +56,17 @@ class Suite:
     description: str = ""
     timeout: float | None = None
     source: str = ""  # the file it came from, for messages and run.json
+    grids: tuple["Suite", ...] = ()  # [[grids]]: sub-grids, each with its own recipe; the suite is their union
+    name: str = ""  # a grid's name
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "description": self.description, "models": list(self.models),
+        data = {"source": self.source, "description": self.description, "models": list(self.models),
                 "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
                 "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
+        if self.grids:
+            data["grids"] = [{"name": g.name, **{k: v for k, v in g.to_dict().items() if k in GRID_KEYS}}
+                             for g in self.grids]
+        return data
 
 
 def load_suite(path: Path | str) -> Suite:
@@ -80,6 +93,8 @@ def suite_from_dict(data: Mapping[str, Any], source: str = "") -> Suite:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise UsageError(f"{where}: description must be a string")
+    if "grids" in data:
+        return _with_grids(data, where, description, timeout, source)
     return Suite(
         models=_strings(data.get("models", []), f"{where}: models"),
         datasets=_strings(data.get("datasets", []), f"{where}: datasets"),
@@ -92,6 +107,37 @@ def suite_from_dict(data: Mapping[str, Any], source: str = "") -> Suite:
     )
 
 
+def _with_grids(data: Mapping[str, Any], where: str, description: str, timeout: Any, source: str) -> Suite:
+    tables = data["grids"]
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise UsageError(f"{where}: grids must be one or more [[grids]] tables")
+    top = {k: v for k, v in data.items() if k in GRID_KEYS}
+    grids = []
+    for number, table in enumerate(tables, 1):
+        name = table.get("name")
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"{where}: [[grids]] number {number} needs a name = \"...\"")
+        unknown = sorted(set(table) - set(GRID_KEYS))
+        if unknown:
+            raise UsageError(f"{where}: grid {name!r}: unknown key(s) {', '.join(unknown)}; a grid may set "
+                             f"{', '.join(GRID_KEYS)}")
+        merged = {**top, **table, "params": {**_table(top.get("params", {}), f"{where}: [params]"),
+                                             **_table(table.get("params", {}), f"{where}: grid {name!r} params")}}
+        _table(table.get("published", {}), f"{where}: grid {name!r} published")
+        grid = suite_from_dict({k: v for k, v in merged.items() if k not in ("name", "published")},
+                               source=f"{source} grid {name!r}")
+        grids.append(replace(grid, name=name, source=source))
+    if len({g.name for g in grids}) < len(grids):
+        raise UsageError(f"{where}: two grids share a name; each [[grids]] needs its own name")
+    return Suite(models=_union(g.models for g in grids), datasets=_union(g.datasets for g in grids),
+                 seeds=_union(g.seeds for g in grids), description=description,
+                 timeout=float(timeout) if timeout is not None else None, source=source, grids=tuple(grids))
+
+
+def _union(items: Iterable[Iterable[Any]]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(x for part in items for x in part))
+
+
 def with_options(
     suite: Suite,
     models: Iterable[str] = (),
@@ -99,7 +145,13 @@ def with_options(
     seeds: Iterable[int] | str | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> Suite:
-    """The suite with command-line choices: ``-m``/``-d``/``--seeds`` replace, ``-p`` wins over everything."""
+    """The suite with command-line choices: ``-m``/``-d``/``--seeds`` replace, ``-p`` wins over everything.
+
+    In a suite of grids, ``-m``/``-d`` keep the grids' models and datasets that they name (and grids left with
+    none are dropped), ``--seeds`` and ``-p`` apply to every grid.
+    """
+    if suite.grids:
+        return _grids_with_options(suite, tuple(models), tuple(datasets), seeds, params)
     params = _params(dict(params or {}), "-p")
     overrides = {ds: {k: v for k, v in table.items() if k not in params} for ds, table in suite.overrides.items()}
     return replace(
@@ -110,6 +162,24 @@ def with_options(
         params={**suite.params, **params},
         overrides=overrides,
     )
+
+
+def _grids_with_options(suite: Suite, models: tuple[str, ...], datasets: tuple[str, ...],
+                        seeds: Iterable[int] | str | None, params: Mapping[str, Any] | None) -> Suite:
+    grids = []
+    for grid in suite.grids:
+        kept_models = tuple(m for m in grid.models if not models or m in models)
+        kept_datasets = tuple(d for d in grid.datasets if not datasets or d in datasets)
+        if kept_models and kept_datasets:
+            grids.append(with_options(replace(grid, models=kept_models, datasets=kept_datasets),
+                                      seeds=seeds, params=params))
+    if not grids:
+        raise UsageError(f"suite {suite.source}: no grid has model(s) {', '.join(models) or 'any'} on "
+                         f"dataset(s) {', '.join(datasets) or 'any'}; its grids: "
+                         + "; ".join(f"{g.name} ({', '.join(g.models)} on {', '.join(g.datasets)})"
+                                     for g in suite.grids))
+    return replace(suite, grids=tuple(grids), models=_union(g.models for g in grids),
+                   datasets=_union(g.datasets for g in grids), seeds=_union(g.seeds for g in grids))
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -174,7 +244,11 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
     from imgbench.engine import config_hash, resolve_recipe
     from imgbench.engine.recipe import subset_problem
 
+    if suite.grids:  # the union, once per job: two grids may give a job the same recipe
+        return list({job.job_id: job for grid in suite.grids for job in expand(grid, registry)}.values())
     where = f"suite {suite.source}" if suite.source else "grid"
+    if suite.name:
+        where += f" grid {suite.name!r}"
     problems = []
     if not suite.models:
         problems.append(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
