@@ -1,4 +1,4 @@
-"""The ``imgbench`` command: models, datasets, plugins, run, report.
+"""The imgbench command: list models, datasets, suites and parameters; run a grid; build its report.
 
 Listing commands import no deep-learning framework. User errors exit 2 with a message that names the
 problem and the fix; ``run`` exits 1 when any job did not succeed.
@@ -21,6 +21,23 @@ from imgbench.runner.suite import is_glob
 DELEGATED: dict[str, tuple[str, str]] = {
     "report": ("imgbench.report.cli", "build the comparison report of a results folder"),
     "run": ("imgbench.runner.cli", "run a benchmark grid (a suite TOML and/or -m/-d/--seeds)"),
+}
+# (name, one-line help, description) of the commands defined here; argparse shows the help in
+# `imgbench --help` and the description in `imgbench NAME --help`.
+LISTINGS = {
+    "models": ("list models (globs: 'keras/*', 'timm/resnet*')",
+               "List the registered models: name, family, the plugin that offers it, smallest input size."),
+    "datasets": ("list datasets and where each would load from",
+                 "List the registered datasets and where each would load from: local, cache or download."),
+    "plugins": ("list plugins, their sources and load errors",
+                "List the loaded plugins, what each registers, and the errors of those that failed to load."),
+    "suites": ("list the shipped suites with their descriptions",
+               "List the suites shipped with imgbench (use a name as `imgbench run NAME`)."),
+    "params": ("list the recipe parameters with their defaults for a dataset",
+               "List every recipe parameter (-p KEY=VALUE, a suite's [params]) with its type, its default "
+               "for DATASET and what it does."),
+    "notebooks": ("copy the shipped notebooks into a folder",
+                  "Copy the shipped notebooks (benchmark.ipynb, report.ipynb) into DIR, to open in Jupyter."),
 }
 
 
@@ -50,23 +67,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
 
-    models = sub.add_parser("models", parents=[common], help="list models (globs: 'keras/*', 'timm/resnet*')")
+    def listing(name: str, **kwargs) -> argparse.ArgumentParser:
+        help_text, description = LISTINGS[name]
+        return sub.add_parser(name, help=help_text, description=description, **kwargs)
+
+    models = listing("models", parents=[common])
     models.add_argument("patterns", nargs="*", metavar="PATTERN")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
-    datasets = sub.add_parser("datasets", parents=[common], help="list datasets and where each would load from")
+    datasets = listing("datasets", parents=[common])
     datasets.add_argument("patterns", nargs="*", metavar="PATTERN")
     datasets.add_argument("--json", action="store_true")
     datasets.set_defaults(func=cmd_datasets)
 
-    plugins = sub.add_parser("plugins", parents=[common], help="list plugins, their sources and load errors")
+    plugins = listing("plugins", parents=[common])
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
 
+    suites = listing("suites")
+    suites.add_argument("--json", action="store_true")
+    suites.set_defaults(func=cmd_suites)
+
+    params = listing("params", parents=[common])
+    params.add_argument("dataset", nargs="?", default="", metavar="DATASET",
+                        help="whose defaults to show (default: the generic recipe, used by imagefolder and plugins)")
+    params.add_argument("--json", action="store_true")
+    params.set_defaults(func=cmd_params)
+
+    notebooks = listing("notebooks")
+    notebooks.add_argument("folder", metavar="DIR", help="where to write the copies (created if missing)")
+    notebooks.add_argument("--force", action="store_true", help="overwrite copies already in DIR")
+    notebooks.set_defaults(func=cmd_notebooks)
+
     for name, (module, help_text) in DELEGATED.items():
-        command = sub.add_parser(name, parents=[common], help=help_text)
         delegate = import_module(module)
+        command = sub.add_parser(name, parents=[common], help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         delegate.add_arguments(command)
         command.set_defaults(func=delegate.main)
     return parser
@@ -154,6 +190,58 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if registry.blocked:
             print(f"blocked: {', '.join(registry.blocked)}")
     return 1 if registry.errors else 0
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from imgbench.resources import shipped_suite_texts
+    from imgbench.runner.suite import suite_from_dict
+
+    rows = []
+    for name, text in shipped_suite_texts().items():
+        suite = suite_from_dict(tomllib.loads(text), source=name)
+        rows.append({"name": name, "models": len(suite.models), "datasets": len(suite.datasets),
+                     "seeds": len(suite.seeds), "description": suite.description})
+    if not rows:
+        raise UsageError("no shipped suites found (package data imgbench.suites is missing); reinstall imgbench")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows, ["name", "models", "datasets", "seeds", "description"]))
+        print("run one with `imgbench run NAME`; a suite file of your own with `imgbench run PATH.toml`")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from imgbench.engine.recipe import RECIPE_FIELDS, default_recipe, recipe_key
+
+    if args.dataset:
+        base = args.dataset.partition(":")[0]
+        registry = registry_from_args(args)
+        if base not in {spec.name for spec in registry.datasets()}:
+            registry.dataset(base)  # raises, naming the close matches
+    recipe = default_recipe(args.dataset).to_dict()
+    rows = [{"name": name, "type": kind.__name__, "default": json.dumps(recipe[name]) if kind is str else
+             str(recipe[name]).lower() if kind is bool else recipe[name], "help": help_text}
+            for name, (kind, help_text) in RECIPE_FIELDS.items()]
+    if args.json:
+        print(json.dumps([{**row, "default": recipe[row["name"]]} for row in rows], indent=2))
+        return 0
+    key = recipe_key(args.dataset) if args.dataset else "default"
+    print(_table(rows, ["name", "type", "default", "help"]))
+    print(f"defaults for {args.dataset or 'any dataset without its own'} (recipe {key!r}); a suite's [params] "
+          f"and `imgbench run -p KEY=VALUE` (a TOML literal) override them")
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from imgbench.resources import copy_notebooks
+
+    for path in copy_notebooks(args.folder, overwrite=args.force):
+        print(path)
+    print("open them with `jupyter lab`; benchmark.ipynb runs one job as is, report.ipynb wants a results folder")
+    return 0
 
 
 def _warn_plugin_errors(registry: Registry) -> None:

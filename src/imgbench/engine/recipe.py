@@ -138,6 +138,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
                     label_smoothing=0.1, augment="flip_crop", val_size=0.1),
     "flowers": dict(image_size=128, epochs=40, batch_size=32, lr=1e-3, weight_decay=0.05, warmup_epochs=2.0,
                     label_smoothing=0.1, augment="flip_crop", val_size=1 / 9),  # 80/10/10 with the 10% test
+    # 1,797 8x8 images: small batches and more epochs; models with a larger min_size get them resized up.
+    "digits": dict(epochs=10, batch_size=32, lr=3e-3, weight_decay=0.01, warmup_epochs=0.5,
+                   label_smoothing=0.0, augment="none", val_size=0.1),
 }
 
 

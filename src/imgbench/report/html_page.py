@@ -102,7 +102,7 @@ def _leaderboards(report: Report) -> str:
             parts.append(f'<p class="note">{escape(report.tested_note(dataset, test_set))}</p>')
         if ranked["n_seeds"].max() < 2:
             parts.append('<p class="note">One seed per model: no interval can be given; rerun with more seeds '
-                         "(e.g. --seeds 0 1 2) to get one.</p>")
+                         "(e.g. <code>imgbench run ... --seeds 0,1,2</code>) to get one.</p>")
         parts.append(_leaderboard_table(dataset, title, ranked))
     return _section("leaderboards", "\n".join(parts))
 

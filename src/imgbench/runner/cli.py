@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imgbench.resources import DEFAULT_SUITE
+from imgbench.resources import DEFAULT_SUITE, NO_SUITE
 
 INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
 
@@ -13,7 +13,11 @@ EPILOG = """\
 examples:
   imgbench run                                   # the default suite (benchmarks/suites/quick.toml)
   imgbench run benchmarks/suites/standard.toml --jobs 2 --out results/standard
+  imgbench run demo                              # 4 small jobs on the bundled digits: no download
   imgbench run -m timm/resnet18 -m keras/mnist_convnet -d mnist --seeds 0,1,2 -p epochs=3 -p lr=1e-3
+  imgbench run none -m timm/resnet18 -d cifar10  # no suite: cifar10's full default recipe
+-m/-d without a suite inherit the default suite's parameters (quick: short runs on subsets), and say so;
+the suite `none` gives the datasets' full default recipes instead (`imgbench params DATASET` lists them).
 Rerunning into the same --out skips jobs that already succeeded with the same configuration.
 Exit status: 0 when every job is ok, 1 when any is not, 2 on bad input (nothing is started).
 """
@@ -24,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("suite", nargs="?", metavar="SUITE.toml",
-                        help=f"a suite file or shipped suite name (default: {DEFAULT_SUITE}); "
-                             f"-m/-d/--seeds replace its grid, -p goes on top of its parameters")
+                        help=f"a suite file or shipped suite name (`imgbench suites`; default: {DEFAULT_SUITE}; "
+                             f"{NO_SUITE}: no suite); -m/-d/--seeds replace its grid, -p goes on top of its "
+                             f"parameters")
     parser.add_argument("-m", "--model", action="append", default=[], dest="models", metavar="MODEL",
                         help="a model name or glob (repeatable)")
     parser.add_argument("-d", "--dataset", action="append", default=[], dest="datasets", metavar="DATASET",
@@ -42,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Dask scheduler for --executor dask, e.g. tcp://HOST:8786 (default: "
                              "$IMGBENCH_DASK_SCHEDULER, else a LocalCluster on this machine)")
     parser.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    parser.add_argument("--log-output", action="store_true",
+                        help="stream every job's cell output (prints, warnings) to this terminal, each line "
+                             "prefixed with [job id]; with --executor dask it goes to the worker's log")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -59,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
             args.suite, models=args.models, datasets=args.datasets, seeds=args.seeds, params=params, out=args.out,
             jobs=args.jobs, timeout=args.timeout, executor=args.executor,
             executor_options={"scheduler": args.scheduler} if args.scheduler else {}, report=not args.no_report,
-            registry=registry_from_args(args), data_dir=args.data_dir, command=sys.argv,
+            registry=registry_from_args(args), data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
         )
     except KeyboardInterrupt:
         print("imgbench run: interrupted; finished jobs are kept, rerun the same command with the same --out "

@@ -17,6 +17,7 @@ shares the output folder. It
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -56,6 +57,7 @@ class JobTask:
     notebook: str  # absolute path of the parameterised notebook
     timeout: float | None = None  # seconds for the whole job, kernel start included
     env: Mapping[str, str] = field(default_factory=dict)  # added to the job's environment
+    log_output: bool = False  # stream the cells' output to the launcher's stderr (imgbench run --log-output)
 
     @property
     def job_dir(self) -> Path:
@@ -67,11 +69,12 @@ class JobTask:
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job.to_dict(), "out_dir": self.out_dir, "notebook": self.notebook,
-                "timeout": self.timeout, "env": dict(self.env)}
+                "timeout": self.timeout, "env": dict(self.env), "log_output": self.log_output}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "JobTask":
-        return cls(Job.from_dict(data["job"]), data["out_dir"], data["notebook"], data["timeout"], data["env"])
+        return cls(Job.from_dict(data["job"]), data["out_dir"], data["notebook"], data["timeout"], data["env"],
+                   log_output=bool(data.get("log_output", False)))
 
 
 def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
@@ -93,7 +96,8 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         child = subprocess.Popen([sys.executable, "-m", "imgbench.runner.execute", str(job_dir / schema.REQUEST_JSON)],
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
-        ended = _wait(child, task.timeout, stop)
+        forward = LogForwarder(job_dir / schema.RUNNER_LOG, task.job.job_id) if task.log_output else None
+        ended = _wait(child, task.timeout, stop, forward)
     duration = time.monotonic() - started
     if ended == "stopped":
         raise JobCancelled(task.job.job_id)
@@ -110,9 +114,50 @@ def write_record(job_dir: Path, job: Job, row: Mapping[str, Any]) -> None:
                                          "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
-def _wait(child: subprocess.Popen, timeout: float | None, stop: threading.Event | None) -> str:
+class LogForwarder:
+    """Copies the new complete lines of a job's runner.log to this process's stderr as ``[job-id] line``.
+
+    The child logs every cell output there (papermill ``log_output``); of a line redrawn with carriage
+    returns (a text progress bar) only its last frame is forwarded.
+    """
+
+    def __init__(self, path: Path, job_id: str) -> None:
+        self.path, self.prefix, self.offset, self.partial = path, f"[{job_id}] ", 0, b""
+
+    def pump(self, final: bool = False) -> None:
+        from tqdm import tqdm  # writes above the grid's progress bar instead of through it
+
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                chunk = log.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        if final and self.partial:
+            lines, self.partial = [*lines, self.partial], b""
+        for line in lines:
+            frames = [f for f in line.decode("utf-8", "replace").split("\r") if f.strip()]
+            if frames:
+                tqdm.write(self.prefix + frames[-1].rstrip(), file=sys.stderr)
+
+
+def _wait(child: subprocess.Popen, timeout: float | None, stop: threading.Event | None,
+          forward: LogForwarder | None = None) -> str:
     deadline = time.monotonic() + timeout if timeout else None
+    try:
+        return _poll(child, deadline, stop, forward)
+    finally:
+        if forward is not None:
+            forward.pump(final=True)
+
+
+def _poll(child: subprocess.Popen, deadline: float | None, stop: threading.Event | None,
+          forward: LogForwarder | None) -> str:
     while child.poll() is None:
+        if forward is not None:
+            forward.pump()
         if stop is not None and stop.is_set():
             _kill_tree(child)
             return "stopped"
@@ -218,7 +263,7 @@ def run_notebook(task: JobTask) -> dict[str, str]:
         papermill.execute_notebook(
             task.notebook, str(task.job_dir / schema.NOTEBOOK), parameters=task.parameters,
             kernel_name=NOTEBOOK_KERNEL_NAME, kernel_manager_class=CurrentPythonKernelManager,
-            cwd=str(task.job_dir), progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+            cwd=str(task.job_dir), progress_bar=False, log_output=task.log_output, request_save_on_cell_execute=True,
             start_timeout=KERNEL_START_TIMEOUT_S,
         )
     except PapermillExecutionError as exc:
@@ -249,6 +294,8 @@ def _main(request: str) -> int:
     from imgbench.kernel import CurrentPythonKernelManager  # before the watcher thread needs it
 
     task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
+    if task.log_output:  # papermill logs each output through the "papermill" logger; stdout is runner.log
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     threading.Thread(target=_exit_if_orphaned, args=(os.getppid(), CurrentPythonKernelManager), daemon=True).start()
     outcome = run_notebook(task)
     atomic_write_json(task.job_dir / schema.OUTCOME_JSON, outcome)

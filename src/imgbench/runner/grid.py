@@ -26,7 +26,7 @@ from imgbench.paths import atomic_write_json
 from imgbench.runner.execute import JobTask
 from imgbench.runner.jobs import Job
 from imgbench.runner.progress import GridProgress
-from imgbench.resources import notebook_path, suite_path
+from imgbench.resources import NO_SUITE, notebook_path, suite_path
 from imgbench.runner.results import SUCCESS, is_done, read_record, write_results
 from imgbench.runner.preflight import preflight, timeout_problem
 from imgbench.runner.suite import Suite, load_suite, with_options
@@ -112,16 +112,26 @@ def run_grid(
     notebook: str | os.PathLike | None = None,
     progress: bool = True,
     command: Sequence[str] | None = None,
+    log_output: bool = False,
 ) -> GridResult:
     """Run a benchmark grid; see the module docstring. Raises UsageError before anything runs on bad input.
 
-    ``suite`` is a :class:`Suite`, a TOML path or a shipped suite name (default ``quick``); ``models``,
-    ``datasets`` and ``seeds`` replace the suite's, ``params`` go on top of its parameters.
+    ``suite`` is a :class:`Suite`, a TOML path or a shipped suite name (default ``quick``; ``"none"``: no
+    suite, the datasets' own default recipes); ``models``, ``datasets`` and ``seeds`` replace the suite's,
+    ``params`` go on top of its parameters. ``log_output`` streams every job's cell output to this process's
+    stderr, each line prefixed with the job id.
     """
     from imgbench.registry import get_registry
 
     registry = registry or get_registry()
-    base = suite if isinstance(suite, Suite) else load_suite(suite_path(suite))
+    models, datasets = tuple(models), tuple(datasets)
+    if isinstance(suite, Suite):
+        base = suite
+    elif suite is not None and str(suite) == NO_SUITE:
+        base = Suite(source=NO_SUITE)
+    else:
+        base = load_suite(suite_path(suite))
+    inherited = inherited_settings(base, models, datasets) if suite is None and (models or datasets) else None
     grid = with_options(base, models, datasets, seeds, params)
     timeout = grid.timeout if timeout is None else timeout
     problems = [p for p in [timeout_problem(timeout)] if p]
@@ -138,13 +148,18 @@ def run_grid(
     out_dir = Path(out).expanduser().resolve() if out else default_out_dir()
 
     env = job_env(registry, data_dir)
-    tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env) for job in job_list]
+    tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
+             for job in job_list]
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
         "suite": grid.to_dict(), "executor": executor, "executor_options": dict(executor_options or {}),
         "jobs": jobs, "timeout": timeout,
         "notebook": str(notebook_file), "env": env, "grid": [job.to_dict() for job in job_list],
     }
+    if inherited is not None:
+        record["inherited"] = inherited
+        if progress:
+            print(inherited["message"], file=sys.stderr, flush=True)
     # Everything is checked: from here on, write.
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
@@ -160,7 +175,7 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     write_results(out_dir, job_list)
 
-    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress)
+    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["jobs"])
 
     def on_result(task: JobTask, row: dict[str, Any]) -> None:
         write_results(out_dir, job_list)
@@ -212,6 +227,24 @@ def job_env(registry: "Registry", data_dir: str | os.PathLike | None = None) -> 
     if local is not None:
         env[paths.DATA_DIR_ENV] = str(local)
     return env
+
+
+def inherited_settings(base: Suite, models: Iterable[str] = (), datasets: Iterable[str] = ()) -> dict[str, Any]:
+    """What -m/-d without a suite take from the default suite, and the sentence that tells the user so."""
+    settings = [f"{key}={value}" for key, value in base.params.items()]
+    settings += [f"{kind} {', '.join(names)}" for kind, given, names in
+                 (("models", models, base.models), ("datasets", datasets, base.datasets)) if not list(given)]
+    settings += [f"[overrides.{name}] " + ", ".join(f"{k}={v}" for k, v in table.items())
+                 for name, table in base.overrides.items()]
+    if base.timeout is not None:
+        settings.append(f"timeout={base.timeout:g} s")
+    name = Path(base.source).stem
+    message = (f"imgbench run: no suite given, so this grid inherits the parameters of the default suite {name!r} "
+               f"({'; '.join(settings) or 'none'}); pass the suite `{NO_SUITE}` for the datasets' full "
+               f"default recipes (`imgbench params DATASET` lists them)")
+    return {"suite": name, "source": base.source, "params": dict(base.params),
+            "overrides": {k: dict(v) for k, v in base.overrides.items()}, "timeout": base.timeout,
+            "message": message}
 
 
 def default_out_dir() -> Path:
