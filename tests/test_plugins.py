@@ -194,3 +194,29 @@ def test_unknown_model_exits_2_with_suggestions(capsys):
     assert main(["models", "timm/resnet81"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'timm/resnet81'" in err and "timm/resnet18" in err
+
+
+MISSPELT_HOOK = '''
+    from imgbench import ModelSpec, hookimpl
+    @hookimpl
+    def imgbench_model():  # the hook is imgbench_models
+        return [ModelSpec("typo/linear", lambda **kw: None, "never listed")]
+'''
+
+
+def test_a_misspelt_hook_is_an_error_of_its_plugin_that_names_the_real_hook(tmp_path):
+    write(tmp_path, "typo.py", MISSPELT_HOOK)
+    write(tmp_path, "dropin.py", GOOD_PLUGIN)
+    registry = Registry(plugin_dirs=[tmp_path])
+    errors = {e.plugin: e.message for e in registry.errors}
+    assert "imgbench_model" in errors["typo"] and "did you mean imgbench_models?" in errors["typo"]
+    assert "typo" not in registry.sources and "dropin/linear" in {s.name for s in registry.models()}
+    assert next(p for p in registry.plugins if p.name == "typo").status == "FAILED"
+
+
+def test_a_registry_without_imgbench_s_own_entry_points_refuses_to_list_nothing(monkeypatch):
+    from imgbench import plugins
+
+    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: [])
+    with pytest.raises(plugins.MissingBuiltinsError, match="pip install"):
+        Registry()

@@ -46,6 +46,8 @@ def test_unknown_model_suggests_close_names(registry):
 def test_any_timm_architecture_resolves_by_its_timm_name(registry):
     spec = registry.model("timm/regnetx_002")
     assert spec.family == "timm" and spec.name == "timm/regnetx_002"
+    assert registry.model_plugin("timm/regnetx_002")[0] == "timm"  # the plugin that answered, for provenance
+    assert "timm/regnetx_002" not in {s.name for s in registry.models()}  # asked for, never listed
     with pytest.raises(UnknownNameError):
         registry.model("timm/not_a_real_architecture")
 

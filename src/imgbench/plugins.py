@@ -7,6 +7,7 @@ plugin that fails to import is recorded as an error and left out; it never takes
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -21,6 +22,7 @@ from typing import Iterable
 import pluggy
 
 from imgbench import hookspecs
+from imgbench.errors import UsageError
 
 ENTRY_POINT_GROUP = "imgbench"
 PLUGINS_DIR_ENV = "IMGBENCH_PLUGINS_DIR"  # os.pathsep-separated folders of drop-in plugin files
@@ -46,6 +48,10 @@ class PluginError:
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r} ({self.location}): {self.message}"
+
+
+class MissingBuiltinsError(UsageError):
+    """imgbench's own entry points are not installed, so not even the built-in families would be listed."""
 
 
 def repo_plugins_dir(start: Path | None = None) -> Path | None:
@@ -125,10 +131,22 @@ def make_plugin_manager(
         except Exception as exc:  # a broken plugin must not take the others down
             errors.append(PluginError(name, source.location, _describe_exception(exc)))
             return
+        try:
+            pm.check_pending()  # the plugins before this one passed, so a failure is this one's
+        except pluggy.PluginValidationError as exc:
+            pm.unregister(name=name)
+            errors.append(PluginError(name, source.location, _unknown_hook_message(exc)))
+            return
         sources[name] = source
 
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if not any(_dist_name(ep) == OWN_DISTRIBUTION for ep in entry_points):
+            raise MissingBuiltinsError(
+                f"imgbench's built-in plugins (the keras and timm families, the datasets, the executors) are not "
+                f"registered: no {ENTRY_POINT_GROUP!r} entry points of the {OWN_DISTRIBUTION} distribution are "
+                f"installed. Install imgbench (`pip install .`, or `pip install -e .` in a checkout) instead of "
+                f"running it from a bare source tree.")
     # Built-ins first so that a third party cannot shadow them by accident.
     ordered = sorted(entry_points, key=lambda ep: (_dist_name(ep) != OWN_DISTRIBUTION, ep.name))
     for ep in ordered:
@@ -151,6 +169,16 @@ def make_plugin_manager(
                 continue
             register(path.stem, lambda path=path: _load_file(path), PluginSource("file", str(path)))
     return pm, sources, errors
+
+
+def _unknown_hook_message(exc: pluggy.PluginValidationError) -> str:
+    """Name the misspelt hook and the closest real one: ``imgbench_model`` -> ``imgbench_models``."""
+    known = [name for name in dir(hookspecs) if name.startswith(f"{hookspecs.PROJECT}_")]
+    words = str(exc).replace("'", " ").replace('"', " ").split()
+    unknown = next((w for w in words if w.startswith(f"{hookspecs.PROJECT}_") and w not in known), "")
+    close = difflib.get_close_matches(unknown, known, n=1) if unknown else []
+    hint = f"; did you mean {close[0]}?" if close else f"; the hooks are {', '.join(known)}"
+    return f"unknown hook {unknown or '(see pluggy)'}: {exc}{hint}"
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:

@@ -83,6 +83,7 @@ class Registry:
         self.blocked = tuple(sorted(set(blocked)))
         self.pm, self.sources, self.errors = make_plugin_manager(self.plugin_dirs, self.blocked, entry_points)
         self._models = self._collect("imgbench_models", ModelSpec, "model")
+        self._resolved = _Collected()  # open-ended names (timm/<any>) asked for: usable, never listed
         self._datasets = self._collect("imgbench_datasets", DatasetSpec, "dataset")
         self._executors: _Collected | None = None
         if strict and self.errors:
@@ -125,24 +126,30 @@ class Registry:
 
     def model(self, name: str) -> ModelSpec:
         """The spec for one model name; unlisted names are offered to ``imgbench_resolve_model``."""
-        if name in self._models.by_name:
-            return self._models.by_name[name]
-        spec = None
-        if "/" in name:
-            try:
-                spec = self.pm.hook.imgbench_resolve_model(name=name)
-            except Exception as exc:
-                raise UnknownNameError("model", name, list(self._models.by_name)) from exc
+        for collected in (self._models, self._resolved):
+            if name in collected.by_name:
+                return collected.by_name[name]
+        spec, owner = self._resolve(name) if "/" in name else (None, "")
         if spec is None:
             raise UnknownNameError("model", name, list(self._models.by_name))
-        self._models.by_name[name] = spec
-        self._models.owner[name] = spec.family
+        self._resolved.by_name[name], self._resolved.owner[name] = spec, owner
         return spec
+
+    def _resolve(self, name: str) -> tuple[ModelSpec | None, str]:
+        """Ask each plugin's ``imgbench_resolve_model`` in pluggy's call order; the first answer and its plugin."""
+        for impl in reversed(self.pm.hook.imgbench_resolve_model.get_hookimpls()):
+            try:
+                spec = impl.function(name=name)
+            except Exception as exc:
+                raise UnknownNameError("model", name, list(self._models.by_name)) from exc
+            if isinstance(spec, ModelSpec):
+                return spec, impl.plugin_name
+        return None, ""
 
     def model_plugin(self, name: str) -> tuple[str, PluginSource | None]:
         """The plugin that provides ``name`` and where it came from (for provenance)."""
         self.model(name)
-        owner = self._models.owner[name]
+        owner = self._models.owner.get(name) or self._resolved.owner[name]
         return owner, self.sources.get(owner)
 
     def build_model(
