@@ -45,11 +45,28 @@ def test_module_loads_without_distributed_and_create_says_how_to_install():
 
 
 def test_scheduler_comes_from_the_option_or_the_environment(monkeypatch):
+    [spec] = dx.imgbench_executors()
+
+    def scheduler(**given):  # what run_grid does: the declared options, then the executor
+        return dx.create(jobs=1, **spec.resolve_options(given, os.environ)).scheduler
+
     monkeypatch.setenv(dx.SCHEDULER_ENV, "tcp://10.0.0.5:8786")
-    assert dx.create(jobs=1).scheduler == "tcp://10.0.0.5:8786"
-    assert dx.create(jobs=1, scheduler="tls://head:9000").scheduler == "tls://head:9000"
+    assert scheduler() == "tcp://10.0.0.5:8786"
+    assert scheduler(scheduler="tls://head:9000") == "tls://head:9000"
     monkeypatch.delenv(dx.SCHEDULER_ENV)
-    assert dx.create(jobs=1).scheduler is None
+    assert scheduler() is None
+    with pytest.raises(UsageError, match="takes no option 'workers'.*scheduler, local_directory"):
+        spec.resolve_options({"workers": 3}, os.environ)
+
+
+def test_executor_options_are_declared_by_the_executor_and_checked_by_the_cli(capsys):
+    from imgbench.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--executor dask:" in capsys.readouterr().out  # the dask module's own option group
+    assert main(["run", "--executor", "local", "--scheduler", "tcp://h:8786", "-m", "keras/mnist_convnet"]) == 2
+    assert "--scheduler only applies to --executor dask" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("address", ["tcp://host:8786/extra", "http://host:8786", "two words", ""])

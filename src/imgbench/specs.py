@@ -92,13 +92,47 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class ExecutorOption:
+    """A setting an executor takes: ``imgbench run --NAME VALUE`` (``_`` spelt ``-``), else ``$ENV``.
+
+    The value reaches ``create`` as the keyword ``name``, as a string; it is left out when neither is given.
+    """
+
+    name: str  # a Python identifier: the keyword create() takes
+    help: str
+    env: str = ""  # an environment variable that supplies the value when the option is not given
+    metavar: str = "VALUE"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
 class ExecutorSpec:
     """One way to run a grid of jobs (``local``, ``dask``, ...).
 
     ``create(jobs=N, **options)`` returns an object with ``run(tasks, on_result, on_start=None)``; the protocol
-    is in :mod:`imgbench.runner.executors`.
+    is in :mod:`imgbench.runner.executors`. ``options`` are the only other keywords ``create`` is given; each
+    becomes a command-line option of ``imgbench run``.
     """
 
     name: str
     create: Callable[..., Any]
     description: str
+    options: tuple[ExecutorOption, ...] = ()
+
+    def resolve_options(self, given: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+        """``given`` checked against ``options``, with declared environment variables filling the gaps."""
+        from imgbench.errors import UsageError
+
+        known = {option.name: option for option in self.options}
+        unknown = [key for key in given if key not in known]
+        if unknown:
+            takes = ", ".join(o.name for o in self.options) or "none"
+            raise UsageError(f"executor {self.name!r} takes no option {unknown[0]!r} (its options: {takes})")
+        resolved = {key: value for key, value in given.items() if value not in (None, "")}
+        for option in self.options:
+            if option.name not in resolved and option.env and environ.get(option.env, "").strip():
+                resolved[option.name] = environ[option.env].strip()
+        return resolved

@@ -43,9 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="jobs at once (default 1; one GPU each)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="kill a job after this long")
     parser.add_argument("--executor", default="local", metavar="NAME", help="how to run jobs (default: local)")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="Dask scheduler for --executor dask, e.g. tcp://HOST:8786 (default: "
-                             "$IMGBENCH_DASK_SCHEDULER, else a LocalCluster on this machine)")
+    _add_executor_options(parser)
     parser.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     parser.add_argument("--log-output", action="store_true",
                         help="stream every job's cell output (prints, warnings) to this terminal, each line "
@@ -57,17 +55,14 @@ def main(args: argparse.Namespace) -> int:
     from imgbench.runner.grid import run_grid
     from imgbench.runner.suite import parse_param
 
-    from imgbench.errors import UsageError
-
     params = dict(parse_param(text) for text in args.params)
-    if args.scheduler and args.executor != "dask":
-        raise UsageError("--scheduler only applies to --executor dask")
+    registry = registry_from_args(args)
+    executor_options = _executor_options(args, registry.executors())
     try:
         result = run_grid(
             args.suite, models=args.models, datasets=args.datasets, seeds=args.seeds, params=params, out=args.out,
             jobs=args.jobs, timeout=args.timeout, executor=args.executor,
-            executor_options={"scheduler": args.scheduler} if args.scheduler else {}, report=not args.no_report,
-            registry=registry_from_args(args), data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
+            executor_options=executor_options, report=not args.no_report, registry=registry, data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
         )
     except KeyboardInterrupt:
         print("imgbench run: interrupted; finished jobs are kept, rerun the same command with the same --out "
@@ -75,3 +70,34 @@ def main(args: argparse.Namespace) -> int:
         return INTERRUPTED
     print(result.summary())
     return result.exit_code
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Each executor's declared options (``ExecutorSpec.options``), in a group of their own."""
+    from imgbench.registry import get_registry
+
+    for spec in get_registry().executors():
+        if spec.options:
+            group = parser.add_argument_group(f"--executor {spec.name}")
+            for option in spec.options:
+                group.add_argument(option.flag, dest=_dest(option), metavar=option.metavar, help=option.help)
+
+
+def _executor_options(args: argparse.Namespace, specs) -> dict[str, str]:
+    """The options given for ``--executor``; one meant for another executor is an error."""
+    from imgbench.errors import UsageError
+
+    chosen = {}
+    for spec in specs:
+        for option in spec.options:
+            value = getattr(args, _dest(option), None)
+            if value is None:
+                continue
+            if spec.name != args.executor:
+                raise UsageError(f"{option.flag} only applies to --executor {spec.name}")
+            chosen[option.name] = value
+    return chosen
+
+
+def _dest(option) -> str:
+    return f"executor_option_{option.name}"

@@ -46,7 +46,7 @@ from imgbench.plugins import PLUGINS_DIR_ENV
 from imgbench.runner.execute import JobTask, execute_job, write_record
 from imgbench.runner.executors import OnResult, OnStart, visible_gpus
 from imgbench.runner.results import make_row
-from imgbench.specs import ExecutorSpec
+from imgbench.specs import ExecutorOption, ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client, Future, LocalCluster
@@ -334,14 +334,23 @@ def _staging_dir(dest: Path) -> Path:
 
 # -- the plugin --------------------------------------------------------------------------------------
 
+OPTIONS = (
+    ExecutorOption("scheduler", f"Dask scheduler address, e.g. tcp://HOST:8786 (default: ${SCHEDULER_ENV}, else a "
+                                f"LocalCluster on this machine)", env=SCHEDULER_ENV, metavar="ADDRESS"),
+    ExecutorOption("local_directory", "scratch folder of the LocalCluster's workers (jobs run there)",
+                   metavar="DIR"),
+)
+
+
 def create(jobs: int = 1, scheduler: str | None = None,
            local_directory: str | os.PathLike | None = None) -> DaskExecutor:
-    """The ``dask`` executor. ``scheduler`` defaults to ``IMGBENCH_DASK_SCHEDULER``; without one a LocalCluster
-    with one worker per GPU (else ``jobs`` CPU workers) is started when the grid runs."""
+    """The ``dask`` executor, on the cluster at ``scheduler``; without one a LocalCluster with one worker per
+    GPU (else ``jobs`` CPU workers) is started when the grid runs. ``IMGBENCH_DASK_SCHEDULER`` reaches
+    ``scheduler`` through the declared option (:meth:`imgbench.specs.ExecutorSpec.resolve_options`)."""
     import_distributed()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
-    address = scheduler or os.environ.get(SCHEDULER_ENV, "").strip() or None
+    address = (scheduler or "").strip() or None
     if address is not None:
         address = check_scheduler_address(address)
     return DaskExecutor(address, workers=jobs, gpus=() if address else visible_gpus(),
@@ -351,4 +360,5 @@ def create(jobs: int = 1, scheduler: str | None = None,
 @hookimpl
 def imgbench_executors() -> list[ExecutorSpec]:
     return [ExecutorSpec("dask", create, f"a Dask distributed cluster (--scheduler tcp://HOST:8786 or "
-                                         f"{SCHEDULER_ENV}), else a LocalCluster here; needs {INSTALL_HINT}")]
+                                         f"{SCHEDULER_ENV}), else a LocalCluster here; needs {INSTALL_HINT}",
+                         options=OPTIONS)]

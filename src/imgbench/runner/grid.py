@@ -8,7 +8,6 @@ after every job; build the report.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from collections import Counter
@@ -86,12 +85,7 @@ class GridResult:
 
 def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Any:
     spec = registry.executor(name)
-    accepted = inspect.signature(spec.create).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    unknown = [key for key in options if key not in accepted and not takes_any]
-    if unknown:
-        raise UsageError(f"executor {name!r} takes no option {unknown[0]!r}")
-    return spec.create(jobs=jobs, **options)
+    return spec.create(jobs=jobs, **spec.resolve_options(options, os.environ))
 
 
 def run_grid(
