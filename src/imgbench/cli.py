@@ -9,18 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import import_module
 from typing import Sequence
 
 from imgbench import __version__, paths
 from imgbench.errors import UsageError
-from imgbench.registry import Registry, get_registry
+from imgbench.registry import Registry, registry_with
+from imgbench.report import cli as report_cli
+from imgbench.runner import cli as run_cli
 from imgbench.runner.suite import is_glob
 
-# Subcommands whose arguments and behaviour live with the code they drive.
-DELEGATED: dict[str, tuple[str, str]] = {
-    "report": ("imgbench.report.cli", "build the comparison report of a results folder"),
-    "run": ("imgbench.runner.cli", "run a benchmark grid (a suite TOML and/or -m/-d/--seeds)"),
+# Subcommands whose arguments and behaviour live with the code they drive (their modules import nothing heavy).
+DELEGATED = {
+    "report": (report_cli, "build the comparison report of a results folder"),
+    "run": (run_cli, "run a benchmark grid (a suite TOML and/or -m/-d/--seeds)"),
 }
 # (name, one-line help, description) of the commands defined here; argparse shows the help in
 # `imgbench --help` and the description in `imgbench NAME --help`.
@@ -54,11 +55,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def registry_from_args(args: argparse.Namespace) -> Registry:
-    from imgbench.plugins import blocked_from_env, default_plugin_dirs
-
-    dirs = default_plugin_dirs() + list(args.plugins_dir)
-    blocked = blocked_from_env() | set(args.block_plugin)
-    return get_registry(dirs, blocked, strict=args.strict)
+    return registry_with(args.plugins_dir, args.block_plugin, strict=args.strict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.add_argument("--force", action="store_true", help="overwrite copies already in DIR")
     notebooks.set_defaults(func=cmd_notebooks)
 
-    for name, (module, help_text) in DELEGATED.items():
-        delegate = import_module(module)
+    for name, (delegate, help_text) in DELEGATED.items():
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         delegate.add_arguments(command)
         command.set_defaults(func=delegate.main)

@@ -234,6 +234,12 @@ def input_size(spec: ModelSpec, image_size: int) -> int:
     return max(image_size, spec.min_size)
 
 
+def registry_with(plugin_dirs: Iterable[Path | str] = (), blocked: Iterable[str] = (), strict: bool = False) -> Registry:
+    """The default registry plus these plugin folders and blocked names (``--plugins-dir``, ``--block-plugin``)."""
+    return get_registry(default_plugin_dirs() + list(map(Path, plugin_dirs)), blocked_from_env() | set(blocked),
+                        strict=strict)
+
+
 _CACHE: dict[tuple, Registry] = {}
 
 

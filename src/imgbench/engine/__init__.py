@@ -4,7 +4,17 @@
 checks parameters without importing a framework (the runner calls it before any job starts).
 """
 
-from imgbench.engine.job import JobResult, run_job
+from typing import Any
+
 from imgbench.engine.recipe import RECIPE_FIELDS, Recipe, config_hash, resolve_recipe
 
 __all__ = ["JobResult", "RECIPE_FIELDS", "Recipe", "config_hash", "resolve_recipe", "run_job"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the launcher resolves recipes without loading pandas or torch, which only a job needs.
+    if name in ("JobResult", "run_job"):
+        from imgbench.engine import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module 'imgbench.engine' has no attribute {name!r}")

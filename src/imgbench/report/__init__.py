@@ -6,7 +6,16 @@ baseline regressions, failures and provenance, written as report.html, report.md
 
 from __future__ import annotations
 
-from imgbench.report.content import assemble, draw_figures, render, write_report
-from imgbench.report.notebook import build_report
+from importlib import import_module
+from typing import Any
 
-__all__ = ["assemble", "build_report", "draw_figures", "render", "write_report"]
+# Lazy, so that the command line (which imports .cli for its parser) loads no pandas, seaborn or Jupyter.
+_HOMES = {"assemble": "content", "draw_figures": "content", "render": "content", "write_report": "content",
+          "build_report": "notebook"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(f"imgbench.report.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'imgbench.report' has no attribute {name!r}")

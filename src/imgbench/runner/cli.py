@@ -51,12 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imgbench.cli import registry_from_args
+    from imgbench.registry import registry_with
     from imgbench.runner.grid import run_grid
     from imgbench.runner.suite import parse_param
 
     params = dict(parse_param(text) for text in args.params)
-    registry = registry_from_args(args)
+    registry = registry_with(args.plugins_dir, args.block_plugin, strict=args.strict)
     executor_options = _executor_options(args, registry.executors())
     try:
         result = run_grid(
