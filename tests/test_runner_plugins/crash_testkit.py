@@ -1,4 +1,5 @@
-"""Test plugin for the runner: models whose forward pass segfaults or is SIGKILLed, and models whose names hold glob characters.
+"""Test plugin for the runner: models whose forward pass segfaults or is SIGKILLed, and models whose names hold
+glob characters.
 
 Loaded beside runner_testkit.py (its datasets tinygray/tinyrgb serve these models too).
 """
@@ -50,7 +51,7 @@ def _dying(die):
 def imgbench_models() -> list[ModelSpec]:
     return [
         ModelSpec("crashkit/segfault", _dying(_dereference_null), "dereferences NULL in forward: SIGSEGV"),
-        ModelSpec("crashkit/sigkill", _dying(_kill_self), "SIGKILLs its own kernel in forward, as the OOM killer would"),
+        ModelSpec("crashkit/sigkill", _dying(_kill_self), "SIGKILLs its kernel in forward, as the OOM killer would"),
         # read as a glob, "odd[1]" would select "odd1" and "star*" would select both stars
         ModelSpec("crashkit/odd[1]", _linear, "a name holding glob characters"),
         ModelSpec("crashkit/odd1", _linear, "what crashkit/odd[1] matches as a glob"),
