@@ -47,6 +47,14 @@ def test_unknown_parameter_names_itself_and_suggests_the_close_one():
     ("augment", "mixup", ["augment", "flip_crop"]),
     ("device", "tpu", ["device", "cuda:N"]),
     ("target_accuracy", 1.5, ["target_accuracy", "[0, 1]"]),
+    ("lr", float("nan"), ["lr=nan", "finite"]),
+    ("warmup_epochs", float("inf"), ["warmup_epochs=inf", "finite"]),
+    ("momentum", float("-inf"), ["momentum=-inf", "finite"]),
+    ("epochs", 1001, ["epochs=1001", "at most 1000"]),
+    ("batch_size", 65_537, ["batch_size=65537", "at most 65536"]),
+    ("image_size", 4097, ["image_size=4097", "at most 4096"]),
+    ("bench_seconds", 600.5, ["bench_seconds=600.5", "at most 600"]),
+    ("bench_seconds", 0, ["bench_seconds=0.0", "greater than 0"]),
 ])
 def test_bad_values_raise_usage_error_naming_the_parameter(name, value, words):
     with pytest.raises(UsageError) as caught:
@@ -89,3 +97,38 @@ def test_listed_split_sizes_are_those_the_default_recipe_loads(dataset):
     listing_val_size = {"mnist": idx.DEFAULT_VAL_SIZE, "cifar10": cifar.DEFAULT_VAL_SIZE,
                         "flowers": imagefolder.DEFAULT_VAL_SIZE}[dataset]
     assert resolve_recipe(dataset, {}).val_size == pytest.approx(listing_val_size)
+
+
+def test_the_upper_bounds_themselves_are_accepted():
+    from imgbench.engine.recipe import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_EPOCHS, MAX_IMAGE_SIZE
+
+    recipe = resolve_recipe("mnist", {"epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE, "image_size": MAX_IMAGE_SIZE,
+                                      "bench_seconds": MAX_BENCH_SECONDS})
+    assert (recipe.epochs, recipe.batch_size, recipe.image_size) == (1000, 65_536, 4096)
+
+
+@pytest.mark.parametrize("n, counts, problem", [
+    (0, [5, 5], ""),
+    (10, [5, 5], ""),  # all of them
+    (2, [5, 5], ""),
+    (1, [5, 5], "train_samples=1 is fewer than the 2 classes"),
+    (2, [0, 0, 0], "train_samples=2 is fewer than the 3 classes"),  # class count known, sizes not yet
+    (9, [5, 5], "train_samples=9 leaves fewer than 2 of the 10 images out"),
+    (4, [1, 9], "a class holds a single image"),
+])
+def test_subset_problem_is_the_rule_sklearn_enforces(n, counts, problem):
+    """Where the rule says a subset is possible, scikit-learn's stratified split draws it; where not, it refuses."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from imgbench.engine.recipe import subset_problem
+
+    found = subset_problem("train_samples", n, counts)
+    assert (problem in found) if problem else found == ""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    if sum(counts) and 0 < n < sum(counts):
+        if problem:
+            with pytest.raises(ValueError):
+                train_test_split(labels, train_size=n, stratify=labels, random_state=0)
+        else:
+            train_test_split(labels, train_size=n, stratify=labels, random_state=0)

@@ -165,6 +165,14 @@ def test_a_machine_that_can_download_is_not_refused_and_each_host_is_probed_once
     assert len(hosts) == len(set(hosts)) >= 2
 
 
+def test_one_reachable_mirror_is_enough(registry):
+    mnist = suite_from_dict({"models": ["testkit/linear"], "datasets": ["mnist"]})
+    second_mirror = MNIST.mirrors[1].split("/")[2]
+    assert preflight(mnist, registry, probe=lambda url: "" if second_mirror in url else "down")
+    with pytest.raises(GridError, match=r"cannot download them \(down\)"):
+        preflight(mnist, registry, probe=lambda url: "down")
+
+
 def test_the_probe_answers_fast_and_is_asked_once_per_host():
     with socket.socket() as server:  # a local port: tests never probe a real host
         server.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ import argparse
 import base64
 import io
 import math
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -307,3 +308,44 @@ def test_a_whole_test_split_is_not_called_a_subset(tmp_path):
     assert set(report.board["tested_on"]) == {"tested on all 300 images"}
     assert all(report.board_title(v.dataset, v.tested_on) == v.dataset for v in report.verdicts())
     assert not any("tested on" in v.text for v in report.verdicts())
+
+
+# ---- report.md escapes what it prints --------------------------------------------------------------------------
+
+HOSTILE_MODEL = "evil/a|b *c* __d__ `e` [x](http://y) <script>alert(1)</script>"
+HOSTILE_DATASET = "imagefolder:/data/p|q_*x*_[l](http://u)<b>"
+HOSTILE_ERROR = "ValueError: <img src=x onerror=alert(1)> | `rm -rf` [click](http://z) **bold**"
+
+
+def test_report_md_escapes_names_paths_and_errors(tmp_path, monkeypatch):
+    """Rendered by a real CommonMark + tables renderer, the hostile texts stay literal: no HTML, link, emphasis
+    or extra table cell comes out of them."""
+    import report_synthetic
+
+    markdown_it = pytest.importorskip("markdown_it")
+    monkeypatch.setitem(report_synthetic.CLASSES, HOSTILE_DATASET, ["a", "b", "c"])
+    monkeypatch.setitem(report_synthetic.COSTS, HOSTILE_MODEL, report_synthetic.COSTS["timm/resnet18"])
+    monkeypatch.setattr(report_synthetic, "FAILED_ERROR", HOSTILE_ERROR)
+    plan = {HOSTILE_DATASET: {HOSTILE_MODEL: 0.9, "timm/resnet18": 0.8}}
+    out = make_results(tmp_path / "out", plan=plan, seeds=(0, 1), failed=((HOSTILE_MODEL, HOSTILE_DATASET, 1),))
+    render(out)
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert "<script>" not in text and "<img" not in text and "<b>" not in text
+    page = markdown_it.MarkdownIt("commonmark").enable("table").render(text)
+    for tag in ("<script", "<img src=x", "<b>", "<em>c</em>", "<code>e</code>", 'href="http://y"', 'href="http://u"',
+                'href="http://z"', "<strong>bold</strong>", "<strong>d</strong>"):
+        assert tag not in page, tag
+    # every hostile text survives literally: the reader sees exactly the name and the error
+    for literal in (HOSTILE_MODEL, HOSTILE_DATASET, HOSTILE_ERROR):
+        assert html_text(literal) in page, literal
+    # the pipes inside names did not add table cells: every row has as many cells as its header
+    for table in page.split("<table>")[1:]:
+        head, body = table.split("</thead>")[0], table.split("</thead>")[1].split("</table>")[0]
+        for row in body.split("<tr>")[1:]:
+            assert len(re.findall(r"<td[ >]", row)) == len(re.findall(r"<th[ >]", head)), row
+
+
+def html_text(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=False)

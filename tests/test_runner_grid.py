@@ -228,13 +228,18 @@ def test_sigkilled_runner_resumes_without_losing_or_repeating_jobs(env, tmp_path
 
 # -- a dead kernel leaves its trace ---------------------------------------------------------------------------
 
-def test_a_segfault_leaves_its_stack_in_runner_log_and_names_the_signal_and_cell(env, tmp_path):
-    result = run_grid(grid(["crashkit/segfault"], ["tinygray"]), out=tmp_path / "out", timeout=WAIT_S,
-                      report=False, registry=env, progress=False)
-    [row] = result.rows
-    assert row["status"] == "crashed"
-    assert "kernel died (signal SIGSEGV)" in row["error"]
-    assert "while running cell" in row["error"] and "run_job(model, data" in row["error"]
-    log = (result.out_dir / "jobs" / row["job_id"] / "runner.log").read_text(encoding="utf-8", errors="replace")
+def test_a_dead_kernel_leaves_its_stack_in_runner_log_and_names_the_signal_and_cell(env, tmp_path):
+    result = run_grid(grid(["crashkit/segfault", "crashkit/sigkill"], ["tinygray"]), out=tmp_path / "out", jobs=2,
+                      timeout=WAIT_S, report=False, registry=env, progress=False)
+    rows = {row["model"]: row for row in result.rows}
+    segfault, sigkill = rows["crashkit/segfault"], rows["crashkit/sigkill"]
+    assert segfault["status"] == sigkill["status"] == "crashed"
+    assert "the kernel died (signal SIGSEGV) while running cell" in segfault["error"]
+    assert "the kernel died (signal SIGKILL; killed for memory?) while running cell" in sigkill["error"]
+    nb = nbformat.read(result.out_dir / segfault["notebook"], as_version=4)
+    [training] = [i for i, cell in enumerate(nb.cells) if cell.source.startswith("result = run_job(")]
+    for row in (segfault, sigkill):  # the cell is the one that trained, by index and first line
+        assert f"while running cell {training} (`result = run_job(model, data, seed=seed" in row["error"]
+    log = (result.out_dir / "jobs" / segfault["job_id"] / "runner.log").read_text(encoding="utf-8", errors="replace")
     assert "Fatal Python error: Segmentation fault" in log
     assert "in _dereference_null" in log and "in forward" in log  # faulthandler's stack names the frames

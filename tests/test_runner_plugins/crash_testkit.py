@@ -1,4 +1,5 @@
-"""Test plugin for the runner: a model whose forward pass segfaults, and models whose names hold glob characters.
+"""Test plugin for the runner: models whose forward pass segfaults or is SIGKILLed, and models whose names hold
+glob characters.
 
 Loaded beside runner_testkit.py (its datasets tinygray/tinyrgb serve these models too).
 """
@@ -6,6 +7,8 @@ Loaded beside runner_testkit.py (its datasets tinygray/tinyrgb serve these model
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
 
 from imgbench import ModelSpec, hookimpl
 
@@ -21,25 +24,34 @@ def _linear(*, num_classes: int, in_chans: int, image_size: int, pretrained: boo
     return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, num_classes))
 
 
-def _segfaulting(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
-    import torch.nn as nn
+def _kill_self() -> None:
+    """What the OOM killer does: SIGKILL, which no handler sees."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
-    class Segfault(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = _linear(num_classes=num_classes, in_chans=in_chans, image_size=image_size)
 
-        def forward(self, x):
-            _dereference_null()
-            return self.inner(x)
+def _dying(die):
+    def build(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+        import torch.nn as nn
 
-    return Segfault()
+        class Dying(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = _linear(num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+
+            def forward(self, x):
+                die()
+                return self.inner(x)
+
+        return Dying()
+
+    return build
 
 
 @hookimpl
 def imgbench_models() -> list[ModelSpec]:
     return [
-        ModelSpec("crashkit/segfault", _segfaulting, "dereferences NULL in forward: the kernel dies by SIGSEGV"),
+        ModelSpec("crashkit/segfault", _dying(_dereference_null), "dereferences NULL in forward: SIGSEGV"),
+        ModelSpec("crashkit/sigkill", _dying(_kill_self), "SIGKILLs its kernel in forward, as the OOM killer would"),
         # read as a glob, "odd[1]" would select "odd1" and "star*" would select both stars
         ModelSpec("crashkit/odd[1]", _linear, "a name holding glob characters"),
         ModelSpec("crashkit/odd1", _linear, "what crashkit/odd[1] matches as a glob"),

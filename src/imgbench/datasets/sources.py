@@ -80,10 +80,13 @@ def files_problems(name: str, files: Sequence[FileCheck], urls: dict[str, Sequen
     needed = list(files)
     if found is not None:  # a damaged cached download is downloaded again
         needed = [f for f in files if checksum_problems(found[1], [f], cache_dir)]
-    blocked = {f.name: reasons for f in needed if all(reasons := [can_download(url) for url in urls[f.name]])}
-    if not blocked:
+    why = {}
+    for check in needed:
+        answers = [can_download(url) for url in urls[check.name]]
+        if all(answers):  # no mirror can be reached
+            why[check.name] = answers[0] if answers else "no download URL"
+    if not why:
         return []
-    why = next(iter(blocked.values()))[0]
-    missing = [f for f in needed if f.name in blocked]
-    return [f"files must be downloaded, but this machine cannot download them ({why}). "
+    missing = [f for f in needed if f.name in why]
+    return [f"files must be downloaded, but this machine cannot download them ({why[missing[0].name]}). "
             f"{where_to_put(name, missing, data_dir, cache_dir)}"]

@@ -25,7 +25,7 @@ from filelock import FileLock
 
 from imgbench.datasets import splits
 from imgbench.datasets.checksums import fingerprint_of
-from imgbench.engine.recipe import MAX_IMAGE_SIZE
+from imgbench.engine.recipe import BOUNDS, MAX_IMAGE_SIZE
 from imgbench.errors import UsageError
 from imgbench.paths import atomic_write_bytes
 from imgbench.specs import LoadedDataset, Split
@@ -161,7 +161,7 @@ def hex_digests(hashes: list[str]) -> np.ndarray:
 def check_image_size(image_size: int, default: int) -> int:
     """``image_size`` validated; 0 means ``default`` (the native or documented size)."""
     if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool) \
-            or not 0 <= image_size <= MAX_IMAGE_SIZE:
+            or BOUNDS["image_size"].problem(image_size):
         raise UsageError(f"image_size={image_size!r} must be an integer in [1, {MAX_IMAGE_SIZE}], "
                          f"or 0 for the dataset's own size")
     return int(image_size) or default

@@ -107,7 +107,8 @@ class Bound:
         if not (too_low or too_high):
             return ""
         if self.low is not None and self.high is not None and self.high <= 1:
-            return f"must be in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"must be in {opening}{self.low:g}, {self.high:g}{closing}"
         if too_low:
             return f"must be greater than {self.low:g}" if self.low_open else f"must be {self.low:g} or more"
         return f"must be less than {self.high:g}" if self.high_open else f"must be at most {self.high:g}"

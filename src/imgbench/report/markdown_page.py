@@ -1,6 +1,15 @@
-"""report.md: the same content as report.html for terminals, diffs and pull requests; figures linked."""
+"""report.md: the same content as report.html for terminals, diffs and pull requests; figures linked.
+
+Every text that comes from the results (model and dataset names, paths, errors, provenance) goes through
+:func:`escape`, as report.html escapes it: a name holding ``*``, ``|``, backticks, ``[x](y)`` or ``<script>``
+reads literally instead of becoming emphasis, a broken table, a link or raw HTML.
+"""
 
 from __future__ import annotations
+
+import html
+import re
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -9,18 +18,22 @@ from imgbench.report.content import FIGURES_DIR, Report
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, LEADERBOARD_METRICS
 
+# Markdown's inline syntax; "_" only where it could open or close emphasis (never inside a word: mnist_convnet)
+MARKDOWN_SYNTAX = re.compile(r"[\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
 
 def render_markdown(report: Report) -> str:
-    lines = [f"# imgbench report: {report.out_dir.name}", "", f"Built {report.created}. {report.headline()}", ""]
+    lines = [f"# imgbench report: {escape(report.out_dir.name)}", "",
+             f"Built {escape(report.created)}. {escape(report.headline())}", ""]
     lines += ["## Verdict", ""]
-    lines += [f"- **{report.board_title(v.dataset, v.tested_on)}** ({v.kind}): {v.text}"
+    lines += [f"- **{escape(report.board_title(v.dataset, v.tested_on))}** ({v.kind}): {escape(v.text)}"
               for v in report.verdicts()] or ["Nothing to compare."]
     lines += ["", "## Leaderboards", ""]
     for (dataset, test_set), ranked in report.board.groupby(BOARD_KEYS, sort=True):
         title = report.board_title(dataset, test_set)
-        lines += [f"### {title}", ""]
+        lines += [f"### {escape(title)}", ""]
         if title != dataset:
-            lines += [report.tested_note(dataset, test_set), ""]
+            lines += [escape(report.tested_note(dataset, test_set)), ""]
         if ranked["n_seeds"].max() < 2:
             lines += ["One seed per model: no interval.", ""]
         header = ["#", "Model", "Seeds"] + list(LEADERBOARD_METRICS.values())
@@ -31,9 +44,11 @@ def render_markdown(report: Report) -> str:
     if report.board.empty:
         lines += ["No successful job: nothing to rank.", ""]
     lines += ["## Figures", ""]
-    lines += [f"![{f.title} on {f.dataset}]({FIGURES_DIR}/{f.png.name})" for f in report.figures] or ["None."]
+    lines += [f"![{escape(f.title)} on {escape(f.dataset)}]({FIGURES_DIR}/{quote(f.png.name)})"
+              for f in report.figures] or ["None."]
     lines += ["", "## Is the leader really better?", "", f"Method: {PAIRING}. Alpha = {ALPHA}.", ""]
-    rows = [[report.board_title(c.dataset, c.tested_on), c.winner, c.runner_up, fmt.points(c.margin_points), fmt.p_value(c.p_value),
+    rows = [[report.board_title(c.dataset, c.tested_on), c.winner, c.runner_up, fmt.points(c.margin_points),
+             fmt.p_value(c.p_value),
              "" if pd.isna(c.diff_low) else f"[{c.diff_low:+.2f}, {c.diff_high:+.2f}] pt",
              c.reason and f"not tested: {c.reason}" or ("significant" if c.significant else "not significant")]
             for c in report.comparisons]
@@ -41,7 +56,7 @@ def render_markdown(report: Report) -> str:
                     rows) if rows else ["No dataset has two models with results."]
     if report.baseline is not None:
         changes = report.baseline.changes
-        lines += ["", "## Against the baseline", "", f"Baseline: {report.baseline.out_dir}", ""]
+        lines += ["", "## Against the baseline", "", f"Baseline: {escape(report.baseline.out_dir)}", ""]
         rows = [[r.dataset, r.model, r.metric, fmt.number(r.metric, r.baseline), fmt.number(r.metric, r.current),
                  fmt.change(r.metric, r.change, r.change_pct), ("REGRESSION " if r.regression else "") + r.note]
                 for r in changes.itertuples()]
@@ -51,18 +66,24 @@ def render_markdown(report: Report) -> str:
     failures = report.failures
     lines += _table(list(failures.columns), [[_cell(v) for v in row] for row in failures.itertuples(index=False)]) \
         if not failures.empty else ["Every job finished with status ok."]
-    lines += [f"- could not use {p}" for p in report.results.problems]
+    lines += [f"- could not use {escape(p)}" for p in report.results.problems]
     lines += ["", "## Provenance", ""]
     for title, items in report.provenance().items():
         if items:
-            lines += [f"### {title}", ""] + [f"- {key}: {value}" for key, value in items] + [""]
+            lines += [f"### {escape(title)}", ""] + [f"- {escape(key)}: {escape(value)}" for key, value in items] + [""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def escape(value: object) -> str:
+    """``value`` as literal Markdown text on one line: HTML entities for ``& < >``, a backslash before syntax."""
+    text = html.escape(str(value), quote=False).replace("\r", " ").replace("\n", " ")
+    return MARKDOWN_SYNTAX.sub(lambda match: "\\" + match.group(0), text)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
-    return [line(header), line(["---"] * len(header))] + [line(r) for r in rows]
+        return "| " + " | ".join(cells) + " |"
+    return [line(header), line(["---"] * len(header))] + [line([escape(c) for c in r]) for r in rows]
 
 
 def _cell(value) -> str:

@@ -1,9 +1,9 @@
 """``run_grid``: check a whole grid, run the jobs that have not succeeded yet, keep results.csv current.
 
-Order of events: load the suite and apply the options; the preflight checks every job, its devices and that
-its data can be had, and names every problem at once (nothing is written before it passes, see :mod:`.preflight`); write ``run.json``; skip jobs whose ``job.json`` says ok
-with the same configuration hash; run the rest through the chosen executor, rewriting ``results.csv``
-after every job; build the report.
+Order of events: load the suite and apply the options; the preflight (:mod:`.preflight`) checks every job, its
+devices and that its data can be had, and names every problem at once (nothing is written before it passes);
+write ``run.json``; skip jobs whose ``job.json`` says ok with the same configuration hash; run the rest through
+the chosen executor, rewriting ``results.csv`` after every job; build the report.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def device_problems(grid: Suite) -> list[str]:
     from imgbench.engine.recipe import DEVICE_PATTERN, device_problem
 
     tables = [grid.params, *grid.overrides.values()]
-    devices = {t["device"] for t in tables if isinstance(t.get("device"), str) and DEVICE_PATTERN.fullmatch(t["device"])}
+    asked = {table.get("device") for table in tables}
+    devices = {device for device in asked if isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)}
     return [f"parameter device={device!r}: {problem}" for device in sorted(devices)
             if (problem := device_problem(device))]
 

@@ -235,7 +235,8 @@ class GridError(UsageError):
         if len(self.problems) == 1:
             text = self.problems[0]
         else:
-            text = f"{len(self.problems)} problems; nothing was started:\n" + "\n".join(f"  - {p}" for p in self.problems)
+            text = f"{len(self.problems)} problems; nothing was started:\n" \
+                + "\n".join(f"  - {problem}" for problem in self.problems)
         super().__init__(text)
 
 
@@ -267,7 +268,8 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
         except UsageError as exc:
             problems.append(f"{where}: [overrides.{dataset}]: {exc}")
     # each parameter on its own, so that every bad one is named (the same -p once, not once per dataset)
-    tables = [("", suite.params)] + [(f"dataset {ds} ([overrides.{ds}]): ", table) for ds, table in suite.overrides.items()]
+    tables = [("", suite.params)]
+    tables += [(f"dataset {ds} ([overrides.{ds}]): ", table) for ds, table in suite.overrides.items()]
     for prefix, table in tables:
         for name, value in table.items():
             try:
