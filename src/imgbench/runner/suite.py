@@ -58,14 +58,15 @@ class Suite:
     source: str = ""  # the file it came from, for messages and run.json
     grids: tuple["Suite", ...] = ()  # [[grids]]: sub-grids, each with its own recipe; the suite is their union
     name: str = ""  # a grid's name
+    published: Mapping[str, Any] = field(default_factory=dict)  # a grid's published figure (reference suite)
 
     def to_dict(self) -> dict[str, Any]:
         data = {"source": self.source, "description": self.description, "models": list(self.models),
                 "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
                 "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
         if self.grids:
-            data["grids"] = [{"name": g.name, **{k: v for k, v in g.to_dict().items() if k in GRID_KEYS}}
-                             for g in self.grids]
+            data["grids"] = [{"name": g.name, "published": dict(g.published),
+                              **{k: v for k, v in g.to_dict().items() if k in GRID_KEYS}} for g in self.grids]
         return data
 
 
@@ -123,10 +124,10 @@ def _with_grids(data: Mapping[str, Any], where: str, description: str, timeout: 
                              f"{', '.join(GRID_KEYS)}")
         merged = {**top, **table, "params": {**_table(top.get("params", {}), f"{where}: [params]"),
                                              **_table(table.get("params", {}), f"{where}: grid {name!r} params")}}
-        _table(table.get("published", {}), f"{where}: grid {name!r} published")
+        published = _table(table.get("published", {}), f"{where}: grid {name!r} published")
         grid = suite_from_dict({k: v for k, v in merged.items() if k not in ("name", "published")},
                                source=f"{source} grid {name!r}")
-        grids.append(replace(grid, name=name, source=source))
+        grids.append(replace(grid, name=name, source=source, published=dict(published)))
     if len({g.name for g in grids}) < len(grids):
         raise UsageError(f"{where}: two grids share a name; each [[grids]] needs its own name")
     return Suite(models=_union(g.models for g in grids), datasets=_union(g.datasets for g in grids),

@@ -1,0 +1,135 @@
+"""The README's "published vs measured" table, generated from the results of the ``reference`` suite.
+
+Each grid of ``benchmarks/suites/reference.toml`` names the figure it reproduces (its ``published`` table, with
+the source). A results row belongs to a grid when its ``config_hash`` is one of the grid's jobs (same model,
+dataset, seed and full recipe), so nothing is matched by name and no measured number is typed in: run the
+suite, then this script. Several results folders may be given (e.g. the MNIST grids run on a CPU, the
+flowers grids on a GPU).
+
+    imgbench run reference --out results/reference
+    python benchmarks/reference_table.py results/reference                      # print the table
+    python benchmarks/reference_table.py results/reference --readme README.md   # fill the README section
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgbench.paths import atomic_write_text
+from imgbench.report.load import OK, load_results
+from imgbench.resources import suite_path
+from imgbench.runner.suite import Suite, expand, load_suite
+
+SUITE = "reference"
+OUT = "results/reference"  # where the commands in the table write
+START, END = "<!-- reference-table:start -->", "<!-- reference-table:end -->"
+HEADER = ("| grid | model on dataset | recipe | published | measured (mean over seeds) | seeds | device | "
+          "command |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+@dataclass(frozen=True)
+class Row:
+    grid: str
+    model: str
+    dataset: str
+    recipe: str
+    published: dict
+    measured: list[float]  # test accuracy of each ok seed
+    seeds: list[int]
+    devices: list[str]
+    planned_seeds: int
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.measured) if self.measured else None
+
+
+def collect(suite: Suite, folders: list[Path], registry=None) -> list[Row]:
+    """One Row per (grid, model, dataset) of the suite, with the ok results of its jobs found in ``folders``."""
+    from imgbench.registry import get_registry
+
+    registry = registry or get_registry()
+    tables = [load_results(folder).table for folder in folders]
+    rows = []
+    for grid in suite.grids:
+        jobs = expand(grid, registry)
+        for model, dataset in dict.fromkeys((job.model, job.dataset) for job in jobs):
+            mine = {job.config_hash: job for job in jobs if (job.model, job.dataset) == (model, dataset)}
+            found = {}  # seed -> (accuracy, device); a job found in two folders counts once
+            for table in tables:
+                ok = table[(table["status"] == OK) & table["config_hash"].isin(list(mine))]
+                for _, result in ok.iterrows():
+                    found.setdefault(mine[result["config_hash"]].seed, (float(result["accuracy"]), result["device"]))
+            seeds = sorted(found)
+            rows.append(Row(grid.name, model, dataset, _recipe(next(iter(mine.values())).recipe),
+                            dict(grid.published), [found[s][0] for s in seeds], seeds,
+                            sorted({found[s][1] for s in seeds}), len(grid.seeds)))
+    return rows
+
+
+def _recipe(recipe: dict) -> str:
+    size = f"{recipe['image_size']} px, " if recipe["image_size"] else ""
+    return (f"{size}{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} "
+            f"{recipe['lr']:g} {recipe['schedule']}, wd {recipe['weight_decay']:g}, "
+            f"smoothing {recipe['label_smoothing']:g}, augment {recipe['augment']}")
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = [HEADER]
+    for row in rows:
+        pub = row.published
+        ranged = "low" in pub  # a figure read off a plot: a range, its middle as the value
+        shown = f"about {pub['low']:.0%}-{pub['high']:.0%}" if ranged else f"{pub['value']:.2%}"
+        published = f"{shown} [source]({pub['source']})"
+        if row.mean is None:
+            measured, seeds = "not run yet", f"0 of {row.planned_seeds}"
+        else:
+            low, high = min(row.measured), max(row.measured)
+            span = f" (seeds {low:.2%} to {high:.2%})" if len(row.measured) > 1 else ""
+            measured = f"**{row.mean:.2%}**{span}, {_against(row.mean, pub)}"
+            seeds = f"{len(row.seeds)} of {row.planned_seeds}: {' '.join(map(str, row.seeds))}"
+        command = f"`imgbench run reference -m {row.model} -d {row.dataset} --out {OUT}`"
+        lines.append(f"| {row.grid} | {row.model} on {row.dataset} | {row.recipe} | {published} | {measured} | "
+                     f"{seeds} | {', '.join(row.devices) or '-'} | {command} |")
+    return "\n".join(lines)
+
+
+def _against(mean: float, pub: dict) -> str:
+    """How far the measured mean is from the published figure, in points (from a range's nearer end)."""
+    if "low" not in pub:
+        return f"{100 * (mean - pub['value']):+.2f} pt"
+    if pub["low"] <= mean <= pub["high"]:
+        return "within the range"
+    edge = pub["low"] if mean < pub["low"] else pub["high"]
+    return f"{100 * (mean - edge):+.2f} pt from the range"
+
+
+def fill_readme(readme: Path, table: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} ... {END} section to fill")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    atomic_write_text(readme, f"{head}{START}\n{table}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="results folder(s) of `imgbench run reference`")
+    parser.add_argument("--suite", default=SUITE, help="suite file or shipped name (default: reference)")
+    parser.add_argument("--readme", type=Path, help="replace this file's reference-table section")
+    args = parser.parse_args(argv)
+    suite = load_suite(suite_path(args.suite))
+    table = markdown(collect(suite, args.results))
+    if args.readme:
+        fill_readme(args.readme, table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
