@@ -49,6 +49,7 @@ class Recipe:
     target_accuracy: float = 0.0
     device: str = "auto"
     bench_seconds: float = 2.0
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,7 @@ RECIPE_FIELDS: dict[str, tuple[type, str]] = {
     "target_accuracy": (float, "val accuracy whose first reach is timed (0 = off)"),
     "device": (str, "auto | cpu | cuda | cuda:N | mps (auto = CUDA, else MPS, else CPU)"),
     "bench_seconds": (float, "minimum seconds per throughput/latency measurement"),
+    "threads": (int, "CPU threads per job (0 = auto: the cores divided among the jobs that run at once)"),
 }
 
 # Per-dataset defaults: AdamW + cosine with a short warm-up trains CNNs and small ViTs alike from scratch.
@@ -133,7 +135,8 @@ def _typed(name: str, kind: type, value: Any) -> Any:
 
 
 def _range_problem(name: str, value: Any) -> str:
-    non_negative = {"image_size", "epochs", "train_samples", "test_samples", "weight_decay", "warmup_epochs"}
+    non_negative = {"image_size", "epochs", "train_samples", "test_samples", "weight_decay", "warmup_epochs",
+                    "threads"}
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS}
     if name in non_negative and value < 0:
         return "must be 0 or more"

@@ -21,8 +21,10 @@ RESULT_KEYS = (
     "model", "family", "plugin", "dataset", "seed", "status", "error", "accuracy", "top5_accuracy",
     "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "precision_weighted",
     "recall_weighted", "log_loss", "ece", "train_throughput", "infer_throughput", "latency_p50_ms",
-    "latency_p95_ms", "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size",
-    "image_size", "model_input_size", "train_samples", "test_samples", "device", "train_time_s",
+    "latency_p95_ms", "latency_p99_ms", "train_throughput_rel_iqr", "infer_throughput_rel_iqr",
+    "latency_rel_iqr", "params", "flops", "peak_memory_mb", "epochs", "batch_size",
+    "image_size", "model_input_size", "train_samples", "test_samples", "device", "threads", "concurrency",
+    "train_time_s",
     "compile_time_s", "time_to_target_s", "best_val_accuracy", "dataset_fingerprint", "config_hash",
 )
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")

@@ -30,6 +30,7 @@ NUMERIC_COLUMNS = (
     "log_loss", "ece", "train_throughput", "infer_throughput", "latency_p50_ms", "latency_p95_ms",
     "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size", "image_size",
     "train_samples", "test_samples", "train_time_s", "compile_time_s", "time_to_target_s", "duration_s",
+    "train_throughput_rel_iqr", "infer_throughput_rel_iqr", "latency_rel_iqr", "threads", "concurrency",
 )
 
 

@@ -14,7 +14,10 @@ def render_markdown(report: Report) -> str:
     lines = [f"# imgbench report: {report.out_dir.name}", "", f"Built {report.created}. {report.headline()}", ""]
     lines += ["## Verdict", ""]
     lines += [f"- **{v.dataset}** ({v.kind}): {v.text}" for v in report.verdicts()] or ["Nothing to compare."]
+    notes = [f"> {note}" for note in report.speed_notes()]
+    lines += ["", *notes] if notes else []
     lines += ["", "## Leaderboards", ""]
+    lines += [*notes, ""] if notes else []
     for dataset, ranked in report.board.groupby("dataset", sort=True):
         lines += [f"### {dataset}", ""]
         if ranked["n_seeds"].max() < 2:

@@ -1,4 +1,8 @@
-"""Leaderboards: per (dataset, model), the mean over seeds of each metric and its 95% t-interval."""
+"""Leaderboards: per (dataset, model), the mean over seeds of each metric and its 95% t-interval.
+
+Throughputs are rates, positive and spread multiplicatively: their mean is the geometric mean and their
+interval the t-interval of the logarithms, mapped back, so it never reaches zero or below.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ LEADERBOARD_METRICS: dict[str, tuple[str, bool]] = {
     "peak_memory_mb": ("Peak memory", False),
 }
 RANK_METRIC = "accuracy"
+LOG_SCALE_METRICS = ("train_throughput", "infer_throughput")  # geometric mean, interval on a log scale
 
 
 def t_interval(values: "np.ndarray | pd.Series | list[float]",
@@ -40,6 +45,14 @@ def t_interval(values: "np.ndarray | pd.Series | list[float]",
     return mean, float(low), float(high)
 
 
+def log_t_interval(values: "np.ndarray | pd.Series | list[float]",
+                   confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(geometric mean, low, high): ``t_interval`` of the logarithms, exponentiated; non-positive values dropped."""
+    data = pd.Series(values, dtype=float)
+    mean, low, high = t_interval(np.log(data[data > 0]), confidence)
+    return math.exp(mean) if not math.isnan(mean) else math.nan, math.exp(low), math.exp(high)
+
+
 def leaderboard(ok_rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, model) of successful jobs, best accuracy first within each dataset.
 
@@ -55,7 +68,8 @@ def leaderboard(ok_rows: pd.DataFrame) -> pd.DataFrame:
                "seeds": " ".join(str(int(s)) for s in sorted(group["seed"].dropna().unique()))}
         for metric in LEADERBOARD_METRICS:
             values = group[metric] if metric in group else pd.Series(dtype=float)
-            row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = t_interval(values)
+            interval = log_t_interval if metric in LOG_SCALE_METRICS else t_interval
+            row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = interval(values)
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=columns)
