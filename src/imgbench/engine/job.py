@@ -7,6 +7,7 @@ out-of-memory error stops the job with status ``diverged`` / ``oom``; metrics.js
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
 
     from imgbench.engine.data import stratified_subset
     from imgbench.engine.train import choose_precision, reproducibility, select_device
-    from imgbench.engine.threads import threads_in_force
+    from imgbench.engine.threads import THREAD_ENV_VARS, threads_in_force
     from imgbench.engine.timing import PeakMemory
     from imgbench.registry import get_registry, input_size
 
@@ -99,7 +100,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     history: list[dict[str, Any]] = []
     predictions = pd.DataFrame(columns=["index", "y_true", "y_pred"])
     with reproducibility(recipe.deterministic, device) as flags, threads_in_force(recipe.threads) as (threads, jobs):
-        metrics.update(threads=threads, concurrency=jobs)
+        metrics.update(threads=threads, concurrency=jobs, thread_env={v: os.environ.get(v) for v in THREAD_ENV_VARS})
         metrics["provenance"] = provenance(device, precision.name, {"seed": seed, **flags}, plugin,
                                            source.version if source else None,
                                            source.location if source else None)
