@@ -102,6 +102,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("latency_p50_ms", float, ENGINE, "single-image inference latency, median (ms)", "ms", LOWER),
     _c("latency_p95_ms", float, ENGINE, "single-image inference latency, 95th percentile (ms)", "ms", LOWER),
     _c("latency_p99_ms", float, ENGINE, "single-image inference latency, 99th percentile (ms)", "ms", LOWER),
+    _c("train_throughput_rel_iqr", float, ENGINE, "spread of `train_throughput` within the job: (p75 - p25) / "
+                                                  "median of the timed windows' throughputs", better=LOWER),
+    _c("infer_throughput_rel_iqr", float, ENGINE, "spread of `infer_throughput`: relative IQR over its equal timed "
+                                                  "chunks", better=LOWER),
+    _c("latency_rel_iqr", float, ENGINE, "spread of the latency: relative IQR of the single-image samples",
+       better=LOWER),
     _c("params", int, ENGINE, "trainable parameters", better=LOWER),
     _c("flops", int, ENGINE, "forward FLOPs per image at the model's input size", "FLOPs", LOWER),
     _c("peak_memory_mb", float, ENGINE, "peak memory during the job (MB; GPU memory on CUDA)", "MB", LOWER),
@@ -114,6 +120,10 @@ COLUMNS: tuple[Column, ...] = (
     _c("train_split_samples", int, ENGINE, "images in the whole training split (`train_samples` of them were used)"),
     _c("test_split_samples", int, ENGINE, "images in the whole test split (`test_samples` of them were evaluated)"),
     _c("device", str, ENGINE, "where the job ran (`cpu`, `cuda:0`, ...)"),
+    _c("threads", int, ENGINE, "CPU threads torch used in the job (`torch.get_num_threads()`; recipe `threads`, "
+                               "0 = cores // `concurrency`)"),
+    _c("concurrency", int, ENGINE, "jobs that ran at once on this machine (the executor's slots), so 1 = the job "
+                                   "had the machine alone"),
     _c("train_time_s", float, ENGINE, "training wall time (s)", "s", LOWER),
     _c("compile_time_s", float, ENGINE, "`torch.compile` time (s); empty without `compile`", "s", LOWER),
     _c("time_to_target_s", float, ENGINE, "training time until validation accuracy first reached "

@@ -7,6 +7,7 @@ out-of-memory error stops the job with status ``diverged`` / ``oom``; metrics.js
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
 
     from imgbench.engine.data import stratified_subset
     from imgbench.engine.train import choose_precision, reproducibility, select_device
+    from imgbench.engine.threads import THREAD_ENV_VARS, threads_in_force
     from imgbench.engine.timing import PeakMemory
     from imgbench.registry import get_registry, input_size
 
@@ -98,7 +100,8 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     }
     history: list[dict[str, Any]] = []
     predictions = pd.DataFrame(columns=["index", "y_true", "y_pred"])
-    with reproducibility(recipe.deterministic, device) as flags:
+    with reproducibility(recipe.deterministic, device) as flags, threads_in_force(recipe.threads) as (threads, jobs):
+        metrics.update(threads=threads, concurrency=jobs, thread_env={v: os.environ.get(v) for v in THREAD_ENV_VARS})
         metrics["provenance"] = provenance(device, precision.name, {"seed": seed, **flags}, plugin,
                                            source.version if source else None,
                                            source.location if source else None)
@@ -157,6 +160,7 @@ def _train_and_measure(metrics, registry, family, loaded, train, test, test_inde
     with phases("train"):
         fitted = fit(runner, splits["train"], splits["val"], recipe, precision, seed, height, memory, progress)
     metrics.update(train_time_s=phases.seconds["train"], train_throughput=fitted.train_throughput,
+                   train_throughput_rel_iqr=fitted.train_throughput_rel_iqr,
                    best_val_accuracy=fitted.best_val_accuracy, best_val_epoch=fitted.best_val_epoch,
                    time_to_target_s=fitted.time_to_target_s,
                    final_val_accuracy=fitted.history[-1]["val_accuracy"] if fitted.history else None)
@@ -176,7 +180,7 @@ def _train_and_measure(metrics, registry, family, loaded, train, test, test_inde
         metrics["flops"] = timing.count_flops(net, bench_batch[:1], precision.autocast)
     with phases("benchmark"):
         forward = timing.inference_forward(runner, precision.autocast)
-        metrics["infer_throughput"] = timing.inference_throughput(forward, bench_batch, device, recipe.bench_seconds)
+        metrics.update(timing.inference_throughput(forward, bench_batch, device, recipe.bench_seconds))
         metrics.update(timing.latency_ms(forward, bench_batch[:1].clone(), device, recipe.bench_seconds))
     memory.sample()
     return fitted.history, predictions

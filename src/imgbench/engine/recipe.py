@@ -28,6 +28,7 @@ MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 65_536
 MAX_IMAGE_SIZE = 4096  # px a side; a 4096 px RGB image is 50 MB as uint8
 MAX_BENCH_SECONDS = 600.0  # per throughput/latency measurement; there are two per job
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Recipe:
     target_accuracy: float = 0.0
     device: str = "auto"
     bench_seconds: float = 2.0
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +87,7 @@ RECIPE_FIELDS: dict[str, tuple[type, str]] = {
     "target_accuracy": (float, "val accuracy whose first reach is timed (0 = off)"),
     "device": (str, "auto | cpu | cuda | cuda:N | mps (auto = CUDA, else MPS, else CPU)"),
     "bench_seconds": (float, "minimum seconds per throughput/latency measurement"),
+    "threads": (int, "CPU threads per job (0 = auto: the cores divided among the jobs that run at once)"),
 }
 
 
@@ -129,6 +132,7 @@ BOUNDS: dict[str, Bound] = {
     "test_samples": Bound(0),
     "target_accuracy": Bound(0, 1),
     "bench_seconds": Bound(0, MAX_BENCH_SECONDS, low_open=True),
+    "threads": Bound(0, MAX_THREADS),
 }
 
 # Per-dataset defaults: AdamW + cosine with a short warm-up trains CNNs and small ViTs alike from scratch.

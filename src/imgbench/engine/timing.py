@@ -2,7 +2,9 @@
 training throughput.
 
 Every timer stops only after the device is synchronised; every measurement warms up first and then runs for
-at least ``bench_seconds`` (and a few iterations), so its cost is bounded and its figure stable.
+at least ``bench_seconds`` (and a few iterations), so its cost is bounded and its figure stable. Each speed
+figure comes with its spread within the job, the relative interquartile range (IQR / median) of the
+throughputs of its equal timed chunks, windows or samples: a figure is only as good as that spread says.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import torch
 
 WARMUP_ITERATIONS = 2
 WARMUP_SHARE = 0.2  # warm-up lasts at least this share of bench_seconds
-MIN_ITERATIONS = 3  # timed iterations per throughput figure, however slow the model
+MIN_CHUNKS = 5  # timed chunks per throughput figure, however slow the model (its spread needs several)
+CHUNK_SHARE = 0.1  # every inference chunk holds as many batches as fill this share of bench_seconds
 MIN_LATENCY_SAMPLES = 10
 MAX_LATENCY_SAMPLES = 10_000
-CHUNK_SHARE = 0.1  # throughput chunks grow until one takes this share of bench_seconds
 LATENCY_PERCENTILES = (50, 95, 99)
+SYNC_WINDOW_STEPS = 10  # training steps per timed window on an accelerator (one host sync per window)
+MIN_SPREAD_SAMPLES = 4  # fewer timed chunks, windows or samples than this give no spread figure
 MIB = 2**20
 
 
@@ -58,32 +62,51 @@ def inference_forward(model: torch.nn.Module, autocast: Callable[[], AbstractCon
     return forward
 
 
-def _warm_up(forward: Callable, x: torch.Tensor, device: torch.device, seconds: float) -> None:
-    start, iterations = time.perf_counter(), 0
-    while iterations < WARMUP_ITERATIONS or time.perf_counter() - start < WARMUP_SHARE * seconds:
+def relative_iqr(values: "list[float] | np.ndarray") -> float | None:
+    """(75th - 25th percentile) / median: the spread of repeated timings, robust to a few outliers."""
+    values = np.asarray(values, dtype=float)
+    if values.size < MIN_SPREAD_SAMPLES:
+        return None
+    q25, median, q75 = np.percentile(values, (25, 50, 75))
+    return float((q75 - q25) / median) if median > 0 else None
+
+
+def _warm_up(forward: Callable, x: torch.Tensor, device: torch.device, seconds: float) -> float:
+    """Run until warm; the median seconds per call (a slow first call only makes the chunks smaller)."""
+    start, calls = time.perf_counter(), []
+    while len(calls) < WARMUP_ITERATIONS or time.perf_counter() - start < WARMUP_SHARE * seconds:
+        call = time.perf_counter()
         forward(x)
         synchronize(device)
-        iterations += 1
+        calls.append(time.perf_counter() - call)
+    return float(np.median(calls))
 
 
-def inference_throughput(forward: Callable, batch: torch.Tensor, device: torch.device, seconds: float) -> float:
-    """Images per second at this batch, timed in growing chunks with one synchronisation per chunk."""
-    _warm_up(forward, batch, device, seconds)
-    elapsed, iterations, chunk = 0.0, 0, 1
-    while elapsed < seconds or iterations < MIN_ITERATIONS:
+def inference_throughput(forward: Callable, batch: torch.Tensor, device: torch.device,
+                         seconds: float) -> dict[str, float | None]:
+    """Images per second at this batch and its spread, from chunks of equal size synchronised at their ends.
+
+    The chunk size comes from the warm-up's calls, so that each chunk lasts about ``CHUNK_SHARE`` of
+    ``seconds``; equal chunks make their throughputs comparable, and their spread measures the noise.
+    """
+    per_call = _warm_up(forward, batch, device, seconds)
+    chunk = max(1, round(CHUNK_SHARE * seconds / per_call)) if per_call > 0 else 1
+    rates: list[float] = []
+    elapsed = 0.0
+    while elapsed < seconds or len(rates) < MIN_CHUNKS:
         start = time.perf_counter()
         for _ in range(chunk):
             forward(batch)
         synchronize(device)
         took = time.perf_counter() - start
-        elapsed, iterations = elapsed + took, iterations + chunk
-        if took < CHUNK_SHARE * seconds:
-            chunk *= 2
-    return iterations * len(batch) / elapsed
+        elapsed += took
+        rates.append(chunk * len(batch) / took)
+    return {"infer_throughput": len(rates) * chunk * len(batch) / elapsed,
+            "infer_throughput_rel_iqr": relative_iqr(rates)}
 
 
 def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, seconds: float) -> dict[str, float]:
-    """Batch-1 latency percentiles in milliseconds, each call timed alone."""
+    """Batch-1 latency percentiles in milliseconds, each call timed alone, and the samples' relative IQR."""
     _warm_up(forward, image, device, seconds)
     samples: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -93,27 +116,52 @@ def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, sec
         synchronize(device)
         samples.append((time.perf_counter() - start) * 1000)
     values = np.percentile(samples, LATENCY_PERCENTILES)
-    return {f"latency_p{p}_ms": float(v) for p, v in zip(LATENCY_PERCENTILES, values)}
+    return {**{f"latency_p{p}_ms": float(v) for p, v in zip(LATENCY_PERCENTILES, values)},
+            "latency_rel_iqr": relative_iqr(samples)}
 
 
 class SteadyTimer:
-    """Training throughput over windows that skip the first steps; the device is synced at each edge."""
+    """Training throughput over windows that skip the first steps; the device is synced at each window edge.
 
-    def __init__(self, device: torch.device) -> None:
+    A window is one step on the CPU (nothing to synchronise) and ``SYNC_WINDOW_STEPS`` steps on an
+    accelerator, so the per-window throughputs give the spread without a host sync per step.
+    """
+
+    def __init__(self, device: torch.device, window_steps: int | None = None) -> None:
         self.device = device
+        self.window_steps = window_steps or (1 if device.type == "cpu" else SYNC_WINDOW_STEPS)
         self.elapsed = 0.0
         self.images = 0
+        self.window_rates: list[float] = []  # images per second of each timed window
         self._started: float | None = None
+        self._window_images = self._window_steps = 0
 
     def start(self) -> None:
         synchronize(self.device)
         self._started = time.perf_counter()
+        self._window_images = self._window_steps = 0
+
+    def step(self, images: int) -> None:
+        """One training step of ``images`` images ended (its work may still be queued on the device)."""
+        self.images += images
+        self._window_images += images
+        self._window_steps += 1
+        if self._window_steps >= self.window_steps:
+            self._close_window()
 
     def stop(self) -> None:
         if self._started is not None:
-            synchronize(self.device)
-            self.elapsed += time.perf_counter() - self._started
+            self._close_window()
             self._started = None
+
+    def _close_window(self) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        took = now - self._started
+        self.elapsed += took
+        if self._window_images and took > 0:
+            self.window_rates.append(self._window_images / took)
+        self._started, self._window_images, self._window_steps = now, 0, 0
 
     @property
     def running(self) -> bool:
@@ -121,6 +169,9 @@ class SteadyTimer:
 
     def images_per_second(self) -> float | None:
         return self.images / self.elapsed if self.elapsed > 0 and self.images else None
+
+    def rel_iqr(self) -> float | None:
+        return relative_iqr(self.window_rates)
 
 
 class PeakMemory:

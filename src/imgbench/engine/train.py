@@ -187,6 +187,7 @@ def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: Image
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_throughput: float | None = None
+    train_throughput_rel_iqr: float | None = None  # spread of the timed windows' throughputs
     best_val_accuracy: float | None = None
     best_val_epoch: int | None = None
     time_to_target_s: float | None = None
@@ -234,7 +235,7 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
                 seen += len(y)
                 done += 1
                 if timer.running:
-                    timer.images += len(y)
+                    timer.step(len(y))
                 if done % CHECK_EVERY == 0:
                     _check_finite(loss_sum, epoch, done)
                 bar.update()
@@ -254,7 +255,7 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
         timer.stop()
         result.error = str(exc)
     bar.close()
-    result.train_throughput = timer.images_per_second()
+    result.train_throughput, result.train_throughput_rel_iqr = timer.images_per_second(), timer.rel_iqr()
     return result
 
 

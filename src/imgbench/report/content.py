@@ -17,6 +17,7 @@ from imgbench.report import baseline as baseline_mod
 from imgbench.report import figures as figs
 from imgbench.report import fmt
 from imgbench.report.load import Results, load_results
+from imgbench.report.noise import speed_notes
 from imgbench.report.stats import ALPHA, Comparison, compare_top_two
 from imgbench.report.tables import is_subset, leaderboard
 
@@ -72,6 +73,10 @@ class Report:
     @property
     def failures(self) -> pd.DataFrame:
         return self.results.not_ok[FAILURE_COLUMNS].sort_values(["dataset", "model", "seed"])
+
+    def speed_notes(self) -> list[str]:
+        """Shown beside the speed columns and verdicts: shared-CPU jobs, figures too noisy to rank on."""
+        return speed_notes(self.results.ok)
 
     def comparison(self, dataset: str, test_set: str = "") -> Comparison | None:
         return next((c for c in self.comparisons if c.dataset == dataset and c.tested_on == test_set), None)

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from imgbench import schema
+from imgbench.report.tables import LOG_SCALE_METRICS
 
 MISSING = "–"
 HEADING_UNITS = ("img/s", "ms", "MB")  # leaderboard headings carry these units, so cells are bare numbers
@@ -52,9 +53,13 @@ def cell(metric: str, value: float) -> str:
 
 
 def half_width(metric: str, low: float, high: float) -> str:
-    """The ± part of a symmetric interval in the metric's display unit ('' when there is no interval)."""
+    """The ± part of a symmetric interval in the metric's display unit ('' when there is no interval); for a
+    log-scale interval (throughputs) the factor it spans either way, '×/÷ 1.05'."""
     if pd.isna(low) or pd.isna(high):
         return ""
+    if metric in LOG_SCALE_METRICS:
+        factor = math.sqrt(high / low)
+        return f"×/÷ {factor:.2f}" if factor > 1 else ""
     width = (high - low) / 2
     if width == 0:  # a deterministic quantity (params, FLOPs): the same in every seed
         return ""

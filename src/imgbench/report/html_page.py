@@ -87,14 +87,19 @@ def _verdict(report: Report) -> str:
         f'data-kind="{v.kind}"><h3>{escape(report.board_title(v.dataset, v.tested_on))}<span class="badge">{BADGES[v.kind]}</span></h3><p class="headline">'
         f'{escape(v.headline)}</p>' + "".join(f'<p class="detail">{escape(d)}</p>' for d in v.details) + "</div>"
         for v in verdicts)
-    return _section("verdict", f'<div class="cards">{cards}</div>')
+    return _section("verdict", f'<div class="cards">{cards}</div>' + _speed_notes(report))
+
+
+def _speed_notes(report: Report) -> str:
+    return "".join(f'<p class="note speed-note">{escape(note)}</p>' for note in report.speed_notes())
 
 
 def _leaderboards(report: Report) -> str:
     if report.board.empty:
         return _section("leaderboards", "<p>No successful job: nothing to rank.</p>")
     parts = [f'<p class="note">Mean over seeds; &plusmn; is the half-width of the {CONFIDENCE:.0%} t-interval '
-             "over seeds (none with a single seed). Best value per column in bold.</p>"]
+             "over seeds (none with a single seed); speeds: geometric mean, &times;/&divide; the factor of the "
+             "interval on a log scale. Best value per column in bold.</p>" + _speed_notes(report)]
     for (dataset, test_set), ranked in report.board.groupby(BOARD_KEYS, sort=True):
         title = report.board_title(dataset, test_set)
         parts.append(f"<h3>{escape(title)}</h3>")

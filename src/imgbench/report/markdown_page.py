@@ -28,7 +28,10 @@ def render_markdown(report: Report) -> str:
     lines += ["## Verdict", ""]
     lines += [f"- **{escape(report.board_title(v.dataset, v.tested_on))}** ({v.kind}): {escape(v.text)}"
               for v in report.verdicts()] or ["Nothing to compare."]
+    notes = [f"> {escape(note)}" for note in report.speed_notes()]
+    lines += ["", *notes] if notes else []
     lines += ["", "## Leaderboards", ""]
+    lines += [*notes, ""] if notes else []
     for (dataset, test_set), ranked in report.board.groupby(BOARD_KEYS, sort=True):
         title = report.board_title(dataset, test_set)
         lines += [f"### {escape(title)}", ""]

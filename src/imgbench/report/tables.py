@@ -3,6 +3,9 @@
 Rows tested on different test subsets (``test_samples``) are different leaderboards: their accuracies come
 from different images and are not ranked against each other. Each leaderboard says what it was tested on,
 "tested on N of M images" when ``test_samples`` took a subset of the test split's M images.
+
+Throughputs are rates, positive and spread multiplicatively: their mean is the geometric mean and their
+interval the t-interval of the logarithms, mapped back, so it never reaches zero or below.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def _labels(rows: pd.DataFrame, verb: str, used: str, total: str) -> pd.Series:
     nan = pd.Series(float("nan"), index=rows.index)
     pairs = zip(rows[used] if used in rows else nan, rows[total] if total in rows else nan)
     return pd.Series([subset_label(verb, u, t) for u, t in pairs], index=rows.index, dtype=object)
+LOG_SCALE_METRICS = ("train_throughput", "infer_throughput")  # geometric mean, interval on a log scale
 
 
 def t_interval(values: "np.ndarray | pd.Series | list[float]",
@@ -75,6 +79,14 @@ def t_interval(values: "np.ndarray | pd.Series | list[float]",
         return mean, mean, mean
     low, high = stats.t.interval(confidence, df=data.size - 1, loc=mean, scale=sem)
     return mean, float(low), float(high)
+
+
+def log_t_interval(values: "np.ndarray | pd.Series | list[float]",
+                   confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(geometric mean, low, high): ``t_interval`` of the logarithms, exponentiated; non-positive values dropped."""
+    data = pd.Series(values, dtype=float)
+    mean, low, high = t_interval(np.log(data[data > 0]), confidence)
+    return math.exp(mean) if not math.isnan(mean) else math.nan, math.exp(low), math.exp(high)
 
 
 def leaderboard(ok_rows: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +111,8 @@ def leaderboard(ok_rows: pd.DataFrame) -> pd.DataFrame:
                "test_samples": group["test_samples"].iloc[0] if "test_samples" in group else float("nan")}
         for metric in LEADERBOARD_METRICS:
             values = group[metric] if metric in group else pd.Series(dtype=float)
-            row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = t_interval(values)
+            interval = log_t_interval if metric in LOG_SCALE_METRICS else t_interval
+            row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = interval(values)
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=columns)

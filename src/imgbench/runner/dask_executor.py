@@ -44,7 +44,8 @@ from imgbench.hookspecs import hookimpl
 from imgbench.paths import CACHE_DIR_ENV, DATA_DIR_ENV
 from imgbench.plugins import PLUGINS_DIR_ENV
 from imgbench.runner.execute import JobTask, execute_job, write_record
-from imgbench.runner.executors import OnResult, OnStart, visible_gpus
+from imgbench.engine.threads import thread_env
+from imgbench.runner.executors import OnResult, OnStart, check_device_indices, job_device, visible_gpus, wants_gpu
 from imgbench.runner.results import make_row
 from imgbench.specs import ExecutorOption, ExecutorSpec
 
@@ -109,9 +110,13 @@ class DaskExecutor:
         with self._client(distributed) as client:
             gpu_cluster = self._wait_for_workers(client)
             check_gpu_jobs(tasks, gpu_cluster)
+            if self.gpus:  # our LocalCluster pins each worker to one GPU, which it sees as cuda:0
+                check_device_indices(tasks)
+            slots = host_slots(client.scheduler_info(n_workers=-1)["workers"], len(tasks))
             started = _StartTracker(tasks, on_start)
             client.subscribe_topic(STARTED_TOPIC, started.event)
-            futures = {self._submit(client, task, notebooks[task.notebook], gpu_cluster): task for task in tasks}
+            futures = {self._submit(client, task, notebooks[task.notebook], gpu_cluster, slots): task
+                       for task in tasks}
             try:
                 for future in distributed.as_completed(futures):
                     task = futures[future]
@@ -122,9 +127,10 @@ class DaskExecutor:
                 client.cancel(list(futures))  # running jobs see their task cancelled and kill their kernels
                 raise
 
-    def _submit(self, client: "Client", task: JobTask, notebook: bytes, gpu_cluster: bool) -> "Future":
+    def _submit(self, client: "Client", task: JobTask, notebook: bytes, gpu_cluster: bool,
+                slots: dict[str, int]) -> "Future":
         # A fresh key per submission: a rerun of the same job never collides with a forgotten earlier one.
-        return client.submit(run_on_worker, task, notebook, self.gpus, pure=False, retries=TASK_RETRIES,
+        return client.submit(run_on_worker, task, notebook, self.gpus, slots, pure=False, retries=TASK_RETRIES,
                              key=f"imgbench-{task.job.job_id}-{uuid.uuid4().hex[:8]}",
                              resources=job_resources(task, gpu_cluster))
 
@@ -196,10 +202,18 @@ def start_local_cluster(workers: int, gpus: Sequence[str] = (), local_directory:
 
 def job_resources(task: JobTask, gpu_cluster: bool) -> dict[str, int] | None:
     """``{"GPU": 1}`` for a job that will use a GPU: ``device=cuda*``, or ``auto`` on a cluster that has GPUs."""
-    device = str(task.job.recipe.get("device", "auto"))
-    if device.startswith("cuda") or (device == "auto" and gpu_cluster):
-        return {GPU_RESOURCE: 1}
-    return None
+    return {GPU_RESOURCE: 1} if wants_gpu(job_device(task), gpu_cluster) else None
+
+
+def host_slots(workers: dict[str, dict[str, Any]], n_tasks: int) -> dict[str, int]:
+    """Worker address -> how many jobs may run at once on that worker's machine (the threads of all its
+    workers, which share its CPU), at most the number of jobs: each job's thread share and ``concurrency``."""
+    per_host: dict[str, int] = {}
+    for address, info in workers.items():
+        host = info.get("host") or address
+        per_host[host] = per_host.get(host, 0) + int(info.get("nthreads") or 1)
+    return {address: max(1, min(n_tasks, per_host[info.get("host") or address]))
+            for address, info in workers.items()}
 
 
 def check_gpu_jobs(tasks: Sequence[JobTask], gpu_cluster: bool) -> None:
@@ -238,8 +252,12 @@ def record_crash(task: JobTask, error: str) -> dict[str, Any]:
 
 # -- on the worker -----------------------------------------------------------------------------------
 
-def run_on_worker(task: JobTask, notebook: bytes, gpus: Sequence[str] = ()) -> tuple[dict[str, Any], bytes]:
-    """Run ``task`` in this worker's scratch space; return its row and its job folder as a tar."""
+def run_on_worker(task: JobTask, notebook: bytes, gpus: Sequence[str] = (),
+                  slots: dict[str, int] | None = None) -> tuple[dict[str, Any], bytes]:
+    """Run ``task`` in this worker's scratch space; return its row and its job folder as a tar.
+
+    ``slots`` (from :func:`host_slots`) says how many jobs share this worker's machine; a worker that joined
+    after the grid started counts its own threads."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -252,6 +270,8 @@ def run_on_worker(task: JobTask, notebook: bytes, gpus: Sequence[str] = ()) -> t
     try:
         local = worker_task(task, scratch, notebook)
         extra_env = {"CUDA_VISIBLE_DEVICES": gpus[int(worker.name) % len(gpus)]} if gpus else {}
+        concurrency = (slots or {}).get(worker.address, worker.state.nthreads)
+        extra_env.update(thread_env(int(task.job.recipe.get("threads", 0)), concurrency))
         row = execute_job(local, extra_env=extra_env, stop=stop)
         return row, pack_job_dir(local.job_dir)
     finally:

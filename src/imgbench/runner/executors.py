@@ -12,8 +12,11 @@ A plugin returns ``ExecutorSpec(name, create, description)`` from its ``imgbench
   wherever the executor likes: a thread, a process, a Dask worker. It needs nothing from the launcher;
   the worker needs the same Python environment, and either the task's ``out_dir`` on a shared filesystem
   or an executor that ships the job folder back (as ``dask`` does).
-  ``extra_env`` is for per-slot settings such as ``CUDA_VISIBLE_DEVICES``. Job faults (a crashed kernel,
-  a timeout, a raising cell) are rows with a status, never exceptions.
+  ``extra_env`` is for per-slot settings: ``CUDA_VISIBLE_DEVICES``, and :func:`imgbench.engine.threads.thread_env`
+  (each job's share of the CPU cores and how many jobs run at once on the machine, which the job records).
+  Job faults (a crashed kernel, a timeout, a raising cell) are rows with a status, never exceptions.
+- An executor may have ``check(tasks)``: the runner calls it before it writes anything, and it raises
+  UsageError for a grid it cannot run fairly (``local`` refuses to share one GPU between jobs).
 - ``on_result(task, row)`` must be called in the thread that called ``run``, once per finished job, as
   soon as it finishes (the runner rewrites results.csv there). ``on_start(task)``, when given, is called
   when a job really starts, from any thread.
@@ -31,6 +34,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
+from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
 from imgbench.specs import ExecutorSpec
@@ -56,11 +60,32 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
+def job_device(task: Any) -> str:
+    return str(task.job.recipe.get("device", "auto"))
+
+
+def wants_gpu(device: str, gpus_here: bool) -> bool:
+    """Whether a job will compute on a GPU: ``device=cuda*``, or ``auto`` where GPUs are present."""
+    return device.startswith("cuda") or (device == "auto" and gpus_here)
+
+
+def check_device_indices(tasks: Sequence[Any]) -> None:
+    """Where each job sees only its slot's GPU (as cuda:0), ``device=cuda:N`` with N >= 1 names no GPU."""
+    for task in tasks:
+        device = job_device(task)
+        if device.startswith("cuda:") and device != "cuda:0":
+            raise UsageError(f"job {task.job.job_id} asks for device={device!r}, but each job slot sees only its "
+                             f"own GPU, as cuda:0 (CUDA_VISIBLE_DEVICES); use device=cuda (each job gets the GPU "
+                             f"of its slot), or --jobs 1 to choose a GPU by its index")
+
+
 class LocalExecutor:
     """Runs ``jobs`` jobs at a time on this machine, each in its own process and kernel.
 
-    With several GPUs, slot ``i`` sees only GPU ``i mod #GPUs`` (``CUDA_VISIBLE_DEVICES``), so N jobs on N
-    GPUs do not share one.
+    CPU cores are shared equally: each job gets cores // (jobs at once) threads unless its recipe sets
+    ``threads``. With several GPUs and several slots, slot ``i`` sees only GPU ``i mod #GPUs``
+    (``CUDA_VISIBLE_DEVICES``), where it is ``cuda:0``. A grid of GPU jobs with more slots than GPUs is refused:
+    jobs sharing a GPU slow each other down, and every speed figure would be contaminated.
     """
 
     def __init__(self, jobs: int = 1, gpus: Sequence[str] | None = None) -> None:
@@ -69,14 +94,32 @@ class LocalExecutor:
         self.jobs = jobs
         self.gpus = visible_gpus() if gpus is None else list(gpus)
 
+    @property
+    def pins_gpus(self) -> bool:
+        return self.jobs > 1 and len(self.gpus) > 1
+
     def slot_env(self, slot: int) -> dict[str, str]:
-        if len(self.gpus) > 1:
+        if self.pins_gpus:
             return {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]}
         return {}
+
+    def check(self, tasks: Sequence[Any]) -> None:
+        """Refuse GPU jobs that would share a GPU, or name a GPU index their slot cannot see."""
+        gpu_jobs = [task for task in tasks if wants_gpu(job_device(task), bool(self.gpus))]
+        at_once = min(self.jobs, len(tasks))
+        if gpu_jobs and self.gpus and at_once > len(self.gpus):
+            raise UsageError(f"--jobs {self.jobs} would run {at_once} jobs at once on {len(self.gpus)} GPU(s) "
+                             f"({len(gpu_jobs)} jobs use a GPU, first: {gpu_jobs[0].job.job_id}); jobs sharing a "
+                             f"GPU slow each other down and contaminate every speed figure: use --jobs "
+                             f"{len(self.gpus)} (one job per GPU), or device=cpu")
+        if gpu_jobs and self.pins_gpus:
+            check_device_indices(gpu_jobs)
 
     def run(self, tasks: Sequence[Any], on_result: OnResult, on_start: OnStart | None = None) -> None:
         from imgbench.runner.execute import execute_job
 
+        self.check(tasks)
+        at_once = min(self.jobs, len(tasks))
         stop = threading.Event()
         free_slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.jobs):
@@ -87,7 +130,8 @@ class LocalExecutor:
             try:
                 if on_start is not None:
                     on_start(task)
-                return execute_job(task, extra_env=self.slot_env(slot), stop=stop)
+                threads = thread_env(int(task.job.recipe.get("threads", 0)), at_once)
+                return execute_job(task, extra_env={**self.slot_env(slot), **threads}, stop=stop)
             finally:
                 free_slots.put(slot)
 
@@ -106,4 +150,5 @@ class LocalExecutor:
 @hookimpl
 def imgbench_executors() -> list[ExecutorSpec]:
     return [ExecutorSpec("local", LocalExecutor,
-                         "this machine, --jobs N at a time, each job in its own kernel; one GPU per slot")]
+                         "this machine, --jobs N at a time, each job in its own kernel with its share of the "
+                         "cores; GPU jobs need one GPU per slot")]

@@ -144,6 +144,8 @@ def run_grid(
     env = job_env(registry, data_dir)
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
+    if hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
+        runner.check(tasks)
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
         "suite": grid.to_dict(), "executor": executor, "executor_options": dict(executor_options or {}),
