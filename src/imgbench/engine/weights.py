@@ -16,7 +16,7 @@ import json
 import os
 import struct
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -147,7 +147,8 @@ def plan_start(spec: Any, pretrained: bool, weights: str) -> Start:
     kind = check_weights_file(weights)
     metadata = checkpoint_metadata(weights)
     if metadata is not None:
-        config = DataConfig.from_dict(metadata["preprocessing"])
+        saved = DataConfig.from_dict(metadata["preprocessing"])
+        config = replace(saved, source=f"imgbench checkpoint ({saved.source})")
     else:
         config = _pretrained_config(spec)
     return Start(config, weights, file_sha256(weights), kind, metadata)
@@ -225,8 +226,8 @@ def load_weights(core: Any, path: str, head: Any, model: str) -> dict[str, Any]:
     source = _read_state(path, kind)
     fits = [k for k in target if k in source and tuple(source[k].shape) == tuple(target[k].shape)]
     new = [k for k in target if k not in fits]
-    problems = [_describe(k, source, target) for k in new if k not in heads]
-    problems += [f"{k} (in the file, not in the model)" for k in source if k not in target]
+    problems = [_describe(k, source, target) for k in new if k not in heads][:SHOWN_KEYS]
+    problems += [f"{k} (in the file, not in the model)" for k in source if k not in target][:SHOWN_KEYS]
     if problems or not fits:
         _raise_misfit(path, model, problems or ["no tensor of the file is in the model"], len(target))
     with torch.no_grad():
@@ -242,9 +243,9 @@ def _describe(key: str, source: Mapping[str, Any], target: Mapping[str, Any]) ->
 
 
 def _raise_misfit(path: str, model: str, problems: list[str], total: int) -> None:
-    raise UsageError(f"weights={path!r} do not fit {model}: {len(problems)} of its {total} tensors differ, "
-                     f"first: {'; '.join(problems[:SHOWN_KEYS])}. Use a checkpoint of this architecture "
-                     f"(only the classification head may differ)")
+    raise UsageError(f"weights={path!r} do not fit {model} ({total} tensors); the first that differ: "
+                     f"{'; '.join(problems)}. Use a checkpoint of this architecture (only the "
+                     f"classification head may differ)")
 
 
 def _read_state(path: str, kind: str) -> dict[str, Any]:
@@ -290,7 +291,7 @@ def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[
     new = [k for k, v in variables.items() if bool(torch.isnan(v.value).all())]
     for key in new:
         variables[key].assign(fresh[key])
-    problems = [f"{k} (missing from the file or of another shape)" for k in new if k not in heads]
+    problems = [f"{k} (missing from the file or of another shape)" for k in new if k not in heads][:SHOWN_KEYS]
     if problems or len(new) == len(variables):
         _raise_misfit(path, model, problems or ["no variable of the file is in the model"], len(variables))
     return {"loaded_keys": [k for k in variables if k not in new], "new_keys": new}

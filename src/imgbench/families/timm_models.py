@@ -42,7 +42,7 @@ def build_timm(timm_name: str, *, num_classes: int, in_chans: int, image_size: i
         return timm.create_model(timm_name, num_classes=num_classes, in_chans=in_chans, **extra)
     try:
         return timm.create_model(timm_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **extra)
-    except (OSError, RuntimeError, ValueError) as exc:  # huggingface_hub's offline and HTTP errors are OSErrors
+    except (OSError, ValueError) as exc:  # huggingface_hub's offline and HTTP errors are OSErrors
         raise UsageError(_download_hint(timm_name, exc)) from exc
 
 
