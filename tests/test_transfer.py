@@ -316,3 +316,14 @@ def test_keras_application_from_a_weights_h5_file_and_with_another_head(registry
                     weights=str(tmp_path / "ten.weights.h5"), **FAST)
     new = other.metrics["weights"]["new_keys"]
     assert len(new) == 2 and all(".Conv2D." in key for key in new)  # the Logits 1x1 convolution only
+
+
+def test_the_shipped_transfer_suite_fine_tunes_pretrained_models_on_flowers():
+    from imgbench.registry import get_registry
+    from imgbench.resources import suite_path
+    from imgbench.runner.suite import expand, load_suite
+
+    jobs = expand(load_suite(suite_path("transfer")), get_registry())
+    assert {j.dataset for j in jobs} == {"flowers"} and {j.family for j in jobs} == {"keras", "timm"}
+    assert all(j.recipe["pretrained"] and j.recipe["image_size"] == 0 and j.recipe["lr"] == 1e-4 for j in jobs)
+    assert all(get_registry().model(j.model).data_config is not None for j in jobs)

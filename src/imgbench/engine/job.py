@@ -166,6 +166,7 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
     mean, std, data_config = normalisation(start.data_config, train.x)
     metrics["preprocessing"] = data_config.to_dict() | {
         "image_size": height, "in_model_resize": metrics["model_input_size"] != height}
+    metrics["provenance"].update(preprocessing=data_config.source, normalisation=_normalisation_text(data_config))
     with phases("build_model"):
         net = registry.build_model(metrics["model"], num_classes=len(loaded.classes), in_chans=channels,
                                    image_size=height, pretrained=recipe.pretrained)
@@ -214,6 +215,11 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
         metrics.update(timing.latency_ms(forward, bench_batch[:1].clone(), device, recipe.bench_seconds))
     memory.sample()
     return fitted.history, predictions
+
+
+def _normalisation_text(config) -> str:
+    values = ", ".join(f"{m:.4g}/{s:.4g}" for m, s in zip(config.mean, config.std))
+    return f"{config.channel_order} mean/std {values}"
 
 
 def _save(core, path: Path, metrics: dict[str, Any], data_config, channels: int) -> None:
