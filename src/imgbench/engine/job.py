@@ -2,8 +2,8 @@
 
 Phases, in order: load data, build the model (after seeding) and load its starting weights, compile
 (opt-in), train (val after each epoch, for selection only), save the weights (opt-in), test the final
-model, count FLOPs, time inference. A diverged loss or an
-out-of-memory error stops the job with status ``diverged`` / ``oom``; metrics.json is written either way.
+model, count FLOPs, time inference. A diverged loss or an out-of-memory error stops the job with status
+``diverged`` / ``oom``; metrics.json is written either way.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     device = select_device(recipe.device)
     phases = Phases()
     with phases("load_data"):
-        loaded = dataset if isinstance(dataset, LoadedDataset) else _load(dataset, recipe, registry, data_dir, start)
+        loaded = dataset if isinstance(dataset, LoadedDataset) else _load(dataset, recipe, registry, data_dir, spec, start)
     train, _ = stratified_subset(loaded.train, recipe.train_samples, "train_samples")
     test, test_index = stratified_subset(loaded.test, recipe.test_samples, "test_samples")
     if not len(train) or not len(test):
@@ -124,13 +124,19 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     return JobResult(metrics["status"], metrics, history, predictions, folder)
 
 
-def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None, start: Start) -> LoadedDataset:
-    spec, arg = registry.dataset(name)
-    image_size = recipe.image_size
-    if not image_size and start.data_config is not None:  # 0 with trained weights: the size they expect
-        image_size = start.data_config.input_size
-    return spec.load(image_size=image_size, val_size=recipe.val_size, data_dir=paths.data_dir(data_dir),
-                     cache_dir=paths.cache_dir(), arg=arg)
+def start_image_size(model_spec: Any, recipe: Recipe, start: Start | None = None) -> int:
+    """The size to load the data at: the recipe's, or with ``image_size=0`` and trained weights, theirs."""
+    start = start or plan_start(model_spec, recipe.pretrained, recipe.weights)
+    if not recipe.image_size and start.data_config is not None:
+        return start.data_config.input_size
+    return recipe.image_size
+
+
+def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None, spec: Any,
+          start: Start) -> LoadedDataset:
+    dataset_spec, arg = registry.dataset(name)
+    return dataset_spec.load(image_size=start_image_size(spec, recipe, start), val_size=recipe.val_size,
+                             data_dir=paths.data_dir(data_dir), cache_dir=paths.cache_dir(), arg=arg)
 
 
 def _start_from(net, spec, start: Start, recipe: Recipe, metrics: dict[str, Any]):

@@ -269,7 +269,8 @@ def _read_state(path: str, kind: str) -> dict[str, Any]:
 
 
 def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[str, Any]:
-    """Keras' own loader, with every variable set to NaN first: what is still NaN was not in the file."""
+    """Keras' own loader, with every float variable set to NaN first: what is still NaN was not in the file
+    (Keras' loader only warns about what it skipped)."""
     import warnings
 
     import torch
@@ -278,7 +279,7 @@ def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[
 
     if not isinstance(core, KerasModule):
         raise UsageError(f"weights={path!r} is a Keras file; {model} is not a Keras model")
-    variables = keras_variables(core.net)
+    variables = {k: v for k, v in keras_variables(core.net).items() if v.value.is_floating_point()}
     fresh = {k: v.value.detach().clone() for k, v in variables.items()}
     for variable in variables.values():
         variable.assign(torch.full_like(variable.value, float("nan")))
