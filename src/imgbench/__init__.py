@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 from imgbench.hookspecs import hookimpl
-from imgbench.specs import DatasetSpec, ExecutorSpec, LoadedDataset, ModelSpec, Split
+from imgbench.specs import DataConfig, DatasetSpec, ExecutorSpec, LoadedDataset, ModelSpec, Split
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "DataConfig",
     "DatasetSpec",
     "ExecutorSpec",
     "LoadedDataset",

@@ -35,3 +35,21 @@ class KerasModule(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 2, 3, 1), training=self.training)
+
+
+class FrozenBackbone(torch.nn.Module):
+    """A linear probe: only ``head``'s parameters train, and the model always runs in eval mode, so its
+    BatchNorm statistics and dropout stay as they were (``finetune=head``)."""
+
+    def __init__(self, model: torch.nn.Module, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        trained = {id(p) for p in head.parameters()}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in trained)
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

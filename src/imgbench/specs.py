@@ -31,6 +31,11 @@ class ModelSpec:
     min_size: int = 1  # smallest square input the architecture accepts
     channels: tuple[int, ...] = (1, 3)  # input channel counts it can be built for
     pretrained: bool = False  # whether ImageNet weights can be requested (downloaded on first use)
+    # (in_chans=) -> DataConfig: the inputs its pretrained weights expect; None = no known preprocessing
+    data_config: Callable[..., "DataConfig | None"] | None = None
+    # (built module) -> the classification head inside it (re-initialised for a new class count, the only
+    # part trained with finetune=head); None = the last submodule that holds parameters
+    classifier: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         namespace, sep, arch = self.name.partition("/")
@@ -38,6 +43,34 @@ class ModelSpec:
             raise ValueError(f"model name {self.name!r} must look like '<namespace>/<arch>'")
         if not self.family:
             object.__setattr__(self, "family", namespace)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are turned into a model's inputs: per-channel normalisation and the size it expects.
+
+    ``mean`` and ``std`` are on the 0-1 pixel scale, in the channel order the model takes; ``BGR`` means
+    channels are reversed before normalising (Keras' caffe-style weights).
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int = 0  # square side the weights were trained at; 0 = no preference
+    channel_order: str = "RGB"
+    interpolation: str = "bilinear"  # what the weights' own pipeline resizes with (recorded)
+    crop_pct: float = 1.0  # its centre-crop share at evaluation (recorded)
+    source: str = ""  # where the configuration came from, for the record
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": self.input_size,
+                "channel_order": self.channel_order, "interpolation": self.interpolation,
+                "crop_pct": self.crop_pct, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "DataConfig":
+        return cls(tuple(values["mean"]), tuple(values["std"]), int(values.get("input_size", 0)),
+                   values.get("channel_order", "RGB"), values.get("interpolation", "bilinear"),
+                   float(values.get("crop_pct", 1.0)), values.get("source", ""))
 
 
 @dataclass(frozen=True)

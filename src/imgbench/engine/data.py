@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from imgbench.engine.recipe import subset_problem
 from imgbench.errors import UsageError
-from imgbench.specs import Split
+from imgbench.specs import DataConfig, Split
 
 SUBSET_SEED = 0  # the same subset for every model and seed, so their results compare
 STATS_IMAGES = 5000  # channel mean/std are estimated on at most this many training images
@@ -54,6 +54,22 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sample.mean(0), np.maximum(sample.std(0), 1.0)
 
 
+def normalisation(config: DataConfig | None, train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray, DataConfig]:
+    """Mean and std on the 0-255 scale, and the configuration in use: the weights' own (``config``), or,
+    for models trained here from scratch, the training split's statistics, shared by every model."""
+    if config is None:
+        mean, std = channel_stats(train_x)
+        config = DataConfig(tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std),
+                            source="dataset statistics")
+        return mean, std, config
+    if len(config.mean) != train_x.shape[-1]:
+        raise UsageError(f"the weights expect {len(config.mean)}-channel images ({config.source}); "
+                         f"the data has {train_x.shape[-1]}")
+    # in float64, so statistics saved on the 0-1 scale come back to the very float32 values they were
+    mean, std = (np.asarray(v, np.float64) * 255 for v in (config.mean, config.std))
+    return mean.astype(np.float32), std.astype(np.float32), config
+
+
 def fits_on_device(nbytes: int, device: torch.device) -> bool:
     if device.type != "cuda":
         return True  # CPU: already in memory; MPS: unified memory
@@ -65,7 +81,7 @@ class ImageBatches:
     """One split as uint8 NCHW on (or pinned for) a device, served as normalised float batches."""
 
     def __init__(self, split: Split, device: torch.device, mean: np.ndarray, std: np.ndarray,
-                 memory_format: torch.memory_format, on_device: bool) -> None:
+                 memory_format: torch.memory_format, on_device: bool, reverse_channels: bool = False) -> None:
         x = torch.from_numpy(np.ascontiguousarray(split.x)).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
         # a real copy in the wanted layout: .contiguous() would keep NHWC strides when there is one channel
         x = torch.empty_like(x, memory_format=memory_format).copy_(x)
@@ -78,6 +94,7 @@ class ImageBatches:
         self.memory_format = memory_format
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.inv_std = (1.0 / torch.tensor(std, dtype=torch.float32, device=device)).view(1, -1, 1, 1)
+        self.reverse_channels = reverse_channels  # RGB -> BGR for weights trained on BGR (Keras caffe mode)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -100,6 +117,8 @@ class ImageBatches:
 
     def inputs(self, x_uint8: torch.Tensor) -> torch.Tensor:
         x = x_uint8.to(self.device, non_blocking=True).float()
+        if self.reverse_channels:
+            x = x.flip(1)
         return ((x - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
 
 

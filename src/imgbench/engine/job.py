@@ -1,8 +1,9 @@
 """``run_job``: one model, one dataset, one seed, one recipe -> a trained, tested and timed job folder.
 
-Phases, in order: load data, build the model (after seeding), compile (opt-in), train (val after each
-epoch, for selection only), test the final model, count FLOPs, time inference. A diverged loss or an
-out-of-memory error stops the job with status ``diverged`` / ``oom``; metrics.json is written either way.
+Phases, in order: load data, build the model (after seeding) and load its starting weights, compile
+(opt-in), train (val after each epoch, for selection only), save the weights (opt-in), test the final
+model, count FLOPs, time inference. A diverged loss or an out-of-memory error stops the job with status
+``diverged`` / ``oom``; metrics.json is written either way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from imgbench import paths
 from imgbench.engine.recipe import Recipe, config_hash, resolve_recipe
 from imgbench.engine.record import empty_metrics, provenance, write_job
+from imgbench.engine.weights import CHECKPOINT_NAME, Start, plan_start
 from imgbench.errors import UsageError
 from imgbench.specs import LoadedDataset
 
@@ -75,10 +77,13 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     registry = registry or get_registry()
     spec = registry.model(model)
     plugin, source = registry.model_plugin(model)
+    if recipe.save_weights and out_dir is None:
+        raise UsageError(f"save_weights=true writes {CHECKPOINT_NAME} into the job folder; give out_dir")
+    start = plan_start(spec, recipe.pretrained, recipe.weights)
     device = select_device(recipe.device)
     phases = Phases()
     with phases("load_data"):
-        loaded = dataset if isinstance(dataset, LoadedDataset) else _load(dataset, recipe, registry, data_dir)
+        loaded = dataset if isinstance(dataset, LoadedDataset) else _load(dataset, recipe, registry, data_dir, spec, start)
     train, _ = stratified_subset(loaded.train, recipe.train_samples, "train_samples")
     test, test_index = stratified_subset(loaded.test, recipe.test_samples, "test_samples")
     if not len(train) or not len(test):
@@ -96,7 +101,8 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
         "precision": precision.name, "evaluated_model": EVALUATED_MODEL,
         "dataset_fingerprint": loaded.fingerprint, "dataset_source": loaded.source,
         "config_hash": config_hash(model, dataset_name, seed, recipe.to_dict()),
-        "recipe": recipe.to_dict(), "classes": list(loaded.classes),
+        "recipe": recipe.to_dict(), "classes": list(loaded.classes), "finetune": recipe.finetune,
+        "weights": {"pretrained": recipe.pretrained, **start.record()},
     }
     history: list[dict[str, Any]] = []
     predictions = pd.DataFrame(columns=["index", "y_true", "y_pred"])
@@ -105,10 +111,11 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
         metrics["provenance"] = provenance(device, precision.name, {"seed": seed, **flags}, plugin,
                                            source.version if source else None,
                                            source.location if source else None)
+        metrics["provenance"].update(weights_path=start.path or None, weights_sha256=start.sha256 or None)
         try:
-            history, predictions = _train_and_measure(metrics, registry, spec.family, loaded, train, test,
+            history, predictions = _train_and_measure(metrics, registry, spec, start, loaded, train, test,
                                                       test_index, recipe, seed, device, precision, memory,
-                                                      phases, progress)
+                                                      phases, progress, out_dir)
         except torch.OutOfMemoryError as exc:
             metrics.update(status="oom", error=f"out of memory: {str(exc).splitlines()[0]}")
             if device.type == "cuda":
@@ -121,34 +128,65 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     return JobResult(metrics["status"], metrics, history, predictions, folder)
 
 
-def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None) -> LoadedDataset:
-    spec, arg = registry.dataset(name)
-    return spec.load(image_size=recipe.image_size, val_size=recipe.val_size, data_dir=paths.data_dir(data_dir),
-                     cache_dir=paths.cache_dir(), arg=arg)
+def start_image_size(model_spec: Any, recipe: Recipe, start: Start | None = None) -> int:
+    """The size to load the data at: the recipe's, or with ``image_size=0`` and trained weights, theirs."""
+    start = start or plan_start(model_spec, recipe.pretrained, recipe.weights)
+    if not recipe.image_size and start.data_config is not None:
+        return start.data_config.input_size
+    return recipe.image_size
 
 
-def _train_and_measure(metrics, registry, family, loaded, train, test, test_index, recipe, seed, device,
-                       precision, memory, phases, progress):
+def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None, spec: Any,
+          start: Start) -> LoadedDataset:
+    dataset_spec, arg = registry.dataset(name)
+    return dataset_spec.load(image_size=start_image_size(spec, recipe, start), val_size=recipe.val_size,
+                             data_dir=paths.data_dir(data_dir), cache_dir=paths.cache_dir(), arg=arg)
+
+
+def _start_from(net, spec, start: Start, recipe: Recipe, metrics: dict[str, Any]):
+    """Load the starting weights into the built model and, for ``finetune=head``, freeze all but its head.
+    Returns (the module to train, the bare model a checkpoint holds)."""
+    from imgbench.engine import timing
+    from imgbench.engine.weights import core_module, default_classifier, load_weights
+    from imgbench.modules import FrozenBackbone
+
+    core = core_module(net)
+    head = (spec.classifier or default_classifier)(core)
+    if start.path:
+        metrics["weights"].update(load_weights(core, start.path, head, spec.name))
+    metrics["params"] = timing.count_parameters(net)
+    if recipe.finetune == "head":
+        net = FrozenBackbone(net, head)
+    metrics["trained_params"] = timing.count_parameters(net)
+    return net, core
+
+
+def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test_index, recipe, seed, device,
+                       precision, memory, phases, progress, out_dir):
     """Fills ``metrics`` in place; returns (history, predictions)."""
     import torch
 
     from imgbench.engine import evaluate, timing
-    from imgbench.engine.data import ImageBatches, channel_stats, fits_on_device
+    from imgbench.engine.data import ImageBatches, fits_on_device, normalisation
     from imgbench.engine.train import fit, seed_everything, warm_compile
 
-    seed_everything(seed, keras_model=family == "keras")
+    seed_everything(seed, keras_model=spec.family == "keras")
     height, _width, channels = loaded.image_shape
     memory_format = torch.channels_last if recipe.channels_last and device.type == "cuda" else torch.contiguous_format
+    mean, std, data_config = normalisation(start.data_config, train.x)
+    metrics["preprocessing"] = data_config.to_dict() | {
+        "image_size": height, "in_model_resize": metrics["model_input_size"] != height}
+    metrics["provenance"].update(preprocessing=data_config.source, normalisation=_normalisation_text(data_config))
     with phases("build_model"):
         net = registry.build_model(metrics["model"], num_classes=len(loaded.classes), in_chans=channels,
                                    image_size=height, pretrained=recipe.pretrained)
+        net, core = _start_from(net, spec, start, recipe, metrics)
         net = net.to(device=device, memory_format=memory_format)
-    metrics["params"] = timing.count_parameters(net)
 
-    mean, std = channel_stats(train.x)
     nbytes = sum(s.x.nbytes for s in (train, loaded.val, test))
     on_device = fits_on_device(nbytes, device)
-    splits = {name: ImageBatches(split, device, mean, std, memory_format, on_device)
+    reverse = data_config.channel_order == "BGR"
+    splits = {name: ImageBatches(split, device, mean, std, memory_format, on_device, reverse)
               for name, split in (("train", train), ("val", loaded.val), ("test", test))}
     metrics["data_on_device"] = on_device
     runner = net
@@ -167,6 +205,10 @@ def _train_and_measure(metrics, registry, family, loaded, train, test, test_inde
     if fitted.error:
         metrics.update(status="diverged", error=fitted.error)
         return fitted.history, pd.DataFrame(columns=["index", "y_true", "y_pred"])
+    if recipe.save_weights:
+        with phases("save_weights"):
+            _save(core, Path(out_dir) / CHECKPOINT_NAME, metrics, data_config, channels)
+        metrics["saved_weights"] = CHECKPOINT_NAME
 
     with phases("evaluate"):
         logits = evaluate.predict_logits(runner, splits["test"], recipe.batch_size, precision.autocast)
@@ -184,3 +226,22 @@ def _train_and_measure(metrics, registry, family, loaded, train, test, test_inde
         metrics.update(timing.latency_ms(forward, bench_batch[:1].clone(), device, recipe.bench_seconds))
     memory.sample()
     return fitted.history, predictions
+
+
+def _normalisation_text(config) -> str:
+    values = ", ".join(f"{m:.4g}/{s:.4g}" for m, s in zip(config.mean, config.std))
+    return f"{config.channel_order} mean/std {values}"
+
+
+def _save(core, path: Path, metrics: dict[str, Any], data_config, channels: int) -> None:
+    """The trained model with what a later job needs to feed it the same inputs."""
+    from dataclasses import replace
+
+    from imgbench.engine.weights import save_checkpoint
+
+    save_checkpoint(core, path, {
+        "model": metrics["model"], "classes": metrics["classes"], "in_chans": channels,
+        "preprocessing": replace(data_config, input_size=metrics["image_size"]).to_dict(),
+        "model_input_size": metrics["model_input_size"], "dataset": metrics["dataset"],
+        "dataset_fingerprint": metrics["dataset_fingerprint"], "config_hash": metrics["config_hash"],
+    })

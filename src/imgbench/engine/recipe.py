@@ -21,6 +21,7 @@ from imgbench.errors import UsageError
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
 AUGMENTS = ("none", "crop", "flip_crop", "flip_rotate_zoom")
+FINETUNES = ("full", "head")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 HASH_CHARS = 12
 # Upper bounds: far above any sensible run, low enough that a typo (an extra zero or three) is refused.
@@ -58,6 +59,9 @@ class Recipe:
     device: str = "auto"
     bench_seconds: float = 2.0
     threads: int = 0
+    weights: str = ""
+    finetune: str = "full"
+    save_weights: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +92,9 @@ RECIPE_FIELDS: dict[str, tuple[type, str]] = {
     "device": (str, "auto | cpu | cuda | cuda:N | mps (auto = CUDA, else MPS, else CPU)"),
     "bench_seconds": (float, "minimum seconds per throughput/latency measurement"),
     "threads": (int, "CPU threads per job (0 = auto: the cores divided among the jobs that run at once)"),
+    "weights": (str, "start from this checkpoint: .pt/.pth state_dict, .safetensors, Keras .weights.h5"),
+    "finetune": (str, "full (train everything) | head (linear probe: backbone frozen in eval mode)"),
+    "save_weights": (bool, "write the final model as model.safetensors in the job folder"),
 }
 
 
@@ -149,6 +156,18 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Jobs that start from trained weights (pretrained=true or weights=...) fine-tune: a tenth of the rate, a
+# short warm-up, fewer epochs, and the weights' own input size (image_size=0). A linear probe trains only
+# a freshly initialised head, which takes a from-scratch rate. Fields set explicitly win over these.
+PRETRAINED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": dict(image_size=0, epochs=2, lr=2e-4, warmup_epochs=0.2),
+    "cifar10": dict(image_size=0, epochs=8, lr=2e-4, warmup_epochs=0.5),
+    "flowers": dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5),
+    "default": dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5),
+}
+HEAD_ONLY_LR = 1e-3
+
+
 def recipe_key(dataset: str) -> str:
     """Which defaults a dataset name gets: its own, or the generic ``default`` (``imagefolder:/x``, plugins)."""
     base = dataset.partition(":")[0]
@@ -162,7 +181,24 @@ def default_recipe(dataset: str) -> Recipe:
 def resolve_recipe(dataset: str, overrides: Mapping[str, Any]) -> Recipe:
     """The dataset's default recipe with ``overrides`` applied, each checked for name, type and range."""
     checked = {name: _checked(name, value) for name, value in overrides.items()}
-    return replace(default_recipe(dataset), **checked)
+    recipe = replace(default_recipe(dataset), **checked)
+    return _transfer_recipe(dataset, recipe, checked)
+
+
+def _transfer_recipe(dataset: str, recipe: Recipe, checked: Mapping[str, Any]) -> Recipe:
+    """Check weights/finetune and give jobs that start from trained weights the fine-tuning defaults."""
+    from imgbench.engine.weights import resolve_weights_path
+
+    if recipe.weights and recipe.pretrained:
+        raise UsageError("parameters pretrained=true and weights=... both name starting weights; set one")
+    if recipe.weights:
+        recipe = replace(recipe, weights=resolve_weights_path(recipe.weights))
+    if not (recipe.pretrained or recipe.weights):
+        return recipe
+    tuned = dict(PRETRAINED_DEFAULTS.get(recipe_key(dataset), PRETRAINED_DEFAULTS["default"]))
+    if recipe.finetune == "head":
+        tuned["lr"] = HEAD_ONLY_LR
+    return replace(recipe, **{k: v for k, v in tuned.items() if k not in checked})
 
 
 def _checked(name: str, value: Any) -> Any:
@@ -192,7 +228,7 @@ def _typed(name: str, kind: type, value: Any) -> Any:
 
 
 def _range_problem(name: str, value: Any) -> str:
-    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS}
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "finetune": FINETUNES}
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     if name in BOUNDS:
@@ -244,8 +280,12 @@ def subset_problem(parameter: str, n: int, class_counts: Sequence[int]) -> str:
 
 def config_hash(model: str, dataset: str, seed: int, recipe_dict: Mapping[str, Any]) -> str:
     """12 hex characters of the sha256 of the job's canonical JSON configuration."""
-    canonical = json.dumps({"model": model, "dataset": dataset, "seed": seed, "recipe": dict(recipe_dict)},
-                           sort_keys=True, separators=(",", ":"))
+    config = {"model": model, "dataset": dataset, "seed": seed, "recipe": dict(recipe_dict)}
+    if recipe_dict.get("weights"):  # the file's content, not only its name: a changed file reruns the job
+        from imgbench.engine.weights import file_sha256
+
+        config["weights_sha256"] = file_sha256(recipe_dict["weights"])
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from functools import partial
 
-from imgbench import ModelSpec, hookimpl
+from imgbench import DataConfig, ModelSpec, hookimpl
+from imgbench.errors import UsageError
 
 # keras.applications constructors: (registry arch, keras name, style, min input size, description)
 APPLICATIONS = [
@@ -28,6 +29,17 @@ APPLICATIONS = [
 # These constructors normalise raw 0-255 pixels themselves unless told not to; imgbench feeds every model
 # the same normalised tensors, so their built-in preprocessing is switched off.
 HAS_PREPROCESSING_FLAG = {"MobileNetV3Small", "EfficientNetV2B0", "ConvNeXtTiny"}
+# What the ImageNet weights expect: each application module's preprocess_input, except where that is a
+# pass-through because the model normalises itself: then the imagenet_utils mode of the layers that
+# imgbench switches off (mobilenet_v3: Rescaling to [-1, 1]; efficientnet_v2 B0, convnext: ImageNet mean/std).
+PREPROCESSING = {
+    "ResNet50": "resnet", "ResNet50V2": "resnet_v2", "DenseNet121": "densenet", "InceptionV3": "inception_v3",
+    "Xception": "xception", "MobileNetV2": "mobilenet_v2", "MobileNetV3Small": "mode:tf",
+    "EfficientNetB0": "efficientnet", "EfficientNetV2B0": "mode:torch", "ConvNeXtTiny": "mode:torch",
+    "VGG16": "vgg16",
+}
+PRETRAINED_SIZE = {"InceptionV3": 299, "Xception": 299}  # the others were trained at 224
+IMAGENET_SIZE = 224
 
 
 def _keras():
@@ -99,23 +111,65 @@ def build_application(keras_name: str, *, num_classes: int, in_chans: int, image
         return _wrap(net)
     if in_chans != 3:
         raise ValueError("ImageNet weights need 3 input channels")
-    base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
+    try:
+        base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
+    except Exception as exc:  # keras.utils.get_file raises a plain Exception when the fetch fails
+        cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
+        raise UsageError(f"ImageNet weights for keras {keras_name} could not be had ({exc}); offline, put "
+                         f"Keras' weight file in {cache}, or start from a file with weights=PATH") from exc
     inputs = keras.Input(shape)
     outputs = keras.layers.Dense(num_classes)(base(inputs))
     return _wrap(keras.Model(inputs, outputs, name=f"{keras_name}_finetune"))
+
+
+def keras_data_config(keras_name: str) -> DataConfig:
+    """The per-channel affine map (and channel order) Keras applies for these weights, read off Keras' own
+    preprocessing function by feeding it black and one pure red, green and blue pixel."""
+    import numpy as np
+
+    keras = _keras()
+    where = PREPROCESSING[keras_name]
+    if where.startswith("mode:"):
+        mode = where.partition(":")[2]
+        preprocess = partial(keras.applications.imagenet_utils.preprocess_input, mode=mode)
+        source = f"keras.applications imagenet_utils mode={mode} (the {keras_name} preprocessing layers)"
+    else:
+        preprocess = getattr(keras.applications, where).preprocess_input
+        source = f"keras.applications.{where}.preprocess_input"
+    probe = np.zeros((4, 1, 1, 3), dtype="float32")
+    for channel in range(3):
+        probe[channel + 1, 0, 0, channel] = 255.0
+    out = np.asarray(keras.ops.convert_to_numpy(preprocess(probe.copy())), dtype="float64").reshape(4, 3)
+    change = out[1:] - out[0]  # row: input channel lit, column: output channel
+    order = np.abs(change).argmax(0)
+    scale = change[order, np.arange(3)] / 255.0  # output units per 0-255 input unit = 1 / std(0-255)
+    std = 1.0 / scale
+    mean = -out[0] * std
+    channels = {(0, 1, 2): "RGB", (2, 1, 0): "BGR"}[tuple(int(c) for c in order)]
+    return DataConfig(tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std),
+                      PRETRAINED_SIZE.get(keras_name, IMAGENET_SIZE), channel_order=channels,
+                      interpolation="bilinear", source=source)
+
+
+def keras_classifier(module):
+    """The last Keras layer that holds weights: the Dense (or, in MobileNetV3, 1x1 Conv) making the logits."""
+    from imgbench.engine.weights import _weighted_layers
+
+    return list(_weighted_layers(module.net))[-1]
 
 
 @hookimpl
 def imgbench_models() -> list[ModelSpec]:
     specs = [
         ModelSpec("keras/mnist_convnet", build_mnist_convnet, "keras-io Simple MNIST convnet (2 conv + dense)",
-                  style="cnn", min_size=10),
+                  style="cnn", min_size=10, classifier=keras_classifier),
         ModelSpec("keras/flowers_cnn", build_flowers_cnn, "TensorFlow flowers-tutorial CNN (3 conv + dense 128)",
-                  style="cnn", min_size=8),
+                  style="cnn", min_size=8, classifier=keras_classifier),
     ]
     specs += [
         ModelSpec(f"keras/{arch}", partial(build_application, keras_name), f"keras.applications {description}",
-                  style=style, min_size=min_size, pretrained=True)
+                  style=style, min_size=min_size, pretrained=True,
+                  data_config=partial(keras_data_config, keras_name), classifier=keras_classifier)
         for arch, keras_name, style, min_size, description in APPLICATIONS
     ]
     return specs

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from imgbench import ModelSpec, hookimpl
+from imgbench import DataConfig, ModelSpec, hookimpl
+from imgbench.errors import UsageError
 
 # (registry arch, timm name, style, min input size, description)
 CURATED = [
@@ -37,7 +38,45 @@ MIN_TOKENS_PER_SIDE = 7
 def build_timm(timm_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False, **extra):
     import timm
 
-    return timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **extra)
+    if not pretrained:
+        return timm.create_model(timm_name, num_classes=num_classes, in_chans=in_chans, **extra)
+    try:
+        return timm.create_model(timm_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **extra)
+    except (OSError, ValueError) as exc:  # huggingface_hub's offline and HTTP errors are OSErrors
+        raise UsageError(_download_hint(timm_name, exc)) from exc
+
+
+def _download_hint(timm_name: str, exc: Exception) -> str:
+    from huggingface_hub import constants
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(timm_name)
+    repo = cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else f"timm/{timm_name}"
+    return (f"pretrained weights for timm {timm_name} could not be had ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Offline, fill the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE} (HF_HOME / HF_HUB_CACHE) with the hub repo {repo} "
+            f"(`hf download {repo}` on a machine with network, then copy the folder), "
+            f"or start from a file with weights=PATH")
+
+
+def timm_data_config(timm_name: str) -> DataConfig | None:
+    """The preprocessing of timm's default (or named, ``resnet18.a1_in1k``) pretrained weights, as timm
+    resolves it."""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return None
+    resolved = resolve_data_config(pretrained_cfg=cfg.to_dict())
+    return DataConfig(tuple(resolved["mean"]), tuple(resolved["std"]), int(resolved["input_size"][-1]),
+                      interpolation=resolved["interpolation"], crop_pct=float(resolved["crop_pct"]),
+                      source=f"timm pretrained_cfg {cfg.architecture}.{cfg.tag}")
+
+
+def timm_classifier(net):
+    """timm's own answer: every timm model names its head."""
+    return net.get_classifier()
 
 
 def patch_size_for(image_size: int) -> int:
@@ -58,12 +97,14 @@ def build_transformer(timm_name: str, *, num_classes: int, in_chans: int, image_
 def imgbench_models() -> list[ModelSpec]:
     specs = [
         ModelSpec(f"timm/{arch}", partial(build_timm, timm_name), f"timm {description}", style=style,
-                  min_size=min_size, pretrained=True)
+                  min_size=min_size, pretrained=True, data_config=partial(timm_data_config, timm_name),
+                  classifier=timm_classifier)
         for arch, timm_name, style, min_size, description in CURATED
     ]
     specs += [
         ModelSpec(f"timm/{arch}", partial(build_transformer, timm_name), f"timm {description}", style="transformer",
-                  min_size=14, pretrained=True)
+                  min_size=14, pretrained=True, data_config=partial(timm_data_config, timm_name),
+                  classifier=timm_classifier)
         for arch, timm_name, description in TRANSFORMERS
     ]
     return specs
@@ -79,4 +120,5 @@ def imgbench_resolve_model(name: str) -> ModelSpec | None:
     if not timm.is_model(timm_name):
         return None
     return ModelSpec(name, partial(build_timm, timm_name), f"timm {timm_name} (not curated; defaults as timm)",
-                     style="other", min_size=32, pretrained=True)
+                     style="other", min_size=32, pretrained=True, data_config=partial(timm_data_config, timm_name),
+                     classifier=timm_classifier)

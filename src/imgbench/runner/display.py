@@ -32,13 +32,18 @@ def recipe_from_parameters(dataset: str, values: Mapping[str, Any]) -> "Recipe":
     return resolve_recipe(dataset, {k: values[k] for k in RECIPE_FIELDS if values.get(k) is not None})
 
 
-def load_dataset(dataset: str, recipe: "Recipe", data_dir: str | None = None) -> "LoadedDataset":
-    """Load ``dataset`` at the recipe's image size and validation share, as ``run_job`` would."""
+def load_dataset(dataset: str, recipe: "Recipe", data_dir: str | None = None,
+                 model: str | None = None) -> "LoadedDataset":
+    """Load ``dataset`` at the recipe's image size and validation share, as ``run_job`` would (with
+    ``model``: at its weights' own size when the recipe starts from weights and leaves ``image_size`` 0)."""
     from imgbench import paths
+    from imgbench.engine.job import start_image_size
     from imgbench.registry import get_registry
 
-    spec, arg = get_registry().dataset(dataset)
-    return spec.load(image_size=recipe.image_size, val_size=recipe.val_size, data_dir=paths.data_dir(data_dir),
+    registry = get_registry()
+    spec, arg = registry.dataset(dataset)
+    size = start_image_size(registry.model(model), recipe) if model else recipe.image_size
+    return spec.load(image_size=size, val_size=recipe.val_size, data_dir=paths.data_dir(data_dir),
                      cache_dir=paths.cache_dir(), arg=arg)
 
 
