@@ -6,7 +6,16 @@ baseline regressions, failures and provenance, written as report.html, report.md
 
 from __future__ import annotations
 
-from imgbench.report.content import assemble, draw_figures, render, write_report
-from imgbench.report.notebook import build_report
+from importlib import import_module
+from typing import Any
 
-__all__ = ["assemble", "build_report", "draw_figures", "render", "write_report"]
+_LAZY = {"assemble": "content", "draw_figures": "content", "render": "content", "write_report": "content",
+         "build_report": "notebook"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: every `imgbench` command imports imgbench.report.cli, and seaborn + scipy cost seconds to import.
+    if name in _LAZY:
+        return getattr(import_module(f"imgbench.report.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'imgbench.report' has no attribute {name!r}")

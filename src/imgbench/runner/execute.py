@@ -45,6 +45,9 @@ KERNEL_START_TIMEOUT_S = 120
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
 KILL_WAIT_S = 10
 NOTEBOOK_KERNEL_NAME = "python3"  # papermill wants a name; the kernel itself is always sys.executable
+# When the last cell has run, the notebook is saved and every file the job writes is complete: a graceful
+# shutdown would only wait for the kernel's interpreter to tear down torch and friends.
+KERNEL_SHUTDOWN = "immediate"
 
 
 class JobCancelled(Exception):
@@ -167,7 +170,10 @@ def _poll(child: subprocess.Popen, deadline: float | None, stop: threading.Event
         if deadline is not None and time.monotonic() > deadline:
             _kill_tree(child)
             return "timeout"
-        time.sleep(POLL_S)
+        try:
+            child.wait(POLL_S)  # returns as soon as the child exits
+        except subprocess.TimeoutExpired:
+            pass
     return "exited"
 
 
@@ -251,7 +257,7 @@ def run_notebook(task: JobTask) -> dict[str, str]:
             task.notebook, str(task.job_dir / NOTEBOOK), parameters=task.parameters,
             kernel_name=NOTEBOOK_KERNEL_NAME, kernel_manager_class=CurrentPythonKernelManager,
             cwd=str(task.job_dir), progress_bar=False, log_output=task.log_output, request_save_on_cell_execute=True,
-            start_timeout=KERNEL_START_TIMEOUT_S,
+            start_timeout=KERNEL_START_TIMEOUT_S, shutdown_kernel=KERNEL_SHUTDOWN,
         )
     except PapermillExecutionError as exc:
         return {"status": "failed", "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}
