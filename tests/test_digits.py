@@ -74,3 +74,29 @@ def test_listed_as_bundled_and_local_with_its_own_recipe(capsys):
     assert row["source"] == "local" and "bundled" in row["from"] and row["shape"] == "8x8x1"
     assert default_recipe("digits") != default_recipe("imagefolder:/x")
     assert paths.data_dir() is None  # nothing local was needed
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_the_demo_suite_runs_offline_with_no_data(tmp_path):
+    """`imgbench run demo` as a first-time user runs it: no data folder, no network, every job ok, a report."""
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+    import pandas as pd
+
+    env = {key: value for key, value in os.environ.items() if key not in (paths.DATA_DIR_ENV, "IMGBENCH_TEST_DATA")}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")  # a download would fail
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "imgbench", "run", "demo", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 4 and set(results["status"]) == {"ok"} and set(results["dataset"]) == {"digits"}
+    assert (results["accuracy"] > 0.5).all()  # ten classes: chance is 0.1
+    assert (out / "report.html").is_file()
+    for notebook in results["notebook"]:
+        executed = nbformat.read(out / notebook, as_version=4)
+        assert "IProgress not found" not in nbformat.writes(executed)
