@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import psutil
+from tqdm import tqdm
 
 from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
@@ -131,8 +132,6 @@ class LogForwarder:
         self.path, self.prefix, self.offset, self.partial = path, f"[{job_id}] ", 0, b""
 
     def pump(self, final: bool = False) -> None:
-        from tqdm import tqdm  # writes above the grid's progress bar instead of through it
-
         try:
             with open(self.path, "rb") as log:
                 log.seek(self.offset)
@@ -145,7 +144,7 @@ class LogForwarder:
             lines, self.partial = [*lines, self.partial], b""
         for line in lines:
             frames = [f for f in line.decode("utf-8", "replace").split("\r") if f.strip()]
-            if frames:
+            if frames:  # tqdm.write prints above the grid's progress bar instead of through it
                 tqdm.write(self.prefix + frames[-1].rstrip(), file=sys.stderr)
 
 
