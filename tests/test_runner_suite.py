@@ -299,7 +299,7 @@ def test_notebook_is_stripped_and_has_one_parameters_cell():
 
 def test_notebook_parameters_are_the_job_fields_and_every_recipe_field():
     inferred = papermill.inspect_notebook(str(notebook_path()))
-    assert set(inferred) == {"model", "dataset", "seed", "out_dir", *RECIPE_FIELDS}
+    assert set(inferred) == {"model", "dataset", "seed", "out_dir", "data_dir", *RECIPE_FIELDS}
     assert all(p["help"] for p in inferred.values())  # every parameter carries a comment
 
 

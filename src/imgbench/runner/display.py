@@ -2,7 +2,7 @@
 the confusion matrix and the metrics table. Also the two steps the notebook needs before training: the
 recipe from its parameters, and the dataset loaded exactly as the engine would load it.
 
-matplotlib, seaborn and pandas are imported inside the functions; this module is only used in kernels.
+matplotlib and pandas are imported inside the functions; this module is only used in kernels.
 """
 
 from __future__ import annotations
@@ -55,22 +55,28 @@ def recipe_table(model: str, dataset: str, seed: int, recipe: "Recipe") -> "pd.D
 
 
 def sample_grid(data: "LoadedDataset", columns: int = SAMPLE_COLUMNS, rows: int = SAMPLE_ROWS):
-    """A grid of training images, evenly spread over the split, titled with their class."""
+    """A grid of training images, evenly spread over the split, labelled with their class.
+
+    One mosaic image on one axes: sixteen separate axes cost more to lay out and draw than the whole job's
+    other figures together.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
 
     x, y = data.train.x, data.train.y
     count = min(len(y), columns * rows)
-    picks = np.linspace(0, len(y) - 1, count).astype(int) if count else []
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.1 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, index in zip(axes.flat, picks):
-        image = x[index]
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
-        ax.set_title(str(data.classes[int(y[index])])[:14], fontsize=8)
+    picks = np.linspace(0, len(y) - 1, count).astype(int) if count else np.array([], dtype=int)
     h, w, c = data.image_shape
-    fig.suptitle(f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
+    gap = max(1, h // 8)
+    mosaic = np.full((rows * (h + gap), columns * (w + gap), c), 255, dtype=np.uint8)
+    fig, ax = plt.subplots(figsize=(1.6 * columns, 2.1 * rows))
+    ax.axis("off")
+    for slot, index in enumerate(picks):
+        top, left = (slot // columns) * (h + gap), (slot % columns) * (w + gap)
+        mosaic[top:top + h, left:left + w] = x[index]
+        ax.text(left + w / 2, top + h, str(data.classes[int(y[index])])[:14], ha="center", va="top", fontsize=8)
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray" if c == 1 else None, vmin=0, vmax=255)
+    ax.set_title(f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
                  f"{h}x{w}x{c}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -80,7 +86,6 @@ def training_curves(history: Sequence[Mapping[str, Any]]):
     """Loss and accuracy per epoch, train against validation; None when nothing was trained."""
     import matplotlib.pyplot as plt
     import pandas as pd
-    import seaborn as sns
 
     if not history:
         print("no training epochs (epochs=0): nothing to plot")
@@ -88,10 +93,12 @@ def training_curves(history: Sequence[Mapping[str, Any]]):
     frame = pd.DataFrame(list(history))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        long = frame.melt(id_vars="epoch", value_vars=[f"train_{metric}", f"val_{metric}"], var_name="split")
-        long["split"] = long["split"].str.removesuffix(f"_{metric}")
-        sns.lineplot(data=long, x="epoch", y="value", hue="split", marker="o", ax=ax)
+        for split in ("train", "val"):
+            if frame[f"{split}_{metric}"].notna().any():
+                ax.plot(frame["epoch"], frame[f"{split}_{metric}"], marker="o", label=split)
+        ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
+        ax.legend(title="split")
     fig.tight_layout()
     return fig
 
@@ -100,18 +107,23 @@ def confusion_matrix(metrics: Mapping[str, Any]):
     """The test confusion matrix, rows normalised to recall so that class sizes do not dominate."""
     import matplotlib.pyplot as plt
     import numpy as np
-    import seaborn as sns
 
     counts = np.asarray(metrics.get("confusion_matrix") or [], dtype=float)
     if counts.size == 0:
         print(f"no confusion matrix (status {metrics.get('status')})")
         return None
-    classes = metrics.get("classes") or list(range(len(counts)))
+    classes = [str(c) for c in (metrics.get("classes") or range(len(counts)))]
     recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.45 * len(classes))
     fig, ax = plt.subplots(figsize=(side + 1, side))
-    sns.heatmap(recall, annot=len(classes) <= 12, fmt=".2f", cmap="Blues", vmin=0, vmax=1, square=True,
-                xticklabels=classes, yticklabels=classes, ax=ax)
+    image = ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if len(classes) <= 12:
+        for (i, j), value in np.ndenumerate(recall):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if value > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{metrics.get('model')} on {metrics.get('dataset')}: accuracy {metrics.get('accuracy')}")

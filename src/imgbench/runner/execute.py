@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import psutil
+from tqdm import tqdm
 
 from imgbench import schema
 from imgbench.paths import atomic_write_json
@@ -42,6 +43,9 @@ POLL_S = 0.2  # how often the supervisor checks the child, and the child checks 
 KILL_WAIT_S = 10
 CELL_LINE_CHARS = 80  # of the running cell's first line, in a crashed job's error
 NOTEBOOK_KERNEL_NAME = "python3"  # papermill wants a name; the kernel itself is always sys.executable
+# When the last cell has run, the notebook is saved and every file the job writes is complete: a graceful
+# shutdown would only wait for the kernel's interpreter to tear down torch and friends.
+KERNEL_SHUTDOWN = "immediate"
 
 
 class JobCancelled(Exception):
@@ -125,8 +129,6 @@ class LogForwarder:
         self.path, self.prefix, self.offset, self.partial = path, f"[{job_id}] ", 0, b""
 
     def pump(self, final: bool = False) -> None:
-        from tqdm import tqdm  # writes above the grid's progress bar instead of through it
-
         try:
             with open(self.path, "rb") as log:
                 log.seek(self.offset)
@@ -139,7 +141,7 @@ class LogForwarder:
             lines, self.partial = [*lines, self.partial], b""
         for line in lines:
             frames = [f for f in line.decode("utf-8", "replace").split("\r") if f.strip()]
-            if frames:
+            if frames:  # tqdm.write prints above the grid's progress bar instead of through it
                 tqdm.write(self.prefix + frames[-1].rstrip(), file=sys.stderr)
 
 
@@ -164,7 +166,10 @@ def _poll(child: subprocess.Popen, deadline: float | None, stop: threading.Event
         if deadline is not None and time.monotonic() > deadline:
             _kill_tree(child)
             return "timeout"
-        time.sleep(POLL_S)
+        try:
+            child.wait(POLL_S)  # returns as soon as the child exits
+        except subprocess.TimeoutExpired:
+            pass
     return "exited"
 
 
@@ -264,7 +269,7 @@ def run_notebook(task: JobTask) -> dict[str, str]:
             task.notebook, str(task.job_dir / schema.NOTEBOOK), parameters=task.parameters,
             kernel_name=NOTEBOOK_KERNEL_NAME, kernel_manager_class=CurrentPythonKernelManager,
             cwd=str(task.job_dir), progress_bar=False, log_output=task.log_output, request_save_on_cell_execute=True,
-            start_timeout=KERNEL_START_TIMEOUT_S,
+            start_timeout=KERNEL_START_TIMEOUT_S, shutdown_kernel=KERNEL_SHUTDOWN,
         )
     except PapermillExecutionError as exc:
         return {"status": "failed", "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}

@@ -118,15 +118,7 @@ def run_grid(
     from imgbench.registry import get_registry
 
     registry = registry or get_registry()
-    models, datasets = tuple(models), tuple(datasets)
-    if isinstance(suite, Suite):
-        base = suite
-    elif suite is not None and str(suite) == NO_SUITE:
-        base = Suite(source=NO_SUITE)
-    else:
-        base = load_suite(suite_path(suite))
-    inherited = inherited_settings(base, models, datasets) if suite is None and (models or datasets) else None
-    grid = with_options(base, models, datasets, seeds, params)
+    grid, inherited = grid_suite(suite, models, datasets, seeds, params)
     timeout = grid.timeout if timeout is None else timeout
     problems = [p for p in [timeout_problem(timeout)] if p]
     runner = None
@@ -223,6 +215,24 @@ def job_env(registry: "Registry", data_dir: str | os.PathLike | None = None) -> 
     if local is not None:
         env[paths.DATA_DIR_ENV] = str(local)
     return env
+
+
+def grid_suite(suite: Suite | str | os.PathLike | None, models: Iterable[str] = (), datasets: Iterable[str] = (),
+               seeds: Iterable[int] | str | None = None, params: Mapping[str, Any] | None = None,
+               ) -> tuple[Suite, dict[str, Any] | None]:
+    """The suite with the options applied, and what it inherited from the default suite (None: nothing).
+
+    -m/-d without a suite inherit the default suite's parameters; the suite ``none`` is no suite at all.
+    """
+    models, datasets = tuple(models), tuple(datasets)
+    if isinstance(suite, Suite):
+        base = suite
+    elif suite is not None and str(suite) == NO_SUITE:
+        base = Suite(source=NO_SUITE)
+    else:
+        base = load_suite(suite_path(suite))
+    inherited = inherited_settings(base, models, datasets) if suite is None and (models or datasets) else None
+    return with_options(base, models, datasets, seeds, params), inherited
 
 
 def inherited_settings(base: Suite, models: Iterable[str] = (), datasets: Iterable[str] = ()) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The shipped benchmark suites, as package data (imgbench.suites); see imgbench.resources."""

@@ -1,0 +1,1 @@
+"""The shipped notebooks, as package data (imgbench.notebooks); see imgbench.resources."""

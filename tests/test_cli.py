@@ -1,0 +1,155 @@
+"""The command line as a user meets it: listings, help texts, hints, progress lines, the suite a grid inherits."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from imgbench import cli, resources
+from imgbench.engine.recipe import RECIPE_FIELDS, default_recipe
+from imgbench.errors import UsageError
+from imgbench.registry import get_registry
+from imgbench.runner.grid import grid_suite
+from imgbench.runner.progress import GridProgress
+from imgbench.runner.suite import expand
+
+REPO = Path(__file__).resolve().parents[1]
+TESTKIT = Path(__file__).parent / "test_runner_plugins"
+SHIPPED = {"demo", "quick", "standard"}
+REST_MARKUP = re.compile(r"``|:(func|class|mod|data|meth|attr):`")
+
+
+def run_module(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imgbench", *argv], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+@pytest.fixture
+def package_data_only(monkeypatch, tmp_path):
+    """As in an installed wheel: the checkout's folders are out of reach, only package data is left."""
+    monkeypatch.setattr(resources, "CHECKOUT", tmp_path / "no-checkout")
+
+
+def test_suites_lists_the_shipped_suites_from_package_data(package_data_only, capsys):
+    assert cli.main(["suites", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == SHIPPED
+    for name, row in rows.items():
+        declared = tomllib.loads((REPO / "benchmarks" / "suites" / f"{name}.toml").read_text(encoding="utf-8"))
+        assert row["description"] == declared["description"] and row["models"] == len(declared["models"])
+
+
+def test_an_unknown_suite_names_the_shipped_ones_from_package_data(package_data_only):
+    with pytest.raises(UsageError, match=r"\(demo, quick, standard\)"):
+        resources.suite_path("quik")
+
+
+def test_python_m_imgbench_runs_the_command():
+    done = run_module("suites")
+    assert done.returncode == 0, done.stderr
+    assert all(re.search(rf"^{name}\s", done.stdout, re.M) for name in SHIPPED)
+    assert run_module("--version").stdout.strip().startswith("imgbench ")
+
+
+def test_params_lists_every_field_with_the_datasets_default_and_imports_no_framework():
+    code = ("import json, sys; from imgbench.cli import main; main(['params', 'digits', '--json']); "
+            "print(json.dumps(sorted(m for m in ('torch', 'keras', 'timm') if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    *listing, imported = done.stdout.strip().splitlines()
+    assert json.loads(imported) == []
+    rows = {row["name"]: row for row in json.loads("\n".join(listing))}
+    assert list(rows) == list(RECIPE_FIELDS)
+    digits = default_recipe("digits").to_dict()
+    for name, (kind, help_text) in RECIPE_FIELDS.items():
+        assert rows[name] == {"name": name, "type": kind.__name__, "default": digits[name], "help": help_text}
+    assert rows["epochs"]["default"] != default_recipe("cifar10").epochs
+
+
+def test_params_rejects_an_unknown_dataset_with_a_suggestion(capsys):
+    assert cli.main(["params", "digit"]) == 2
+    assert "did you mean digits" in capsys.readouterr().err
+
+
+def test_every_command_describes_itself_without_rest_markup():
+    parser = cli.build_parser()
+    assert not REST_MARKUP.search(parser.format_help())
+    [commands] = [a for a in parser._actions if a.dest == "command"]
+    assert set(commands.choices) >= {"models", "datasets", "plugins", "suites", "params", "notebooks", "run",
+                                     "report"}
+    for name, command in commands.choices.items():
+        assert command.description, name
+        assert not REST_MARKUP.search(command.format_help()), name
+
+
+def test_the_report_hint_uses_the_real_seeds_syntax():
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "src" / "imgbench").rglob("*.py"))
+    assert "--seeds 0 1 2" not in sources
+    assert "--seeds 0,1,2" in (REPO / "src" / "imgbench" / "report" / "html_page.py").read_text(encoding="utf-8")
+
+
+# -- progress ------------------------------------------------------------------------------------------------
+
+def test_progress_into_a_pipe_is_one_plain_line_per_job(monkeypatch):
+    stream = io.StringIO()  # not a tty, like `2> run.log` or a CI log
+    monkeypatch.setattr(sys, "stderr", stream)
+    bar = GridProgress(2, enabled=True, slots=1)
+    for seed in (0, 1):
+        bar.started(None)
+        bar.finished({"status": "ok", "job_id": f"job-{seed}", "duration_s": 3.0, "accuracy": 0.5})
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [line.split()[:3] for line in lines] == [["[1/2]", "ok", "job-0"], ["[2/2]", "ok", "job-1"]]
+
+
+def test_running_never_shows_more_than_the_slots():
+    bar = GridProgress(3, enabled=False, slots=1)
+    bar.started(None)
+    bar.started(None)  # the executor freed job 1's slot before its row reached this thread
+    assert bar.shown_running == 1 and bar.bar.postfix and "running=1" in bar.bar.postfix
+    bar.finished({"status": "ok", "job_id": "a", "duration_s": 1, "accuracy": 1.0})
+    assert bar.shown_running == 1
+
+
+# -- which parameters a grid without a suite gets ----------------------------------------------------------
+
+def test_models_and_datasets_without_a_suite_inherit_the_default_suites_parameters():
+    quick = tomllib.loads((REPO / "benchmarks" / "suites" / "quick.toml").read_text(encoding="utf-8"))
+    grid, inherited = grid_suite(None, models=["keras/mnist_convnet"], datasets=["mnist"])
+    assert inherited["suite"] == "quick" and inherited["params"] == quick["params"] == dict(grid.params)
+    assert "epochs=3" in inherited["message"] and "train_samples=8000" in inherited["message"]
+    assert "`none`" in inherited["message"]
+    named, nothing = grid_suite("quick", models=["keras/mnist_convnet"], datasets=["mnist"])
+    assert nothing is None and dict(named.params) == quick["params"]
+
+
+def test_the_suite_none_gives_the_datasets_full_default_recipes():
+    grid, inherited = grid_suite("none", models=["keras/mnist_convnet"], datasets=["mnist", "digits"])
+    assert inherited is None and not grid.params and grid.timeout is None
+    jobs = expand(grid, get_registry())
+    assert {job.dataset: job.recipe for job in jobs} == {d: default_recipe(d).to_dict() for d in ("mnist", "digits")}
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_log_output_streams_cell_output_prefixed_and_run_json_says_what_was_inherited(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["run", "--plugins-dir", str(TESTKIT), "-m", "testkit/linear", "-d", "tinygray", "--out", str(out),
+                     "--no-report", "--log-output", "-p", "epochs=1", "-p", "bench_seconds=0.05", "-p", "amp=false"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    [job_id] = [p.name for p in (out / "jobs").iterdir()]
+    assert "inherits the parameters of the default suite 'quick'" in err
+    assert f"[{job_id}] status: ok" in err  # the training cell's print, forwarded live
+    assert re.search(r"^\[1/1\] ok\s+" + re.escape(job_id), err, re.M) and "\r" not in err
+    inherited = json.loads((out / "run.json").read_text(encoding="utf-8"))["inherited"]
+    assert inherited["suite"] == "quick" and inherited["params"]["train_samples"] == 8000
