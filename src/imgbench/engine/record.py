@@ -24,6 +24,7 @@ RESULT_KEYS = (
     "latency_p95_ms", "latency_p99_ms", "params", "flops", "peak_memory_mb", "epochs", "batch_size",
     "image_size", "model_input_size", "train_samples", "test_samples", "device", "train_time_s",
     "compile_time_s", "time_to_target_s", "best_val_accuracy", "dataset_fingerprint", "config_hash",
+    "precision", "train_peak_memory_mb",
 )
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
 VERSIONED = ("torch", "keras", "timm", "imgbench", "numpy", "scikit-learn")

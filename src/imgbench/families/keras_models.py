@@ -7,7 +7,9 @@ only when a model is built; ``KERAS_BACKEND`` is set to ``torch`` first.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import partial
+from typing import Iterator
 
 from imgbench import ModelSpec, hookimpl
 
@@ -28,6 +30,10 @@ APPLICATIONS = [
 # These constructors normalise raw 0-255 pixels themselves unless told not to; imgbench feeds every model
 # the same normalised tensors, so their built-in preprocessing is switched off.
 HAS_PREPROCESSING_FLAG = {"MobileNetV3Small", "EfficientNetV2B0", "ConvNeXtTiny"}
+# Keras' dtype policy for each engine precision. Keras layers cast their inputs to their own compute dtype,
+# so under torch autocast alone a float32-policy model keeps its activations in float32; a mixed policy makes
+# its layers compute in the engine's low-precision dtype (variables stay float32), as autocast does for timm.
+DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _keras():
@@ -40,6 +46,20 @@ def _keras():
             "Set KERAS_BACKEND=torch before anything imports keras."
         )
     return keras
+
+
+@contextmanager
+def build_scope(device: str, precision: str) -> Iterator[None]:
+    """While a Keras model is built: Keras' device is the engine's (variables and constants are created there,
+    not on Keras' own default), and its dtype policy is the engine's precision. Both are restored after."""
+    keras = _keras()
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(DTYPE_POLICIES[precision])
+    try:
+        with keras.device(device):
+            yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def _wrap(keras_model):

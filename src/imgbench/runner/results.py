@@ -30,6 +30,7 @@ COLUMNS = (
     "infer_throughput", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "params", "flops",
     "peak_memory_mb", "epochs", "batch_size", "image_size", "train_samples", "test_samples", "device",
     "train_time_s", "compile_time_s", "time_to_target_s", "duration_s", "dataset_fingerprint", "config_hash",
+    "precision", "train_peak_memory_mb",
     "notebook",
 )
 RUNNER_COLUMNS = ("job_id", "model", "family", "dataset", "seed", "status", "error", "duration_s",
