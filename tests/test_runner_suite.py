@@ -226,7 +226,8 @@ def test_results_columns_match_the_contract():
                 "precision_macro, recall_macro, balanced_accuracy, log_loss, ece, train_throughput, "
                 "infer_throughput, latency_p50_ms, latency_p95_ms, latency_p99_ms, params, flops, peak_memory_mb, "
                 "epochs, batch_size, image_size, train_samples, test_samples, device, train_time_s, compile_time_s, "
-                "time_to_target_s, duration_s, dataset_fingerprint, config_hash, notebook")
+                "time_to_target_s, duration_s, dataset_fingerprint, config_hash, precision, train_peak_memory_mb, "
+                "notebook")
     assert results.COLUMNS == tuple(contract.split(", "))
     readme = (REPO / "README.md").read_text(encoding="utf-8")  # the schema is documented there
     assert all(f"| `{column}` |" in readme for column in results.COLUMNS)
