@@ -2,9 +2,12 @@
 
     python benchmarks/bench_keras_fit.py --data-dir ../shared/data --rounds 5 --threads 2 --json fit.json
 
-Both sides train the same Keras model (built by the registry's builder, so the same architecture and math)
-on the same MNIST images in the same process with the same torch threads: the engine through ``run_job``
-(its ``train_throughput``), Keras through ``model.fit`` on the same images as normalised float32 NHWC arrays,
+Both sides train the same Keras model (built by the registry's builder, so the same layers, weights shapes and
+math) on the same MNIST images in the same process with the same torch threads: the engine through
+``run_job`` (its ``train_throughput``; it builds Keras models channels-first, the layout that the torch
+backend runs without transposes), Keras through ``model.fit`` on the model as Keras builds it by default
+(channels-last; ``--fit-layout channels_first`` for the engine's layout) and the same images as normalised
+float32 arrays,
 with Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), no weight decay, no schedule, no augmentation, sparse
 cross-entropy on the logits and an accuracy metric (the engine tracks loss and accuracy too). Throughput is
 steady state on both sides, measured the same way: every epoch's steps except the first ``SKIP_STEPS`` steps
@@ -100,19 +103,26 @@ class SteadyBatches(keras.callbacks.Callback):
 
 
 def keras_fit_throughput(data: LoadedDataset, args: argparse.Namespace) -> float:
-    from imgbench.families.keras_models import build_scope
     from imgbench.registry import get_registry
 
     seed_everything(SEED, keras_model=True)
-    with build_scope("cpu", "fp32"):
-        module = get_registry().build_model(args.model, num_classes=len(data.classes), in_chans=1,
-                                            image_size=data.image_shape[0])
+    # the registry's builder in Keras' own defaults (float32, ``--fit-layout``), as a Keras user runs it
+    before = keras.config.image_data_format()
+    keras.config.set_image_data_format(args.fit_layout)
+    try:
+        with keras.device("cpu"):
+            module = get_registry().build_model(args.model, num_classes=len(data.classes), in_chans=1,
+                                                image_size=data.image_shape[0])
+    finally:
+        keras.config.set_image_data_format(before)
     model = module.net
     model.compile(optimizer=keras.optimizers.Adam(LR, beta_1=BETAS[0], beta_2=BETAS[1], epsilon=EPS),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
                   jit_compile=False)
     mean, std = channel_stats(data.train.x)
-    x = ((data.train.x.astype(np.float32) - mean) / std).astype(np.float32)  # NHWC, as Keras takes it
+    x = ((data.train.x.astype(np.float32) - mean) / std).astype(np.float32)  # NHWC
+    if args.fit_layout == "channels_first":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     timer = SteadyBatches(SKIP_STEPS, args.batch_size, torch.device("cpu"))
     model.fit(x, data.train.y, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=0,
               callbacks=[timer])
@@ -128,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fit-layout", choices=("channels_last", "channels_first"), default="channels_last",
+                        help="the image data format of the model model.fit trains (default: Keras' default)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "model": args.model, "data": data.name, "train_images": len(data.train), "epochs": args.epochs,
         "batch_size": args.batch_size, "threads": torch.get_num_threads(), "rounds": args.rounds,
-        "skip_steps": SKIP_STEPS, "engine_images_per_s": engine, "keras_fit_images_per_s": keras_fit,
+        "skip_steps": SKIP_STEPS, "fit_layout": args.fit_layout, "engine_images_per_s": engine, "keras_fit_images_per_s": keras_fit,
         "ratios": ratios, "median_ratio": statistics.median(ratios), "target": TARGET,
     }
     print(json.dumps(figures, indent=2))

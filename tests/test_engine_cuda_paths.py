@@ -11,7 +11,7 @@ import torch
 from imgbench.engine import run_job
 from imgbench.engine.data import Augmenter, ImageBatches
 from imgbench.engine.recipe import resolve_recipe
-from imgbench.engine.timing import MIB, PeakMemory, activation_dtypes, count_flops
+from imgbench.engine.timing import MIB, PeakMemory, activation_dtypes, count_flops, ran_in
 from imgbench.engine.train import Precision, TrainStep, choose_precision, warm_compile
 from imgbench.registry import get_registry
 
@@ -93,7 +93,7 @@ def test_amp_runs_both_families_in_bf16_and_records_what_ran(model, bf16_on_cpu,
     result = run_job(model, synthetic(per_class=(8, 2, 4), size=16, channels=3), seed=0, out_dir=tmp_path, **TINY)
     metrics = result.metrics
     assert result.status == "ok" and metrics["precision_requested"] == "bf16"
-    assert metrics["precision"] == "bf16" and metrics["activation_dtypes"]["bf16"] > 0.5
+    assert metrics["precision"] == "bf16" and metrics["activation_dtypes"]["bf16"] > 0.9
     from imgbench.runner.results import COLUMNS
 
     assert "precision" in COLUMNS and "train_peak_memory_mb" in COLUMNS
@@ -108,9 +108,10 @@ def test_keras_float32_policy_under_autocast_stays_mostly_fp32_and_the_mixed_pol
         plain = build("keras/mnist_convnet", 16, channels=3)
     with build_scope("cpu", "bf16"):
         mixed = build("keras/mnist_convnet", 16, channels=3)
-    # the issue: autocast alone leaves a Keras model's activations in float32 (its layers cast back)
-    assert activation_dtypes(plain, image, autocast)["fp32"] > 0.5
-    assert next(iter(activation_dtypes(mixed, image, autocast))) == "bf16"
+    # the issue: under autocast alone a Keras model's layers cast back to float32 after each matmul
+    plain_shares, mixed_shares = activation_dtypes(plain, image, autocast), activation_dtypes(mixed, image, autocast)
+    assert plain_shares["fp32"] > 0.2 and ran_in(plain_shares) == "mixed"
+    assert mixed_shares["bf16"] > 0.99 and ran_in(mixed_shares) == "bf16"
     assert {p.dtype for p in mixed.parameters() if p.is_floating_point()} == {torch.float32}  # master weights
     with torch.no_grad(), autocast():
         assert mixed(image).dtype == torch.bfloat16

@@ -20,7 +20,7 @@ class ResizeInput(torch.nn.Module):
 
 
 class KerasModule(torch.nn.Module):
-    """Adapts a Keras 3 model (torch backend, channels-last) to imgbench's NCHW convention.
+    """Adapts a Keras 3 model (torch backend) to imgbench's NCHW convention.
 
     On the torch backend a Keras model is a ``torch.nn.Module`` whose weights are torch parameters, so the
     engine trains it like any other module. Three things differ from a torch module, and are handled here:
@@ -35,8 +35,9 @@ class KerasModule(torch.nn.Module):
       training step. Those layers draw the same Bernoulli mask from torch's own generator on the device
       instead (seeded by the job's seed), with the same shape, rate and scaling.
 
-    Inputs that are NCHW with channels-last strides (the engine's layout for Keras models) become contiguous
-    NHWC tensors by a view, without a copy.
+    A model built channels-first (the engine builds them so: ``imgbench.families.keras_models``) takes the
+    NCHW inputs as they are; a channels-last one gets an NHWC view of them (a permute, no copy). Which one is
+    read from Keras' image data format when the module is made, right after the model was built.
     """
 
     def __init__(self, net: torch.nn.Module) -> None:
@@ -46,6 +47,7 @@ class KerasModule(torch.nn.Module):
         import keras
 
         self.net = net
+        self.channels_first = keras.config.image_data_format() == "channels_first"
         self._device_scope = keras.device
         for layer in net._flatten_layers(include_self=False, recursive=True):
             # exactly Dropout: its subclasses (SpatialDropout2D...) compute their own noise shapes
@@ -54,7 +56,7 @@ class KerasModule(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._device_scope(str(x.device)):
-            return self.net(x.permute(0, 2, 3, 1), training=self.training)
+            return self.net(x if self.channels_first else x.permute(0, 2, 3, 1), training=self.training)
 
 
 class _DeviceDropout:

@@ -149,7 +149,8 @@ def _train_and_measure(metrics, registry, family, loaded, train, test, test_inde
     with phases("build_model"), _build_scope(family, device, precision):
         net = registry.build_model(metrics["model"], num_classes=len(loaded.classes), in_chans=channels,
                                    image_size=height, pretrained=recipe.pretrained)
-        net = net.to(device=device, memory_format=memory_format)
+        # memory formats are for torch's NCHW weights; Keras keeps its own kernel layout (HWIO)
+        net = net.to(device=device, memory_format=memory_format if family != "keras" else torch.preserve_format)
     metrics["params"] = timing.count_parameters(net)
 
     mean, std = channel_stats(train.x)
@@ -161,7 +162,7 @@ def _train_and_measure(metrics, registry, family, loaded, train, test, test_inde
     metrics["data_on_device"] = on_device
     with phases("flops"):  # measured before training, so a job that fails still says what it ran in
         shares = timing.activation_dtypes(net, splits["train"].inputs(splits["train"].x[:1]), precision.autocast)
-        metrics.update(precision=next(iter(shares)), activation_dtypes=shares)
+        metrics.update(precision=timing.ran_in(shares), activation_dtypes=shares)
     runner = net
     if recipe.compile:
         with phases("compile"):

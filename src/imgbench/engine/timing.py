@@ -24,6 +24,7 @@ MAX_LATENCY_SAMPLES = 10_000
 CHUNK_SHARE = 0.1  # throughput chunks grow until one takes this share of bench_seconds
 LATENCY_PERCENTILES = (50, 95, 99)
 MIB = 2**20
+PRECISION_SHARE = 0.9  # a model "ran in" a dtype when at least this share of its activations were in it
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
 
@@ -84,6 +85,13 @@ def activation_dtypes(model: torch.nn.Module, image: torch.Tensor,
         model(image)
     total = sum(tally.elements.values())
     return {DTYPE_NAMES.get(dtype, str(dtype)): count / total for dtype, count in tally.elements.most_common()}
+
+
+def ran_in(shares: dict[str, float]) -> str:
+    """The precision a model ran in, from its ``activation_dtypes``: the dtype of at least ``PRECISION_SHARE``
+    of the activations, else ``mixed``."""
+    dtype, share = max(shares.items(), key=lambda item: item[1])
+    return dtype if share >= PRECISION_SHARE else "mixed"
 
 
 def inference_forward(model: torch.nn.Module, autocast: Callable[[], AbstractContextManager]) -> Callable:

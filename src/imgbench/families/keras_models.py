@@ -34,6 +34,12 @@ HAS_PREPROCESSING_FLAG = {"MobileNetV3Small", "EfficientNetV2B0", "ConvNeXtTiny"
 # so under torch autocast alone a float32-policy model keeps its activations in float32; a mixed policy makes
 # its layers compute in the engine's low-precision dtype (variables stay float32), as autocast does for timm.
 DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# The engine builds Keras models channels-first: the same layers and weights, but on the torch backend a
+# channels-last Conv2D or pooling layer transposes to NCHW and back (with copies) on every call, forward and
+# backward (about 1.4-1.9x slower per training step for keras/mnist_convnet on a CPU). ImageNet weights keep
+# Keras' channels-last layout they were made in, and so do the applications that refuse channels-first.
+ENGINE_DATA_FORMAT = "channels_first"
+CHANNELS_LAST_ONLY = {"DenseNet121", "ConvNeXtTiny"}
 
 
 def _keras():
@@ -51,15 +57,34 @@ def _keras():
 @contextmanager
 def build_scope(device: str, precision: str) -> Iterator[None]:
     """While a Keras model is built: Keras' device is the engine's (variables and constants are created there,
-    not on Keras' own default), and its dtype policy is the engine's precision. Both are restored after."""
+    not on Keras' own default), its dtype policy is the engine's precision and its image data format is
+    ``ENGINE_DATA_FORMAT``. All are restored after."""
     keras = _keras()
-    before = keras.config.dtype_policy()
+    before = keras.config.dtype_policy(), keras.config.image_data_format()
     keras.config.set_dtype_policy(DTYPE_POLICIES[precision])
+    keras.config.set_image_data_format(ENGINE_DATA_FORMAT)
     try:
         with keras.device(device):
             yield
     finally:
-        keras.config.set_dtype_policy(before)
+        keras.config.set_dtype_policy(before[0])
+        keras.config.set_image_data_format(before[1])
+
+
+@contextmanager
+def _data_format(keras, data_format: str) -> Iterator[None]:
+    before = keras.config.image_data_format()
+    keras.config.set_image_data_format(data_format)
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(before)
+
+
+def _input_shape(keras, image_size: int, in_chans: int) -> tuple[int, int, int]:
+    if keras.config.image_data_format() == "channels_first":
+        return (in_chans, image_size, image_size)
+    return (image_size, image_size, in_chans)
 
 
 def _wrap(keras_model):
@@ -73,7 +98,7 @@ def build_mnist_convnet(*, num_classes: int, in_chans: int, image_size: int, pre
     keras = _keras()
     layers = keras.layers
     net = keras.Sequential([
-        keras.Input((image_size, image_size, in_chans)),
+        keras.Input(_input_shape(keras, image_size, in_chans)),
         layers.Conv2D(32, 3, activation="relu"),
         layers.MaxPooling2D(2),
         layers.Conv2D(64, 3, activation="relu"),
@@ -93,7 +118,7 @@ def build_flowers_cnn(*, num_classes: int, in_chans: int, image_size: int, pretr
     keras = _keras()
     layers = keras.layers
     net = keras.Sequential([
-        keras.Input((image_size, image_size, in_chans)),
+        keras.Input(_input_shape(keras, image_size, in_chans)),
         layers.Conv2D(16, 3, padding="same", activation="relu"),
         layers.MaxPooling2D(),
         layers.Conv2D(32, 3, padding="same", activation="relu"),
@@ -113,16 +138,20 @@ def build_application(keras_name: str, *, num_classes: int, in_chans: int, image
     keras = _keras()
     constructor = getattr(keras.applications, keras_name)
     options = {"include_preprocessing": False} if keras_name in HAS_PREPROCESSING_FLAG else {}
-    shape = (image_size, image_size, in_chans)
     if not pretrained:
-        net = constructor(weights=None, input_shape=shape, classes=num_classes, classifier_activation=None, **options)
-        return _wrap(net)
+        data_format = "channels_last" if keras_name in CHANNELS_LAST_ONLY else keras.config.image_data_format()
+        with _data_format(keras, data_format):
+            net = constructor(weights=None, input_shape=_input_shape(keras, image_size, in_chans),
+                              classes=num_classes, classifier_activation=None, **options)
+            return _wrap(net)
     if in_chans != 3:
         raise ValueError("ImageNet weights need 3 input channels")
-    base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
-    inputs = keras.Input(shape)
-    outputs = keras.layers.Dense(num_classes)(base(inputs))
-    return _wrap(keras.Model(inputs, outputs, name=f"{keras_name}_finetune"))
+    with _data_format(keras, "channels_last"):
+        shape = (image_size, image_size, in_chans)
+        base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
+        inputs = keras.Input(shape)
+        outputs = keras.layers.Dense(num_classes)(base(inputs))
+        return _wrap(keras.Model(inputs, outputs, name=f"{keras_name}_finetune"))
 
 
 @hookimpl
