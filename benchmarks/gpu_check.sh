@@ -12,7 +12,8 @@
 # grid_report.md (8 files: what the device tool brings back).
 #
 # Environment: OUT (default results/gpu_check), IMGBENCH_GPU_DATA (the folder holding cifar10/, default
-# .device/data), DEVICE (cuda | cpu, default cuda), PYTHON (default python3), WHEELS (default .device/wheels).
+# .device/data), DEVICE (cuda | cpu, default cuda), PYTHON (default python3), WHEELS (default .device/wheels),
+# LIMIT_SCALE (multiplies the step limits, default 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,8 @@ DATA=${IMGBENCH_GPU_DATA:-.device/data}
 DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.device/wheels}
-SHARED_DATA=${SHARED_DATA:-../shared/data}
+LIMIT_SCALE=${LIMIT_SCALE:-1}  # multiplies every step's time limit (a slow CPU check needs more)
+SHARED_DATA=${IMGBENCH_TEST_DATA:-../shared/data}  # prepare copies CIFAR-10 (PNG class folders) from here
 CIFAR_TEST_PER_CLASS=200  # 2,000 of the 10,000 test images: the copy, the wheels and the repo fit 64 MiB
 # Python packages the device image lacks (it has torch, timm, pandas, seaborn, scikit-learn, pytest...)
 MISSING="keras papermill ipykernel nbconvert platformdirs"
@@ -29,6 +31,7 @@ DEVICE_HAS="absl_py attrs certifi charset_normalizer click h5py idna jinja2 mark
 ml_dtypes numpy packaging psutil pygments python_dateutil pyyaml requests rich tqdm typing_extensions urllib3"
 
 prepare() {
+    [ -d "$SHARED_DATA/cifar10/train" ] || { echo "no $SHARED_DATA/cifar10/train: set IMGBENCH_TEST_DATA"; return 2; }
     rm -rf .device/data/cifar10 "$WHEELS" && mkdir -p .device/data/cifar10 "$WHEELS"
     cp -r "$SHARED_DATA/cifar10/train" .device/data/cifar10/
     for folder in "$SHARED_DATA"/cifar10/test/*/; do
@@ -59,7 +62,7 @@ started=$(date +%s)
 echo "# gpu_check ($DEVICE) $(date -u +%FT%TZ)" >"$SUMMARY"
 
 step() {  # step NAME LIMIT_S COMMAND...: runs it, records status and seconds in the summary
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
     local t0=$(date +%s)
     echo "== $name (limit ${limit}s)"
     timeout "$limit" "$@"
