@@ -21,8 +21,14 @@ TINY = dict(epochs=1, batch_size=16, bench_seconds=0.02, progress=False)
 HOST_SYNC = "aten::_local_scalar_dense"  # what .item(), int(), bool() and nonzero sizes all go through
 
 
-def build(name: str, size: int, channels: int = 1, classes: int = 5) -> torch.nn.Module:
-    return get_registry().build_model(name, num_classes=classes, in_chans=channels, image_size=size)
+def build(name: str, size: int, channels: int = 1, classes: int = 5, engine: bool = False) -> torch.nn.Module:
+    """The registry's model; ``engine``: built as a job builds it (Keras in the engine's scope, on the CPU)."""
+    from contextlib import nullcontext
+
+    from imgbench.families.keras_models import build_scope
+
+    with build_scope("cpu", "fp32") if engine and name.startswith("keras/") else nullcontext():
+        return get_registry().build_model(name, num_classes=classes, in_chans=channels, image_size=size)
 
 
 def host_syncs(step, outside_optimizer: bool = False) -> int:
@@ -150,7 +156,7 @@ def _train_step(net: torch.nn.Module, size: int, channels: int):
     pytest.param("keras/efficientnet_b0", 32, marks=pytest.mark.slow),  # seeded drop-connect in 9 blocks
 ])
 def test_a_training_step_of_each_family_makes_no_host_sync(model, size):
-    assert host_syncs(_train_step(build(model, size, channels=3), size, 3), outside_optimizer=True) == 0
+    assert host_syncs(_train_step(build(model, size, 3, engine=True), size, 3), outside_optimizer=True) == 0
 
 
 def test_keras_seeded_dropout_syncs_and_the_engines_replacement_keeps_its_shape_and_scale():
