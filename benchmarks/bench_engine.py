@@ -2,6 +2,7 @@
 
     python benchmarks/bench_engine.py                      # keras/mnist_convnet, MNIST-shaped data
     python benchmarks/bench_engine.py --model timm/resnet18 --repeats 5 --threads 1
+    python benchmarks/bench_engine.py --device cuda       # both sides on the GPU, in the engine's precision
 
 Training: the engine's train phase (every step, its optimiser/schedule set-up and bookkeeping included)
 against a minimal hand-written PyTorch loop over pre-normalised float tensors, same optimiser and steps.
@@ -28,8 +29,8 @@ import torch  # noqa: E402
 
 from imgbench import LoadedDataset, Split  # noqa: E402
 from imgbench.engine import run_job  # noqa: E402
-from imgbench.engine.timing import WARMUP_SHARE  # noqa: E402
-from imgbench.engine.train import seed_everything  # noqa: E402
+from imgbench.engine.timing import WARMUP_SHARE, synchronize  # noqa: E402
+from imgbench.engine.train import choose_precision, seed_everything, select_device  # noqa: E402
 from imgbench.registry import get_registry  # noqa: E402
 
 TRAIN_RATIO_TARGET = 1.05
@@ -49,55 +50,76 @@ def synthetic_mnist(n_train: int, n_test: int, size: int) -> LoadedDataset:
                          "bench", "synthetic")
 
 
-def build(model_name: str, size: int) -> torch.nn.Module:
-    """The model as the engine prepares it on a CPU (that .to() makes Keras models several % faster)."""
-    model = get_registry().build_model(model_name, num_classes=CLASSES, in_chans=1, image_size=size)
-    return model.to(memory_format=torch.contiguous_format)
+def build(model_name: str, size: int, device: torch.device, precision_name: str) -> torch.nn.Module:
+    """The model as the engine builds and places it (Keras ones in the engine's device, dtype policy and
+    layout; the .to() makes Keras models several % faster)."""
+    from contextlib import nullcontext
+
+    from imgbench.families.keras_models import build_scope
+
+    scope = build_scope(str(device), precision_name) if model_name.startswith("keras/") else nullcontext()
+    with scope:
+        model = get_registry().build_model(model_name, num_classes=CLASSES, in_chans=1, image_size=size)
+    keras_model = model_name.startswith("keras/")
+    return model.to(device, memory_format=torch.preserve_format if keras_model else memory_format(device))
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format  # the engine's default
 
 
 def engine_train(model: str, data: LoadedDataset, args: argparse.Namespace) -> dict:
     result = run_job(model, data, seed=SEED, progress=False, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_epochs=0.0,
-                     label_smoothing=0.0, augment="none", bench_seconds=args.bench_seconds)
+                     label_smoothing=0.0, augment="none", bench_seconds=args.bench_seconds, device=args.device)
     return result.metrics
 
 
 def bare_train(model_name: str, data: LoadedDataset, args: argparse.Namespace) -> tuple[float, torch.nn.Module]:
     """Seconds for the same steps in the plainest loop (index, forward, loss, backward, step), and the model."""
-    seed_everything(SEED)
-    model = build(model_name, data.train.x.shape[1])
+    device = select_device(args.device)
+    precision = choose_precision(device, amp=True)
+    seed_everything(SEED, keras_model=model_name.startswith("keras/"))
+    model = build(model_name, data.train.x.shape[1], device, precision.name)
     x = torch.from_numpy(data.train.x).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
-    x = x.clone(memory_format=torch.contiguous_format)  # plain NCHW strides, as the engine feeds
-    y = torch.from_numpy(data.train.y)
+    x = x.to(device).clone(memory_format=memory_format(device))  # the strides the engine feeds
+    y = torch.from_numpy(data.train.y).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     steps = len(y) // args.batch_size
+    synchronize(device)
     start = time.perf_counter()
     model.train()
     for _epoch in range(args.epochs):
-        order = torch.randperm(len(y))
+        order = torch.randperm(len(y), device=device)
         for step in range(steps):
             index = order[step * args.batch_size:(step + 1) * args.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
+            with precision.autocast():
+                logits = model(x[index])
+            loss = torch.nn.functional.cross_entropy(logits.float(), y[index])
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            precision.step(loss, optimizer)
+    synchronize(device)
     return time.perf_counter() - start, model
 
 
 def plain_inference(model: torch.nn.Module, data: LoadedDataset, args: argparse.Namespace) -> float:
     """Images/s of ``model(x)`` under no_grad on the engine's test images, after a warm-up as long as its."""
+    device = select_device(args.device)
+    precision = choose_precision(device, amp=True)
     images = data.test.x[: args.batch_size].astype(np.float32)
     images = (images - data.train.x.mean()) / data.train.x.std()
-    batch = torch.from_numpy(images).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).to(device).clone(memory_format=memory_format(device))
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         start = time.perf_counter()
         while time.perf_counter() - start < WARMUP_SHARE * args.bench_seconds:
             model(batch)
+        synchronize(device)
         iterations, start = 0, time.perf_counter()
         while time.perf_counter() - start < args.bench_seconds or iterations < 3:
             model(batch)
             iterations += 1
+        synchronize(device)
         return iterations * args.batch_size / (time.perf_counter() - start)
 
 
@@ -117,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bench-seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N, for both sides")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
     if args.threads:

@@ -13,7 +13,7 @@ import pytest
 
 from imgbench.registry import get_registry
 from imgbench.resources import suite_path
-from imgbench.runner.results import COLUMNS
+from imgbench.schema import RESULT_COLUMNS as COLUMNS
 from imgbench.runner.suite import expand, load_suite
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,21 +20,43 @@ class ResizeInput(torch.nn.Module):
 
 
 class KerasModule(torch.nn.Module):
-    """Adapts a Keras 3 model (torch backend, channels-last) to imgbench's NCHW convention.
+    """Adapts a Keras 3 model (torch backend) to imgbench's NCHW convention.
 
     On the torch backend a Keras model is a ``torch.nn.Module`` whose weights are torch parameters, so the
-    engine trains it like any other module. Keras layers take the training flag from the call rather than
-    from ``module.train()``, so it is passed on explicitly.
+    engine trains it like any other module. Three things differ from a torch module, and are handled here:
+
+    - Keras layers take the training flag from the call rather than from ``module.train()``, so it is passed
+      on explicitly.
+    - Keras puts every tensor it creates or converts on *its* device (``KERAS_TORCH_DEVICE``, else CUDA
+      whenever CUDA is visible), whatever device the inputs are on. Each forward runs inside
+      ``keras.device(<the inputs' device>)``, so the model computes where the engine put it.
+    - Keras' seeded dropout (a ``noise_shape`` or a ``seed``, as in EfficientNet's drop-connect) seeds a fresh
+      ``torch.Generator`` from its seed state with ``int(tensor)`` on every call: one host sync per layer per
+      training step. Those layers draw the same Bernoulli mask from torch's own generator on the device
+      instead (seeded by the job's seed), with the same shape, rate and scaling.
+
+    A model built channels-first (the engine builds them so: ``imgbench.families.keras_models``) takes the
+    NCHW inputs as they are; a channels-last one gets an NHWC view of them (a permute, no copy). Which one is
+    read from Keras' image data format when the module is made, right after the model was built.
     """
 
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
         if not isinstance(net, torch.nn.Module):
             raise TypeError("Keras is not on the torch backend: its models are not torch modules")
+        import keras
+
         self.net = net
+        self.channels_first = keras.config.image_data_format() == "channels_first"
+        self._device_scope = keras.device
+        for layer in net._flatten_layers(include_self=False, recursive=True):
+            # exactly Dropout: its subclasses (SpatialDropout2D...) compute their own noise shapes
+            if type(layer) is keras.layers.Dropout and (layer.noise_shape is not None or layer.seed is not None):
+                layer.call = _DeviceDropout(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.permute(0, 2, 3, 1), training=self.training)
+        with self._device_scope(str(x.device)):
+            return self.net(x if self.channels_first else x.permute(0, 2, 3, 1), training=self.training)
 
 
 class FrozenBackbone(torch.nn.Module):
@@ -53,3 +75,22 @@ class FrozenBackbone(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+class _DeviceDropout:
+    """``keras.layers.Dropout.call`` without the host sync: the mask comes from torch's generator."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+
+    def __call__(self, inputs: torch.Tensor, training: bool = False) -> torch.Tensor:
+        rate = self.layer.rate
+        if not training or rate == 0:
+            return inputs
+        if rate == 1:
+            return torch.zeros_like(inputs)
+        noise_shape = self.layer.noise_shape or (None,) * inputs.ndim
+        shape = [size if dim is None else dim for size, dim in zip(inputs.shape, noise_shape)]
+        keep = 1.0 - rate
+        mask = torch.empty(shape, dtype=inputs.dtype, device=inputs.device).bernoulli_(keep)
+        return inputs / keep * mask  # Keras: where(mask, inputs / keep, 0)

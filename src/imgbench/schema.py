@@ -111,6 +111,9 @@ COLUMNS: tuple[Column, ...] = (
     _c("params", int, ENGINE, "trainable parameters", better=LOWER),
     _c("flops", int, ENGINE, "forward FLOPs per image at the model's input size", "FLOPs", LOWER),
     _c("peak_memory_mb", float, ENGINE, "peak memory during the job (MB; GPU memory on CUDA)", "MB", LOWER),
+    _c("train_peak_memory_mb", float, ENGINE, "the model's training peak on CUDA (MB): steady-state training "
+                                              "steps, without the dataset held on the device or cuDNN autotuning; "
+                                              "empty off CUDA", "MB", LOWER),
     _c("epochs", int, ENGINE, "training epochs of the recipe"),
     _c("batch_size", int, ENGINE, "training batch size"),
     _c("image_size", int, ENGINE, "side of the images the dataset was loaded at"),
@@ -120,6 +123,9 @@ COLUMNS: tuple[Column, ...] = (
     _c("train_split_samples", int, ENGINE, "images in the whole training split (`train_samples` of them were used)"),
     _c("test_split_samples", int, ENGINE, "images in the whole test split (`test_samples` of them were evaluated)"),
     _c("device", str, ENGINE, "where the job ran (`cpu`, `cuda:0`, ...)"),
+    _c("precision", str, ENGINE, "the precision the model really computed in, measured: the dtype (`fp32`, "
+                                 "`bf16`, `fp16`) of at least 90% of the activation elements one forward pass "
+                                 "writes, else `mixed`"),
     _c("threads", int, ENGINE, "CPU threads torch used in the job (`torch.get_num_threads()`; recipe `threads`, "
                                "0 = cores // `concurrency`)"),
     _c("concurrency", int, ENGINE, "jobs that ran at once on this machine (the executor's slots), so 1 = the job "

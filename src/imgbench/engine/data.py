@@ -104,6 +104,15 @@ class ImageBatches:
             return len(self) // batch_size
         return math.ceil(len(self) / batch_size)
 
+    def batch_sizes(self, batch_size: int, drop_last: bool = False) -> set[int]:
+        """The sizes of the batches ``batches`` yields (the full size and any remainder)."""
+        n = len(self)
+        if not n:
+            return set()
+        size = min(batch_size, n)
+        steps = self.steps(size, drop_last)
+        return {size, n - (steps - 1) * size} if not drop_last else {size}
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised ``(x, y)`` batches, shuffled when a generator is given."""

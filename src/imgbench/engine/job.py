@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -98,7 +98,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
         "model_input_size": input_size(spec, image_size), "train_samples": len(train),
         "val_samples": len(loaded.val), "test_samples": len(test), "device": str(device),
         "train_split_samples": len(loaded.train), "test_split_samples": len(loaded.test),
-        "precision": precision.name, "evaluated_model": EVALUATED_MODEL,
+        "precision_requested": precision.name, "evaluated_model": EVALUATED_MODEL,
         "dataset_fingerprint": loaded.fingerprint, "dataset_source": loaded.source,
         "config_hash": config_hash(model, dataset_name, seed, recipe.to_dict()),
         "recipe": recipe.to_dict(), "classes": list(loaded.classes), "finetune": recipe.finetune,
@@ -121,6 +121,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     metrics["peak_memory_mb"] = memory.peak_mb()
+    metrics["train_peak_memory_mb"] = memory.train_peak_mb()
     metrics["phases"] = phases.seconds
     folder = Path(out_dir) if out_dir is not None else None
     if folder is not None:
@@ -134,6 +135,16 @@ def start_image_size(model_spec: Any, recipe: Recipe, start: Start | None = None
     if not recipe.image_size and start.data_config is not None:
         return start.data_config.input_size
     return recipe.image_size
+
+
+def _build_scope(family: str, device: Any, precision: Any):
+    """Keras builds on its own default device and dtype policy unless told; every other family is a torch
+    module built on the CPU and moved by the engine."""
+    if family != "keras":
+        return nullcontext()
+    from imgbench.families.keras_models import build_scope
+
+    return build_scope(str(device), precision.name)
 
 
 def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None, spec: Any,
@@ -177,23 +188,34 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
     metrics["preprocessing"] = data_config.to_dict() | {
         "image_size": height, "in_model_resize": metrics["model_input_size"] != height}
     metrics["provenance"].update(preprocessing=data_config.source, normalisation=_normalisation_text(data_config))
-    with phases("build_model"):
+    with phases("build_model"), _build_scope(spec.family, device, precision):
         net = registry.build_model(metrics["model"], num_classes=len(loaded.classes), in_chans=channels,
                                    image_size=height, pretrained=recipe.pretrained)
         net, core = _start_from(net, spec, start, recipe, metrics)
-        net = net.to(device=device, memory_format=memory_format)
+        # memory formats are for torch's NCHW weights; Keras keeps its own kernel layout (HWIO)
+        net = net.to(device=device,
+                     memory_format=memory_format if spec.family != "keras" else torch.preserve_format)
 
-    nbytes = sum(s.x.nbytes for s in (train, loaded.val, test))
+    nbytes = sum(s.x.nbytes + s.y.nbytes for s in (train, loaded.val, test))
     on_device = fits_on_device(nbytes, device)
+    memory.exclude(nbytes if on_device and device.type == "cuda" else 0)
     reverse = data_config.channel_order == "BGR"
     splits = {name: ImageBatches(split, device, mean, std, memory_format, on_device, reverse)
               for name, split in (("train", train), ("val", loaded.val), ("test", test))}
     metrics["data_on_device"] = on_device
+    with phases("flops"):  # measured before training, so a job that fails still says what it ran in
+        shares = timing.activation_dtypes(net, splits["train"].inputs(splits["train"].x[:1]), precision.autocast)
+        metrics.update(precision=timing.ran_in(shares), activation_dtypes=shares)
     runner = net
     if recipe.compile:
         with phases("compile"):
             runner = torch.compile(net)
-            metrics["compile_time_s"] = warm_compile(net, runner, splits["train"], recipe.batch_size, precision)
+            fit_batch = min(recipe.batch_size, len(train))
+            # every batch shape the compiled model will see, so no recompile lands in a timed phase
+            eval_sizes = {*splits["val"].batch_sizes(fit_batch), *splits["test"].batch_sizes(recipe.batch_size),
+                          recipe.batch_size, 1}
+            metrics["compile_time_s"] = warm_compile(net, runner, splits["train"], fit_batch, precision,
+                                                     sorted(eval_sizes))
 
     with phases("train"):
         fitted = fit(runner, splits["train"], splits["val"], recipe, precision, seed, height, memory, progress)

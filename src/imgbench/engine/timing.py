@@ -10,8 +10,9 @@ throughputs of its equal timed chunks, windows or samples: a figure is only as g
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextlib import AbstractContextManager
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import psutil
@@ -27,6 +28,8 @@ LATENCY_PERCENTILES = (50, 95, 99)
 SYNC_WINDOW_STEPS = 10  # training steps per timed window on an accelerator (one host sync per window)
 MIN_SPREAD_SAMPLES = 4  # fewer timed chunks, windows or samples than this give no spread figure
 MIB = 2**20
+PRECISION_SHARE = 0.9  # a model "ran in" a dtype when at least this share of its activations were in it
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
 
 def synchronize(device: torch.device) -> None:
@@ -42,14 +45,57 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: torch.nn.Module, image: torch.Tensor, autocast: Callable[[], AbstractContextManager]) -> int:
-    """FLOPs of one forward pass on one image, as torch's FlopCounterMode counts them (2 per multiply-add)."""
+    """FLOPs of one forward pass on one image, as torch's FlopCounterMode counts them (2 per multiply-add).
+
+    Attention runs through the math SDPA kernel here: the counter has formulas for the CUDA flash and
+    memory-efficient kernels but none for the CPU's fused one, so a ViT's count would depend on the device.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), autocast(), counter:
+    with torch.no_grad(), autocast(), sdpa_kernel(SDPBackend.MATH), counter:
         model(image)
     return int(counter.get_total_flops())
+
+
+def activation_dtypes(model: torch.nn.Module, image: torch.Tensor,
+                      autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
+    """Share of the floating-point elements that one eval forward pass writes, per dtype (views excluded).
+
+    The precision a model really ran in: under autocast a model whose layers cast back to float32 (Keras'
+    float32 policy) computes its matmuls in bf16 but keeps most activations in float32.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Tally(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.elements: Counter[torch.dtype] = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not func.is_view:
+                for value in tree_leaves(out):
+                    if isinstance(value, torch.Tensor) and value.is_floating_point():
+                        self.elements[value.dtype] += value.numel()
+            return out
+
+    model.eval()
+    tally = Tally()
+    with torch.no_grad(), autocast(), tally:
+        model(image)
+    total = sum(tally.elements.values())
+    return {DTYPE_NAMES.get(dtype, str(dtype)): count / total for dtype, count in tally.elements.most_common()}
+
+
+def ran_in(shares: dict[str, float]) -> str:
+    """The precision a model ran in, from its ``activation_dtypes``: the dtype of at least ``PRECISION_SHARE``
+    of the activations, else ``mixed``."""
+    dtype, share = max(shares.items(), key=lambda item: item[1])
+    return dtype if share >= PRECISION_SHARE else "mixed"
 
 
 def inference_forward(model: torch.nn.Module, autocast: Callable[[], AbstractContextManager]) -> Callable:
@@ -175,21 +221,62 @@ class SteadyTimer:
 
 
 class PeakMemory:
-    """Peak memory in MiB: the CUDA allocator's peak on a GPU, else the largest sampled process RSS."""
+    """Peak memory in MiB, two figures.
 
-    def __init__(self, device: torch.device) -> None:
+    ``peak_mb``: the whole job. On CUDA the allocator's peak, which also holds the dataset kept on the device,
+    cuDNN's autotuning trials and evaluation; elsewhere the largest sampled process RSS.
+
+    ``train_peak_mb`` (CUDA only): the model's training peak. The allocator's peak within the steady-state
+    training windows (``start_window``/``end_window``, after the first steps, so autotuning is past), less the
+    bytes of data held on the device (``exclude``): parameters, gradients, optimiser state, activations and the
+    chosen kernels' workspace. ``allocator`` is ``torch.cuda`` unless a test passes a stand-in.
+    """
+
+    def __init__(self, device: torch.device, allocator: Any = None) -> None:
         self.device = device
+        self.allocator = allocator if allocator is not None else (torch.cuda if device.type == "cuda" else None)
         self.process = psutil.Process()
         self.rss_peak = 0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        self.job_peak = 0
+        self.window_peak: int | None = None
+        self.excluded = 0
+        self._in_window = False
+        if self.allocator is not None:
+            self.allocator.reset_peak_memory_stats(device)
         self.sample()
+
+    def exclude(self, nbytes: int) -> None:
+        """Bytes held on the device that are not the model's (the dataset), left out of ``train_peak_mb``."""
+        self.excluded = nbytes
+
+    def start_window(self) -> None:
+        if self.allocator is None:
+            return
+        self._fold()
+        self.allocator.reset_peak_memory_stats(self.device)  # the window's own peak from here
+        self._in_window = True
+
+    def end_window(self) -> None:
+        if not self._in_window:
+            return
+        peak = self.allocator.max_memory_allocated(self.device)
+        self.window_peak = max(self.window_peak or 0, peak)
+        self.job_peak = max(self.job_peak, peak)
+        self._in_window = False
+
+    def _fold(self) -> None:
+        self.job_peak = max(self.job_peak, self.allocator.max_memory_allocated(self.device))
 
     def sample(self) -> None:
         self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)
+        if self.allocator is not None:
+            self._fold()
 
     def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / MIB
         self.sample()
-        return self.rss_peak / MIB
+        return (self.job_peak if self.allocator is not None else self.rss_peak) / MIB
+
+    def train_peak_mb(self) -> float | None:
+        if self.window_peak is None:
+            return None
+        return (self.window_peak - self.excluded) / MIB

@@ -16,7 +16,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch
 from imgbench.engine.data import Augmenter, ImageBatches
 from imgbench.engine.evaluate import loss_and_accuracy, predict_logits
 from imgbench.engine.recipe import Recipe, device_problem
-from imgbench.engine.timing import PeakMemory, SteadyTimer, synchronize
+from imgbench.engine.timing import DTYPE_NAMES, PeakMemory, SteadyTimer, synchronize
 from imgbench.errors import UsageError
 
 SKIP_STEPS = 5  # steps left out of the training-throughput window (allocator, cuDNN autotuning, caches)
@@ -32,6 +32,8 @@ CHECK_EVERY = 50  # steps between divergence checks (one host sync each)
 STEP_DECAY_AT = (0.5, 0.75)  # the "step" schedule multiplies the rate by STEP_DECAY at these fractions
 STEP_DECAY = 0.1
 ONECYCLE_MIN_WARMUP = 0.05  # OneCycleLR needs a non-empty rising phase
+BF16_MIN_MAJOR_CAPABILITY = 8  # Ampere and later have bf16 tensor cores; older GPUs only emulate bf16
+FUSED_OPTIMIZER_DEVICES = ("cuda", "cpu")  # one kernel per step, step counters on the device (no .item())
 
 
 class Diverged(Exception):
@@ -62,7 +64,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+        return DTYPE_NAMES[self.dtype or torch.float32]
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -78,10 +80,14 @@ class Precision:
 
 
 def choose_precision(device: torch.device, amp: bool) -> Precision:
-    """Mixed precision on CUDA only: bf16 where supported, else fp16 with a GradScaler; fp32 elsewhere."""
+    """Mixed precision on CUDA only: bf16 where the GPU has it in hardware, else fp16 with a GradScaler.
+
+    ``torch.cuda.is_bf16_supported()`` also counts emulated bf16 (V100, T4: slower than fp32) and asks about
+    the current device rather than this one, so the decision reads this device's compute capability.
+    """
     if device.type != "cuda" or not amp:
         return Precision(device.type)
-    if torch.cuda.is_bf16_supported():
+    if torch.version.hip or torch.cuda.get_device_capability(device)[0] >= BF16_MIN_MAJOR_CAPABILITY:
         return Precision("cuda", torch.bfloat16)
     return Precision("cuda", torch.float16, torch.amp.GradScaler("cuda"))
 
@@ -128,17 +134,24 @@ def _set_deterministic_algorithms(enabled: bool, warn_only: bool) -> None:
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """Only parameters that require grad; no weight decay on biases and normalisation weights (1-D)."""
+    """Only parameters that require grad; no weight decay on biases and normalisation weights (1-D).
+
+    torch's fused implementations where they exist: the default for-each/for-loop ones read each step
+    counter with ``.item()``, and with fp16 the GradScaler reads ``found_inf`` on the host every step; the
+    fused kernels take both as device tensors.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": recipe.weight_decay},
               {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    fused = True if trainable and trainable[0].device.type in FUSED_OPTIMIZER_DEVICES else None
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0,
+                               fused=fused)
     betas = (recipe.momentum, 0.999)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, betas=betas)
-    return torch.optim.AdamW(groups, lr=recipe.lr, betas=betas)
+        return torch.optim.Adam(groups, lr=recipe.lr, betas=betas, fused=fused)
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=betas, fused=fused)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
@@ -163,9 +176,11 @@ def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: ImageBatches,
-                 batch_size: int, precision: Precision) -> float:
-    """Trigger compilation of the training and eval graphs on one batch; seconds taken. Weights are restored."""
+def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: ImageBatches, batch_size: int,
+                 precision: Precision, eval_sizes: Sequence[int] = ()) -> float:
+    """Compile the training graph on one batch and the eval graph at each of ``eval_sizes`` (the batch shapes
+    the job will evaluate and time: remainders and batch 1 each recompile otherwise, inside a timed phase);
+    seconds taken. Weights are restored."""
     snapshot = copy.deepcopy(model.state_dict())
     x, y = next(train.batches(batch_size))
     start = time.perf_counter()
@@ -175,7 +190,8 @@ def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: Image
     loss.backward()
     compiled.eval()
     with torch.no_grad(), precision.autocast():
-        compiled(x)
+        for size in eval_sizes or (len(x),):
+            compiled(train.inputs(train.x[torch.arange(size, device=train.x.device) % len(train)]))
     synchronize(train.device)
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
@@ -194,6 +210,34 @@ class FitResult:
     error: str | None = None  # set when training diverged
 
 
+class TrainStep:
+    """One optimisation step as ``fit`` runs it: augment, forward under autocast, float32 loss, backward,
+    optimiser and schedule step. Loss and correct predictions accumulate on the device: no host sync."""
+
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, precision: Precision, steps_per_epoch: int,
+                 augment: Augmenter) -> None:
+        self.model, self.precision, self.augment = model, precision, augment
+        self.optimizer = build_optimizer(model, recipe)
+        self.schedule = build_schedule(self.optimizer, recipe, steps_per_epoch)
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.loss_sum = self.correct = torch.zeros(())
+
+    def reset_totals(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = self.augment(x)
+        with self.precision.autocast():
+            logits = self.model(x)
+        loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.step(loss, self.optimizer)
+        self.schedule.step()
+        self.loss_sum += loss.detach() * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+
 def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, recipe: Recipe,
         precision: Precision, seed: int, image_size: int, memory: PeakMemory, progress: bool = False) -> FitResult:
     """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests."""
@@ -202,10 +246,8 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
     device = train.device
     batch_size = min(recipe.batch_size, len(train))
     steps_per_epoch = train.steps(batch_size, drop_last=True)
-    optimizer = build_optimizer(model, recipe)
-    schedule = build_schedule(optimizer, recipe, steps_per_epoch)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    augment = Augmenter(recipe.augment, image_size, device, seed, train.memory_format)
+    step = TrainStep(model, recipe, precision, steps_per_epoch,
+                     Augmenter(recipe.augment, image_size, device, seed, train.memory_format))
     shuffle = torch.Generator().manual_seed(seed)
     timer = SteadyTimer(device)
     skip = min(SKIP_STEPS, recipe.epochs * steps_per_epoch // 2)
@@ -217,32 +259,26 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
         for epoch in range(1, recipe.epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            step.reset_totals(device)
             seen = 0
             for x, y in train.batches(batch_size, shuffle, drop_last=True):
                 if done >= skip and not timer.running:  # steady state: each epoch's window, after warm-up
                     timer.start()
-                x = augment(x)
-                with precision.autocast():
-                    logits = model(x)
-                loss = criterion(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                precision.step(loss, optimizer)
-                schedule.step()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
+                    memory.start_window()
+                step(x, y)
                 seen += len(y)
                 done += 1
                 if timer.running:
                     timer.step(len(y))
                 if done % CHECK_EVERY == 0:
-                    _check_finite(loss_sum, epoch, done)
+                    _check_finite(step.loss_sum, epoch, done)
                 bar.update()
             timer.stop()
-            _check_finite(loss_sum, epoch, done)
-            row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
-                   "val_loss": None, "val_accuracy": None, "lr": optimizer.param_groups[0]["lr"]}
+            memory.end_window()
+            _check_finite(step.loss_sum, epoch, done)
+            row = {"epoch": epoch, "train_loss": step.loss_sum.item() / seen,
+                   "train_accuracy": step.correct.item() / seen,
+                   "val_loss": None, "val_accuracy": None, "lr": step.optimizer.param_groups[0]["lr"]}
             if val is not None and len(val):
                 row["val_loss"], row["val_accuracy"] = loss_and_accuracy(
                     predict_logits(model, val, batch_size, precision.autocast), val.y)
@@ -253,6 +289,7 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
             bar.set_postfix({k: round(row[k], 4) for k in ("train_loss", "val_accuracy") if row[k] is not None})
     except Diverged as exc:
         timer.stop()
+        memory.end_window()
         result.error = str(exc)
     bar.close()
     result.train_throughput, result.train_throughput_rel_iqr = timer.images_per_second(), timer.rel_iqr()

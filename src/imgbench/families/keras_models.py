@@ -7,7 +7,9 @@ only when a model is built; ``KERAS_BACKEND`` is set to ``torch`` first.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import partial
+from typing import Iterator
 
 from imgbench import DataConfig, ModelSpec, hookimpl
 from imgbench.errors import UsageError
@@ -40,6 +42,16 @@ PREPROCESSING = {
 }
 PRETRAINED_SIZE = {"InceptionV3": 299, "Xception": 299}  # the others were trained at 224
 IMAGENET_SIZE = 224
+# Keras' dtype policy for each engine precision. Keras layers cast their inputs to their own compute dtype,
+# so under torch autocast alone a float32-policy model keeps its activations in float32; a mixed policy makes
+# its layers compute in the engine's low-precision dtype (variables stay float32), as autocast does for timm.
+DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# The engine builds Keras models channels-first: the same layers and weights, but on the torch backend a
+# channels-last Conv2D or pooling layer transposes to NCHW and back (with copies) on every call, forward and
+# backward (about 1.4-1.9x slower per training step for keras/mnist_convnet on a CPU). ImageNet weights keep
+# Keras' channels-last layout they were made in, and so do the applications that refuse channels-first.
+ENGINE_DATA_FORMAT = "channels_first"
+CHANNELS_LAST_ONLY = {"DenseNet121", "ConvNeXtTiny"}
 
 
 def _keras():
@@ -54,6 +66,39 @@ def _keras():
     return keras
 
 
+@contextmanager
+def build_scope(device: str, precision: str) -> Iterator[None]:
+    """While a Keras model is built: Keras' device is the engine's (variables and constants are created there,
+    not on Keras' own default), its dtype policy is the engine's precision and its image data format is
+    ``ENGINE_DATA_FORMAT``. All are restored after."""
+    keras = _keras()
+    before = keras.config.dtype_policy(), keras.config.image_data_format()
+    keras.config.set_dtype_policy(DTYPE_POLICIES[precision])
+    keras.config.set_image_data_format(ENGINE_DATA_FORMAT)
+    try:
+        with keras.device(device):
+            yield
+    finally:
+        keras.config.set_dtype_policy(before[0])
+        keras.config.set_image_data_format(before[1])
+
+
+@contextmanager
+def _data_format(keras, data_format: str) -> Iterator[None]:
+    before = keras.config.image_data_format()
+    keras.config.set_image_data_format(data_format)
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(before)
+
+
+def _input_shape(keras, image_size: int, in_chans: int) -> tuple[int, int, int]:
+    if keras.config.image_data_format() == "channels_first":
+        return (in_chans, image_size, image_size)
+    return (image_size, image_size, in_chans)
+
+
 def _wrap(keras_model):
     from imgbench.modules import KerasModule
 
@@ -65,7 +110,7 @@ def build_mnist_convnet(*, num_classes: int, in_chans: int, image_size: int, pre
     keras = _keras()
     layers = keras.layers
     net = keras.Sequential([
-        keras.Input((image_size, image_size, in_chans)),
+        keras.Input(_input_shape(keras, image_size, in_chans)),
         layers.Conv2D(32, 3, activation="relu"),
         layers.MaxPooling2D(2),
         layers.Conv2D(64, 3, activation="relu"),
@@ -85,7 +130,7 @@ def build_flowers_cnn(*, num_classes: int, in_chans: int, image_size: int, pretr
     keras = _keras()
     layers = keras.layers
     net = keras.Sequential([
-        keras.Input((image_size, image_size, in_chans)),
+        keras.Input(_input_shape(keras, image_size, in_chans)),
         layers.Conv2D(16, 3, padding="same", activation="relu"),
         layers.MaxPooling2D(),
         layers.Conv2D(32, 3, padding="same", activation="relu"),
@@ -105,21 +150,25 @@ def build_application(keras_name: str, *, num_classes: int, in_chans: int, image
     keras = _keras()
     constructor = getattr(keras.applications, keras_name)
     options = {"include_preprocessing": False} if keras_name in HAS_PREPROCESSING_FLAG else {}
-    shape = (image_size, image_size, in_chans)
     if not pretrained:
-        net = constructor(weights=None, input_shape=shape, classes=num_classes, classifier_activation=None, **options)
-        return _wrap(net)
+        data_format = "channels_last" if keras_name in CHANNELS_LAST_ONLY else keras.config.image_data_format()
+        with _data_format(keras, data_format):
+            net = constructor(weights=None, input_shape=_input_shape(keras, image_size, in_chans),
+                              classes=num_classes, classifier_activation=None, **options)
+            return _wrap(net)
     if in_chans != 3:
         raise ValueError("ImageNet weights need 3 input channels")
-    try:
-        base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
-    except Exception as exc:  # keras.utils.get_file raises a plain Exception when the fetch fails
-        cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
-        raise UsageError(f"ImageNet weights for keras {keras_name} could not be had ({exc}); offline, put "
-                         f"Keras' weight file in {cache}, or start from a file with weights=PATH") from exc
-    inputs = keras.Input(shape)
-    outputs = keras.layers.Dense(num_classes)(base(inputs))
-    return _wrap(keras.Model(inputs, outputs, name=f"{keras_name}_finetune"))
+    with _data_format(keras, "channels_last"):
+        shape = (image_size, image_size, in_chans)
+        try:
+            base = constructor(weights="imagenet", include_top=False, input_shape=shape, pooling="avg", **options)
+        except Exception as exc:  # keras.utils.get_file raises a plain Exception when the fetch fails
+            cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
+            raise UsageError(f"ImageNet weights for keras {keras_name} could not be had ({exc}); offline, put "
+                             f"Keras' weight file in {cache}, or start from a file with weights=PATH") from exc
+        inputs = keras.Input(shape)
+        outputs = keras.layers.Dense(num_classes)(base(inputs))
+        return _wrap(keras.Model(inputs, outputs, name=f"{keras_name}_finetune"))
 
 
 def keras_data_config(keras_name: str) -> DataConfig:
