@@ -53,10 +53,12 @@ def count_flops(model: torch.nn.Module, image: torch.Tensor, autocast: Callable[
 
 
 def inference_forward(model: torch.nn.Module, autocast: Callable[[], AbstractContextManager]) -> Callable:
+    """The timed call: eval mode under ``inference_mode`` (no autograd bookkeeping at all), as timm's
+    ``benchmark.py`` and deployed inference run it."""
     model.eval()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast():
+        with torch.inference_mode(), autocast():
             return model(x)
 
     return forward

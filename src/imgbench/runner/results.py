@@ -30,7 +30,8 @@ COLUMNS = (
     "infer_throughput", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "train_throughput_rel_iqr",
     "infer_throughput_rel_iqr", "latency_rel_iqr", "params", "flops",
     "peak_memory_mb", "epochs", "batch_size", "image_size", "train_samples", "test_samples", "device",
-    "threads", "concurrency", "train_time_s", "compile_time_s", "time_to_target_s", "duration_s", "dataset_fingerprint", "config_hash",
+    "threads", "concurrency", "train_time_s", "compile_time_s", "time_to_target_s", "duration_s",
+    "dataset_fingerprint", "config_hash",
     "notebook",
 )
 RUNNER_COLUMNS = ("job_id", "model", "family", "dataset", "seed", "status", "error", "duration_s",
