@@ -100,6 +100,9 @@ def test_cluster_grid_gives_the_local_executors_results(dask_grid, launcher, tmp
     assert len(on_dask) == len(SEEDS)
     pd.testing.assert_frame_equal(on_dask[SAME_COLUMNS], here[SAME_COLUMNS])
     assert on_dask["accuracy"].nunique() > 1 or on_dask["log_loss"].nunique() > 1  # the seeds really differ
+    # two one-thread workers on this machine: two jobs at once, each with its share of the cores, as locally
+    assert list(on_dask["concurrency"]) == list(here["concurrency"]) == [2, 2]
+    assert list(on_dask["threads"]) == list(here["threads"])
     for job_id in on_dask["job_id"]:
         pd.testing.assert_frame_equal(pd.read_csv(dask_grid.out_dir / "jobs" / job_id / "predictions.csv"),
                                       pd.read_csv(local.out_dir / "jobs" / job_id / "predictions.csv"))

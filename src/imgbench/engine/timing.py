@@ -99,10 +99,12 @@ def ran_in(shares: dict[str, float]) -> str:
 
 
 def inference_forward(model: torch.nn.Module, autocast: Callable[[], AbstractContextManager]) -> Callable:
+    """The timed call: eval mode under ``inference_mode`` (no autograd bookkeeping at all), as timm's
+    ``benchmark.py`` and deployed inference run it."""
     model.eval()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast():
+        with torch.inference_mode(), autocast():
             return model(x)
 
     return forward

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a recipe parameter as a TOML literal: epochs=3, lr=1e-3, amp=false (repeatable)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: results/<timestamp>/); "
                                                      "reuse one to resume")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="jobs at once (default 1); they share the CPU cores equally "
-                             "(recorded as threads, concurrency); GPU jobs need one GPU each")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="jobs at once (default 1); they share the CPU cores equally (recorded as threads, "
+                             "concurrency); GPU jobs need one GPU each")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="kill a job after this long")
     parser.add_argument("--executor", default="local", metavar="NAME", help="how to run jobs (default: local)")
     _add_executor_options(parser)
