@@ -13,7 +13,7 @@ from scipy import stats
 
 from imgbench.engine import timing
 from imgbench.report import noise
-from imgbench.report.content import assemble
+from imgbench.report.findings import assemble
 from imgbench.report.html_page import render_html
 from imgbench.report.markdown_page import render_markdown
 from imgbench.report.tables import leaderboard, log_t_interval, t_interval

@@ -7,7 +7,8 @@ reader, the README's table (``python -m imgbench.schema`` prints it) and the tes
 
 Layout of a results folder ``OUT/``::
 
-    results.csv  run.json  jobs/<job-id>/{metrics.json, predictions.csv, history.csv, notebook.ipynb,
+    results.csv  run.json  report.html  report.md  report.ipynb  summary.csv  figures/
+    jobs/<job-id>/{metrics.json, predictions.csv, history.csv, notebook.ipynb,
                                           runner.log, request.json, execution.json, job.json}
 """
 
@@ -21,6 +22,12 @@ from pathlib import Path
 RESULTS_CSV = "results.csv"  # one row per job, rebuilt from the job records after every job
 RUN_JSON = "run.json"  # the command, suite, grid and versions of the run
 JOBS_DIR = "jobs"
+# the report of the folder (imgbench.report)
+REPORT_HTML = "report.html"  # self-contained: inline CSS, figures as base64 PNG
+REPORT_MD = "report.md"  # the same content, figures linked from FIGURES_DIR
+REPORT_NOTEBOOK = "report.ipynb"  # the executed report notebook
+FIGURES_DIR = "figures"  # every figure as PNG and SVG
+SUMMARY_CSV = "summary.csv"  # the leaderboards: per (dataset, test set, model) mean, interval, seeds, rank
 
 # -- one job's folder: OUT/jobs/<job-id>/ ---------------------------------------------------------------------
 METRICS_JSON = "metrics.json"  # the engine's results and provenance, written last by the engine

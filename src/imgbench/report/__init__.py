@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 # Lazy, so that the command line (which imports .cli for its parser) loads no pandas, seaborn or Jupyter.
-_HOMES = {"assemble": "content", "draw_figures": "content", "render": "content", "write_report": "content",
+_HOMES = {"assemble": "findings", "draw_figures": "build", "render": "build", "write_report": "build",
           "build_report": "notebook"}
 __all__ = sorted(_HOMES)
 

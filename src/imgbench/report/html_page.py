@@ -14,7 +14,7 @@ import pandas as pd
 from imgbench import schema
 from imgbench.report import fmt
 from imgbench.report.baseline import SPEED_TOLERANCE
-from imgbench.report.content import Report
+from imgbench.report.findings import Report
 from imgbench.report.figures import slug
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, CONFIDENCE, LEADERBOARD_METRICS

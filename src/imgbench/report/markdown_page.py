@@ -13,8 +13,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from imgbench import schema
 from imgbench.report import fmt
-from imgbench.report.content import FIGURES_DIR, Report
+from imgbench.report.findings import Report
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, LEADERBOARD_METRICS
 
@@ -47,7 +48,7 @@ def render_markdown(report: Report) -> str:
     if report.board.empty:
         lines += ["No successful job: nothing to rank.", ""]
     lines += ["## Figures", ""]
-    lines += [f"![{escape(f.title)} on {escape(f.dataset)}]({FIGURES_DIR}/{quote(f.png.name)})"
+    lines += [f"![{escape(f.title)} on {escape(f.dataset)}]({schema.FIGURES_DIR}/{quote(f.png.name)})"
               for f in report.figures] or ["None."]
     lines += ["", "## Is the leader really better?", "", f"Method: {PAIRING}. Alpha = {ALPHA}.", ""]
     rows = [[report.board_title(c.dataset, c.tested_on), c.winner, c.runner_up, fmt.points(c.margin_points),

@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgbench.kernel import CurrentPythonKernelManager
-from imgbench.report.content import HTML_FILE
+from imgbench import schema
 from imgbench.report.load import load_results
 from imgbench.resources import notebook_path
 
 NOTEBOOK_NAME = "report.ipynb"
-EXECUTED_NAME = "report.ipynb"  # kept in OUT beside report.html for anyone who wants to rerun cells
 KERNEL_START_TIMEOUT_S = 120
 
 
@@ -28,7 +27,7 @@ def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Pat
 
     results = load_results(out_dir)
     base = load_results(baseline).out_dir if baseline else None
-    executed = results.out_dir / EXECUTED_NAME
+    executed = results.out_dir / schema.REPORT_NOTEBOOK
     try:
         papermill.execute_notebook(
             str(notebook_path(NOTEBOOK_NAME)), str(executed),
@@ -38,4 +37,4 @@ def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Pat
     except papermill.PapermillExecutionError as exc:
         raise RuntimeError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
                            f"(see {executed})") from exc
-    return results.out_dir / HTML_FILE
+    return results.out_dir / schema.REPORT_HTML
