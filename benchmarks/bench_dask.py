@@ -25,7 +25,7 @@ from imgbench.registry import get_registry
 from imgbench.runner import dask_executor
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-PLUGIN_DIRS = [CHECKOUT / "plugins", CHECKOUT / "tests" / "test_runner_plugins"]
+PLUGIN_DIRS = [CHECKOUT / "plugins", CHECKOUT / "tests" / "fixtures" / "runner_plugins"]
 MODEL = "tinycnn/small"
 DATASET = "tinyrgb"
 PARAMS = {"epochs": 3, "device": "cpu", "deterministic": True, "bench_seconds": 0.1}

@@ -22,7 +22,7 @@ from imgbench.runner.progress import GridProgress
 from imgbench.runner.suite import expand
 
 REPO = Path(__file__).resolve().parents[1]
-TESTKIT = Path(__file__).parent / "test_runner_plugins"
+TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
 SHIPPED = {"demo", "quick", "standard"}
 REST_MARKUP = re.compile(r"``|:(func|class|mod|data|meth|attr):`")
 

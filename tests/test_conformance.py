@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgbench.registry import Registry
-from imgbench.testing import ALL_SHAPES, CIFAR, ConformanceError, check_model
+from imgbench.conformance import ALL_SHAPES, CIFAR, ConformanceError, check_model
 
 REGISTRY = Registry()
 BUILTIN = [s.name for s in REGISTRY.models(["keras/*", "timm/*"])]

@@ -31,8 +31,8 @@ from imgbench.schema import RESULTS_CSV
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
 TESTS = Path(__file__).resolve().parent
-RUNNER_TESTKIT = TESTS / "test_runner_plugins"  # tinygray/tinyrgb datasets, testkit/linear
-DASK_TESTKIT = TESTS / "test_dask_plugins" / "dask_testkit.py"  # models that kill their worker
+RUNNER_TESTKIT = TESTS / "fixtures" / "runner_plugins"  # tinygray/tinyrgb datasets, testkit/linear
+DASK_TESTKIT = TESTS / "fixtures" / "dask_plugins" / "dask_testkit.py"  # models that kill their worker
 PARAMS = {"epochs": 2, "deterministic": True, "device": "cpu", "bench_seconds": 0.05}
 SEEDS = [0, 1]
 KERNEL = "ipykernel_launcher"  # in the command line of a job's kernel

@@ -16,7 +16,7 @@ import pytest
 from imgbench.datasets import ChecksumError, DownloadError
 from imgbench.datasets import download
 from imgbench.datasets.checksums import verify_file
-from imgbench.datasets.testing import tiny_mnist
+from imgbench.datasets.fixtures import tiny_mnist
 
 
 class _Response:

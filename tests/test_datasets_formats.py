@@ -13,7 +13,7 @@ from imgbench.datasets.checksums import FileCheck
 from imgbench.datasets.cifar import CIFAR100
 from imgbench.datasets.idx import read_idx
 from imgbench.datasets.imagefolder import IMAGEFOLDER
-from imgbench.datasets.testing import (
+from imgbench.datasets.fixtures import (
     checks_for,
     cifar_batch,
     tar_bytes,

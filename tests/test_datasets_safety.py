@@ -15,7 +15,7 @@ from imgbench.datasets import ChecksumError, DatasetError, UnsafeArchiveError, U
 from imgbench.datasets.archives import safe_extract, safe_unpickle
 from imgbench.datasets.checksums import FileCheck
 from imgbench.datasets.cifar import CIFAR10
-from imgbench.datasets.testing import cifar_batch, checks_for, tar_bytes, tiny_cifar, tiny_flowers, tiny_mnist
+from imgbench.datasets.fixtures import cifar_batch, checks_for, tar_bytes, tiny_cifar, tiny_flowers, tiny_mnist
 
 PAYLOAD_MARK = "imgbench-payload-ran"
 

@@ -162,7 +162,7 @@ def test_a_training_step_of_each_family_makes_no_host_sync(model, size):
 def test_keras_seeded_dropout_syncs_and_the_engines_replacement_keeps_its_shape_and_scale():
     import keras
 
-    from imgbench.modules import KerasModule
+    from imgbench.wrappers import KerasModule
 
     def drop_path_net():  # EfficientNet's drop-connect: one keep/drop decision per sample
         return keras.Sequential([keras.Input((4, 4, 8)), keras.layers.Dropout(0.25, noise_shape=(None, 1, 1, 1))])

@@ -86,7 +86,7 @@ def test_entry_point_package_is_discovered(tmp_path, monkeypatch):
     info = next(p for p in registry.plugins if p.name == "example")
     assert (info.source.kind, info.source.distribution, info.source.version) == ("entry point", "imgbench-example", "0.1.0")
     assert info.models == ("example/mlp",)
-    from imgbench.testing import CIFAR, check_model
+    from imgbench.conformance import CIFAR, check_model
 
     assert check_model("example/mlp", shapes=[CIFAR], registry=registry)[0].params > 0
 

@@ -24,7 +24,7 @@ from imgbench.runner import execute
 from imgbench.runner.preflight import HostProbe, preflight
 from imgbench.runner.suite import GridError, suite_from_dict
 
-TESTKIT = Path(__file__).parent / "test_runner_plugins"
+TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
 GOOD = ["-m", "testkit/linear", "-d", "tinygray"]
 
 

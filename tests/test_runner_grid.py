@@ -28,7 +28,7 @@ from imgbench.runner.suite import suite_from_dict
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
-TESTKIT = Path(__file__).parent / "test_runner_plugins"
+TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
 TINY = {"epochs": 1, "batch_size": 32, "bench_seconds": 0.05, "lr": 3e-3, "amp": False}
 FAULT_TIMEOUT_S = 60  # long enough for a good job on a busy 2-core machine, short enough to wait for
 WAIT_S = 300

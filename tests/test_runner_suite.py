@@ -21,7 +21,7 @@ from imgbench.runner.jobs import Job, job_id
 from imgbench.resources import notebook_path, suite_path
 from imgbench.runner.suite import expand, load_suite, parse_param, parse_seeds, suite_from_dict, with_options
 
-TESTKIT = Path(__file__).parent / "test_runner_plugins"
+TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from imgbench.runner.executors import LocalExecutor
 from imgbench.runner.suite import suite_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-TESTKIT = Path(__file__).parent / "test_runner_plugins"
+TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
 CORES = threads.available_cores()
 
 

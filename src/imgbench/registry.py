@@ -173,7 +173,7 @@ class Registry:
             raise TypeError(f"model {name!r} built a {type(module).__name__}, not a torch.nn.Module; "
                             f"every imgbench model must be one (Keras 3 on the torch backend is)")
         if size != image_size:
-            from imgbench.modules import ResizeInput
+            from imgbench.wrappers import ResizeInput
 
             module = ResizeInput(module, size)
         return module

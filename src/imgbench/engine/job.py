@@ -159,7 +159,7 @@ def _start_from(net, spec, start: Start, recipe: Recipe, metrics: dict[str, Any]
     Returns (the module to train, the bare model a checkpoint holds)."""
     from imgbench.engine import timing
     from imgbench.engine.weights import core_module, default_classifier, load_weights
-    from imgbench.modules import FrozenBackbone
+    from imgbench.wrappers import FrozenBackbone
 
     core = core_module(net)
     head = (spec.classifier or default_classifier)(core)

@@ -161,7 +161,7 @@ def _pretrained_config(spec: Any) -> DataConfig | None:
 # -- loading and saving (torch from here on) -----------------------------------------------------------
 def core_module(net: Any) -> Any:
     """The built model inside the registry's and the engine's wrappers: what a checkpoint holds."""
-    from imgbench.modules import FrozenBackbone, ResizeInput
+    from imgbench.wrappers import FrozenBackbone, ResizeInput
 
     while isinstance(net, (ResizeInput, FrozenBackbone)):
         net = net.model
@@ -178,7 +178,7 @@ def default_classifier(net: Any) -> Any:
 
 def model_state(core: Any) -> dict[str, Any]:
     """Name -> live tensor for everything a checkpoint holds (Keras: every variable, by a stable name)."""
-    from imgbench.modules import KerasModule
+    from imgbench.wrappers import KerasModule
 
     if isinstance(core, KerasModule):
         return {name: variable.value for name, variable in keras_variables(core.net).items()}
@@ -275,7 +275,7 @@ def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[
 
     import torch
 
-    from imgbench.modules import KerasModule
+    from imgbench.wrappers import KerasModule
 
     if not isinstance(core, KerasModule):
         raise UsageError(f"weights={path!r} is a Keras file; {model} is not a Keras model")

@@ -100,7 +100,7 @@ def _input_shape(keras, image_size: int, in_chans: int) -> tuple[int, int, int]:
 
 
 def _wrap(keras_model):
-    from imgbench.modules import KerasModule
+    from imgbench.wrappers import KerasModule
 
     return KerasModule(keras_model)
 

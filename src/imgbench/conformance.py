@@ -1,9 +1,9 @@
 """A conformance check that plugin authors (and imgbench's own tests) run over a model.
 
-    from imgbench.testing import check_model
+    from imgbench.conformance import check_model
     check_model("myplugin/tinynet")            # MNIST-, CIFAR- and flowers-shaped inputs
 
-or ``python -m imgbench.testing myplugin/tinynet``. It builds the model through the registry for each input
+or ``python -m imgbench.conformance myplugin/tinynet``. It builds the model through the registry for each input
 shape, runs a forward and a backward pass in training mode and a forward pass in eval mode, and checks the
 output shape, that the outputs are finite, that every trainable parameter receives a gradient, and that the
 parameter count is positive. Failures raise ``ConformanceError`` naming the model, the shape and the fix.
@@ -93,7 +93,7 @@ def check_model(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgbench.testing", description="imgbench model conformance check")
+    parser = argparse.ArgumentParser(prog="python -m imgbench.conformance", description="imgbench model conformance check")
     parser.add_argument("models", nargs="+", help="model names or globs, e.g. 'myplugin/*'")
     args = parser.parse_args(argv)
     registry = get_registry()
