@@ -151,6 +151,17 @@ def test_rgba_is_composited_onto_white(tmp_path):
     np.testing.assert_array_equal(out, over_white(rgba[..., :3], rgba[..., 3]))
 
 
+def test_a_transparent_colour_key_of_rgb_and_gray_pngs_is_background(tmp_path):
+    rgb = np.array([[[10, 20, 30], [1, 2, 3]] * 2] * SIZE, dtype=np.uint8)
+    out = decoded(tmp_path, Image.fromarray(rgb, "RGB"), transparency=(1, 2, 3))  # the PNG tRNS chunk
+    expected = rgb.copy()
+    expected[:, 1::2] = 255
+    np.testing.assert_array_equal(out, expected)
+    gray = np.array([[0, 7, 200, 7]] * SIZE, dtype=np.uint8)
+    out = decoded(tmp_path, Image.fromarray(gray, "L"), transparency=7)
+    np.testing.assert_array_equal(out, gray_as_rgb(np.where(gray == 7, 255, gray)))
+
+
 def test_cmyk_is_subtractive_without_a_profile(tmp_path):
     cmyk = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 128, 0, 64], [10, 20, 30, 40]]] * SIZE, dtype=np.uint8)
     out = decoded(tmp_path, Image.fromarray(cmyk, "CMYK"), suffix=".tif")

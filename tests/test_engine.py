@@ -320,3 +320,14 @@ def test_flip_rotate_zoom_draws_within_the_tutorial_ranges(monkeypatch):
     degrees = drawn["angle"] * 180 / math.pi
     assert -36 <= degrees.min() < -34 and 34 < degrees.max() <= 36  # Keras RandomRotation(0.1) = +-0.1 turn
     assert 0.9 <= drawn["scale"].min() < 0.91 and 1.09 < drawn["scale"].max() <= 1.1  # RandomZoom(0.1)
+
+
+def test_flip_rotate_zoom_is_applied_to_every_training_batch(registry, data, monkeypatch):
+    import imgbench.engine.data as data_module
+
+    calls = []
+    original = data_module.rotate_and_zoom
+    monkeypatch.setattr(data_module, "rotate_and_zoom", lambda x, a, s: calls.append(len(x)) or original(x, a, s))
+    result = run_job("tiny/mlp", data, registry=registry, epochs=1, augment="flip_rotate_zoom", **FAST)
+    assert result.status == "ok" and result.metrics["recipe"]["augment"] == "flip_rotate_zoom"
+    assert sum(calls) == len(data.train) // FAST["batch_size"] * FAST["batch_size"]  # each training image once

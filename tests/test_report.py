@@ -350,3 +350,22 @@ def html_text(text: str) -> str:
     import html
 
     return html.escape(text, quote=False)
+
+
+def test_one_model_trained_with_two_recipes_gets_two_leaderboard_rows(tmp_path):
+    """The reference suite trains a model with its published recipe and with the default: those are two
+    entries, named by the recipe fields that differ, not six seeds of one."""
+    plan = {"mnist": {"timm/resnet18": 0.988}}
+    out = make_results(tmp_path / "out", plan=plan, epochs=4, failed=())
+    other = make_results(tmp_path / "other", plan=plan, epochs=8, failed=())
+    rows = pd.read_csv(other / "results.csv")
+    for job_id in rows["job_id"]:
+        (other / "jobs" / job_id).rename(out / "jobs" / f"{job_id}-long")
+    rows["job_id"] = rows["job_id"] + "-long"
+    pd.concat([pd.read_csv(out / "results.csv"), rows]).to_csv(out / "results.csv", index=False)
+
+    report = assemble(out)
+    assert sorted(report.board["model"]) == ["timm/resnet18 [epochs=4]", "timm/resnet18 [epochs=8]"]
+    assert list(report.board["n_seeds"]) == [3, 3]
+    [comparison] = report.comparisons  # the two recipes compared image by image like two models
+    assert comparison.tested and comparison.n_images == 300

@@ -16,7 +16,7 @@ is applied, so that a folder can mix grayscale, palette, 16-bit and RGB images a
   (``v >> 23``), or signed 32-bit shifted to unsigned (``(v + 2**31) >> 24``) when it has negative values;
 - float ``F`` is taken as 0..1 and scaled by 255 (rounded); other float ranges have no defined brightness (HDR,
   scientific data) and are refused with an error that says how to convert them;
-- transparency (``RGBA``, ``LA``, ``PA``, palette images with a transparent colour) is composited onto
+- transparency (``RGBA``, ``LA``, ``PA``, palette, gray or RGB images with a transparent colour) is composited onto
   :data:`BACKGROUND`, white, as such images are shown on a page: ``round((c*a + 255*(255-a)) / 255)``;
 - ``CMYK`` becomes ``round((255-c)(255-k)/255)`` per channel (Pillow's conversion; embedded ICC profiles are
   not applied), ``YCbCr`` and ``HSV`` go through Pillow's conversion. Other modes are refused by name.
@@ -50,9 +50,10 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     mode when no rule fits."""
     image = ImageOps.exif_transpose(image)
     mode = image.mode
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:  # a transparent index or colour key
+        image, mode = image.convert("RGBA"), "RGBA"
     if mode == "P":
-        mode = "RGBA" if "transparency" in image.info else "RGB"
-        image = image.convert(mode)
+        image, mode = image.convert("RGB"), "RGB"
     if mode == "1":
         image, mode = image.convert("L"), "L"
     if mode in PILLOW_RGB_MODES:

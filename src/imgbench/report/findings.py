@@ -4,6 +4,7 @@ writes (that is :mod:`imgbench.report.build`), so the pages can import this data
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from imgbench.report.stats import ALPHA, Comparison, compare_top_two
 from imgbench.report.tables import is_subset, leaderboard
 
 FAILURE_COLUMNS = ["job_id", "model", "dataset", "seed", "status", "error"]
+SPLIT_BY_ELSEWHERE = ("test_samples",)  # recipe fields that already give rows their own leaderboard
 
 
 @dataclass(frozen=True)
@@ -186,15 +188,33 @@ class Report:
 def assemble(out_dir: str | Path, baseline: str | Path | None = None) -> Report:
     """Read ``out_dir`` (and the baseline folder) and compute every table and test of the report."""
     results = load_results(out_dir)
+    name_recipe_variants(results)
     board = leaderboard(results.ok)
     report = Report(results, board, compare_top_two(results, board))
     if baseline:
         base = load_results(baseline)
+        name_recipe_variants(base)
         base_board = leaderboard(base.ok)
         only_here, only_there = baseline_mod.unmatched(board, base_board)
         report.baseline = Baseline(base.out_dir, base_board, baseline_mod.compare_to_baseline(board, base_board),
                                    only_here, only_there)
     return report
+
+
+def name_recipe_variants(results: Results) -> None:
+    """Jobs of one model on one dataset trained with different recipes (the reference suite's published and
+    default recipes) are different entries: their model name gets the fields that differ, e.g.
+    ``keras/mnist_convnet [epochs=15, optimizer=adam]``, so no leaderboard pools them as seeds of one."""
+    ok = results.ok
+    recipes = {job_id: (results.metrics(job_id) or {}).get("recipe") for job_id in ok["job_id"]}
+    for (_, model), group in ok.groupby(["dataset", "model"]):
+        known = {index: recipes[job_id] for index, job_id in zip(group.index, group["job_id"]) if recipes[job_id]}
+        keys = sorted({key for recipe in known.values() for key in recipe} - set(SPLIT_BY_ELSEWHERE))
+        differing = [key for key in keys
+                     if len({json.dumps(r.get(key), sort_keys=True) for r in known.values()}) > 1]
+        for index, recipe in known.items() if differing else ():
+            label = ", ".join(f"{key}={recipe.get(key)}" for key in differing)
+            results.table.loc[index, "model"] = f"{model} [{label}]"
 
 
 def _training_subsets(ranked: pd.DataFrame) -> list[str]:
