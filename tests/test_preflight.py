@@ -319,3 +319,27 @@ def test_run_job_offline_names_the_files_and_where_to_put_them(registry, monkeyp
     monkeypatch.setattr(download, "BACKOFF_S", 0.0)
     with pytest.raises(UsageError, match=r"No network\? Put the official train-images-idx3-ubyte.gz"):
         run_job("testkit/linear", "mnist", registry=registry, progress=False)
+
+
+def test_a_verified_cached_download_passes_offline_without_a_probe(registry, real_data, monkeypatch, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IMGBENCH_CACHE_DIR", str(cache))
+    shutil.copytree(real_data / "mnist", cache / "mnist" / "downloads")
+
+    def no_probe(url):
+        raise AssertionError(f"probed {url} although every file is cached")
+
+    mnist = suite_from_dict({"models": ["testkit/linear"], "datasets": ["mnist"]})
+    assert len(preflight(mnist, registry, probe=no_probe)) == 1
+
+
+def test_jobs_that_run_elsewhere_get_only_the_machine_independent_checks(registry, gpus, tmp_path):
+    """A Dask cluster's workers have their own devices and data: only data missing outright is refused here."""
+    gpus(0)
+    remote = suite_from_dict({"models": ["testkit/linear"], "datasets": ["mnist"], "params": {"device": "cuda"}})
+    assert len(preflight(remote, registry, on_this_machine=False)) == 1
+    nowhere = suite_from_dict({"models": ["testkit/linear"], "datasets": [f"imagefolder:{tmp_path / 'nowhere'}"]})
+    with pytest.raises(GridError, match="no data"):
+        preflight(nowhere, registry, on_this_machine=False)

@@ -97,7 +97,10 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
            **task.env, **(extra_env or {})}
     started = time.monotonic()
     with open(job_dir / schema.RUNNER_LOG, "wb") as log:
-        child = subprocess.Popen([sys.executable, "-m", "imgbench.runner.execute", str(job_dir / schema.REQUEST_JSON)],
+        # our pid goes along: a child whose supervisor died before it could look sees another parent at once
+        command = [sys.executable, "-m", "imgbench.runner.execute", str(job_dir / schema.REQUEST_JSON),
+                   str(os.getpid())]
+        child = subprocess.Popen(command,
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
         forward = LogForwarder(job_dir / schema.RUNNER_LOG, task.job.job_id) if task.log_output else None
@@ -295,17 +298,17 @@ def _kernel_exit_code() -> int | None:
         return None
 
 
-def _main(request: str) -> int:
+def _main(request: str, supervisor_pid: int) -> int:
     from imgbench.kernel import CurrentPythonKernelManager  # before the watcher thread needs it
 
+    threading.Thread(target=_exit_if_orphaned, args=(supervisor_pid, CurrentPythonKernelManager), daemon=True).start()
     task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
     if task.log_output:  # papermill logs each output through the "papermill" logger; stdout is runner.log
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    threading.Thread(target=_exit_if_orphaned, args=(os.getppid(), CurrentPythonKernelManager), daemon=True).start()
     outcome = run_notebook(task)
     atomic_write_json(task.job_dir / schema.OUTCOME_JSON, outcome)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
+    sys.exit(_main(sys.argv[1], int(sys.argv[2])))
