@@ -43,10 +43,10 @@ from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
 from imgbench.paths import CACHE_DIR_ENV, DATA_DIR_ENV
 from imgbench.plugins import PLUGINS_DIR_ENV
-from imgbench.runner.execute import JobTask, execute_job, write_record
+from imgbench.runner.execute import JobTask, execute_job
 from imgbench.engine.threads import thread_env
 from imgbench.runner.executors import OnResult, OnStart, check_device_indices, job_device, visible_gpus, wants_gpu
-from imgbench.runner.results import make_row
+from imgbench.runner.results import make_row, write_record
 from imgbench.specs import ExecutorOption, ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from imgbench import schema
 from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
-from imgbench.runner.results import make_row
+from imgbench.runner.results import make_row, write_record
 
 KERNEL_START_TIMEOUT_S = 120
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
@@ -113,12 +113,6 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
                    notebook=schema.job_file(task.job.job_id, schema.NOTEBOOK))
     write_record(job_dir, task.job, row)
     return row
-
-
-def write_record(job_dir: Path, job: Job, row: Mapping[str, Any]) -> None:
-    """Write ``job.json``, the mark of a finished job: last, and atomically, so a half-done job has none."""
-    atomic_write_json(job_dir / schema.JOB_RECORD, {"job": job.to_dict(), "row": dict(row),
-                                         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
 class LogForwarder:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from imgbench import schema
-from imgbench.paths import atomic_write_text
+from imgbench.paths import atomic_write_json, atomic_write_text
 from imgbench.runner.jobs import Job
 
 MAX_ERROR_CHARS = 500  # keep one row readable; the full story is in the executed notebook and the log
@@ -38,6 +39,12 @@ def make_row(job: Job, *, status: str, error: str, metrics: Mapping[str, Any] | 
         duration_s=round(duration_s, 3), config_hash=job.config_hash, notebook=notebook,
     )
     return {column: row[column] for column in schema.RESULT_COLUMNS}
+
+
+def write_record(job_dir: Path, job: Job, row: Mapping[str, Any]) -> None:
+    """Write ``job.json``, the mark of a finished job: last, and atomically, so a half-done job has none."""
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(job_dir / schema.JOB_RECORD, {"job": job.to_dict(), "row": dict(row), "finished_at": finished})
 
 
 def read_record(out_dir: Path, job: Job) -> dict[str, Any] | None:
