@@ -21,6 +21,7 @@ from imgbench.engine import config_hash, resolve_recipe, run_job
 from imgbench.engine.weights import CHECKPOINT_NAME, check_weights_file, checkpoint_metadata, load_weights
 from imgbench.errors import UsageError
 from imgbench.registry import Registry
+from test_engine import synthetic as engine_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,16 +49,8 @@ DATASET_PLUGIN = textwrap.dedent('''
 
 
 def synthetic(size=16, classes=3, per_class=(8, 3, 6), channels=3, seed=0) -> LoadedDataset:
-    rng = np.random.default_rng(seed)
-    patterns = rng.uniform(40, 215, (classes, size, size, channels))
-
-    def split(n):
-        y = np.repeat(np.arange(classes), n)
-        x = np.clip(patterns[y] + rng.normal(0, 40, (len(y), size, size, channels)), 0, 255)
-        return Split(x.astype(np.uint8), y.astype(np.int64))
-
-    return LoadedDataset("synthetic", tuple(f"c{k}" for k in range(classes)), *(split(n) for n in per_class),
-                         f"synthetic-{seed}-{size}", "generated in tests")
+    """The engine tests' learnable images, in colour and at a size the models here accept."""
+    return engine_synthetic(per_class=per_class, classes=classes, size=size, channels=channels, seed=seed)
 
 
 @pytest.fixture(scope="module")
