@@ -266,4 +266,5 @@ def _save(core, path: Path, metrics: dict[str, Any], data_config, channels: int)
         "preprocessing": replace(data_config, input_size=metrics["image_size"]).to_dict(),
         "model_input_size": metrics["model_input_size"], "dataset": metrics["dataset"],
         "dataset_fingerprint": metrics["dataset_fingerprint"], "config_hash": metrics["config_hash"],
+        "started_from": "imagenet" if metrics["weights"]["pretrained"] else metrics["weights"]["path"] or "random",
     })
