@@ -23,7 +23,7 @@ from imgbench.runner.suite import expand
 
 REPO = Path(__file__).resolve().parents[1]
 TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
-SHIPPED = {"demo", "quick", "standard"}
+SHIPPED = {path.stem for path in (REPO / "benchmarks" / "suites").glob("*.toml")}  # the checkout's own
 REST_MARKUP = re.compile(r"``|:(func|class|mod|data|meth|attr):`")
 
 
@@ -44,11 +44,12 @@ def test_suites_lists_the_shipped_suites_from_package_data(package_data_only, ca
     assert set(rows) == SHIPPED
     for name, row in rows.items():
         declared = tomllib.loads((REPO / "benchmarks" / "suites" / f"{name}.toml").read_text(encoding="utf-8"))
-        assert row["description"] == declared["description"] and row["models"] == len(declared["models"])
+        models = declared.get("models") or {m for grid in declared.get("grids", []) for m in grid["models"]}
+        assert row["description"] == declared["description"] and row["models"] == len(models)
 
 
 def test_an_unknown_suite_names_the_shipped_ones_from_package_data(package_data_only):
-    with pytest.raises(UsageError, match=r"\(demo, quick, standard\)"):
+    with pytest.raises(UsageError, match=r"\(demo, quick, reference, standard, transfer\)"):
         resources.suite_path("quik")
 
 
