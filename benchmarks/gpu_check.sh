@@ -98,11 +98,11 @@ else
     TESTS="tests/test_engine_gpu.py tests/test_engine_cuda_paths.py"
 fi
 
-step tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS --junitxml="$OUT/tests.xml"
+step tests 140 "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS --junitxml="$OUT/tests.xml"
 
-step bench_engine 100 "$PYTHON" benchmarks/bench_engine.py --device "$DEVICE" $BENCH --json "$OUT/bench_engine.json"
+step bench_engine 80 "$PYTHON" benchmarks/bench_engine.py --device "$DEVICE" $BENCH --json "$OUT/bench_engine.json"
 
-step matrix 200 "$PYTHON" - "$OUT" "$DEVICE" $JOB <<'PY'
+step matrix 170 "$PYTHON" - "$OUT" "$DEVICE" $JOB <<'PY'
 """One epoch of each model on CIFAR-10 per (amp, channels_last), then compile once: matrix.json/.md."""
 import json
 import sys
@@ -138,7 +138,7 @@ GRID=/tmp/imgbench-gpu-check-grid
 rm -rf "$GRID"
 GRID_PARAMS=(-p epochs=1 -p device=\"$DEVICE\")
 for kv in $JOB; do GRID_PARAMS+=(-p "$kv"); done
-step grid 170 "$PYTHON" -m imgbench.cli run -m keras/mnist_convnet -m timm/resnet18 -d cifar10 --seeds 0,1 \
+step grid 140 "$PYTHON" -m imgbench.cli run -m keras/mnist_convnet -m timm/resnet18 -d cifar10 --seeds 0,1 \
     "${GRID_PARAMS[@]}" --out "$GRID" --data-dir "$DATA"
 cp "$GRID/results.csv" "$OUT/grid_results.csv" 2>/dev/null
 cp "$GRID/report.md" "$OUT/grid_report.md" 2>/dev/null

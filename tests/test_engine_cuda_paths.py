@@ -289,3 +289,21 @@ def test_bf16_needs_compute_capability_8_else_fp16_with_a_grad_scaler(monkeypatc
     assert (precision.scaler is not None) == (expected == torch.float16)
     assert choose_precision(torch.device("cuda"), amp=False).dtype is None
 
+
+
+# -- issue 10: the engine's Keras layout -------------------------------------------------------------------
+def test_the_engines_channels_first_keras_model_computes_what_keras_default_one_does():
+    import keras
+
+    from imgbench.families.keras_models import build_scope
+
+    default = build("keras/mnist_convnet", 16, channels=3)  # Keras' defaults: channels-last, float32
+    with build_scope("cpu", "fp32"):
+        engine = build("keras/mnist_convnet", 16, channels=3)
+    assert engine.channels_first and not default.channels_first
+    assert keras.config.image_data_format() == "channels_last" and keras.config.dtype_policy().name == "float32"
+    for target, source in zip(engine.net.weights, default.net.weights, strict=True):  # same layers and shapes
+        target.assign(source.value)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(engine.eval()(x), default.eval()(x), rtol=1e-5, atol=1e-5)

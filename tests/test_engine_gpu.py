@@ -23,12 +23,13 @@ from test_engine import synthetic
 pytestmark = pytest.mark.gpu
 
 CUDA = torch.device("cuda:0")
-# Learning with a margin: 5 classes (chance 0.2), 500 training images, 3 epochs of batch 32 (45 steps).
-# The same settings on the CPU (fp32, contiguous) reached test accuracy ACCURACY_ON_CPU.
+# Learning with a margin: 5 classes (chance 0.2), 500 training images, 3 epochs of batch 32 (45 steps). The
+# same settings on the CPU (fp32, seed 0) reached test accuracy 1.0 with timm/resnet18 and keras/mnist_convnet;
+# bf16 and other kernels take another path there, hence the margin.
 LEARN = dict(per_class=(100, 10, 40), size=32, channels=3)
 LEARN_RECIPE = dict(epochs=3, batch_size=32, warmup_epochs=0.5, augment="none", bench_seconds=0.2, progress=False)
 CHANCE = 0.2
-MIN_ACCURACY = 0.6
+MIN_ACCURACY = 0.8
 
 
 def cuda_host_syncs(step) -> dict[str, int]:

@@ -33,7 +33,7 @@ STEP_DECAY_AT = (0.5, 0.75)  # the "step" schedule multiplies the rate by STEP_D
 STEP_DECAY = 0.1
 ONECYCLE_MIN_WARMUP = 0.05  # OneCycleLR needs a non-empty rising phase
 BF16_MIN_MAJOR_CAPABILITY = 8  # Ampere and later have bf16 tensor cores; older GPUs only emulate bf16
-FUSED_OPTIMIZER_DEVICES = ("cuda", "cpu")  # one kernel per step, step counters on the device (no .item())
+FUSED_OPTIMIZER_DEVICES = ("cuda", "cpu")  # where torch has fused SGD/Adam/AdamW kernels
 
 
 class Diverged(Exception):
@@ -136,9 +136,8 @@ def _set_deterministic_algorithms(enabled: bool, warn_only: bool) -> None:
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """Only parameters that require grad; no weight decay on biases and normalisation weights (1-D).
 
-    torch's fused implementations where they exist: the default for-each/for-loop ones read each step
-    counter with ``.item()``, and with fp16 the GradScaler reads ``found_inf`` on the host every step; the
-    fused kernels take both as device tensors.
+    torch's fused implementations on CUDA and the CPU: one kernel per step, and with fp16 the GradScaler
+    hands them its ``found_inf`` as a device tensor instead of reading it back to the host every step.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": recipe.weight_decay},
