@@ -26,7 +26,7 @@ LIMIT_SCALE=${LIMIT_SCALE:-1}  # multiplies every step's time limit (a slow CPU 
 SHARED_DATA=${IMGBENCH_TEST_DATA:-../shared/data}  # prepare copies CIFAR-10 (PNG class folders) from here
 CIFAR_TEST_PER_CLASS=200  # 2,000 of the 10,000 test images: the copy, the wheels and the repo fit 64 MiB
 # Python packages the device image lacks (it has torch, timm, pandas, seaborn, scikit-learn, pytest...)
-MISSING="keras papermill ipykernel nbconvert platformdirs"
+MISSING="keras papermill ipykernel platformdirs ipywidgets"
 DEVICE_HAS="absl_py attrs certifi charset_normalizer click h5py idna jinja2 markdown_it_py markupsafe mdurl
 ml_dtypes numpy packaging psutil pygments python_dateutil pyyaml requests rich tqdm typing_extensions urllib3"
 
