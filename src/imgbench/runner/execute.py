@@ -49,6 +49,9 @@ NOTEBOOK_KERNEL_NAME = "python3"  # papermill wants a name; the kernel itself is
 # When the last cell has run, the notebook is saved and every file the job writes is complete: a graceful
 # shutdown would only wait for the kernel's interpreter to tear down torch and friends.
 KERNEL_SHUTDOWN = "immediate"
+# The supervisor's pid, for the child: read from os.getppid() at its start, a supervisor killed while the
+# child was still importing would already be gone, and the child would never notice it was orphaned.
+SUPERVISOR_ENV = "IMGBENCH_SUPERVISOR_PID"
 
 
 class JobCancelled(Exception):
@@ -97,7 +100,7 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
     job_dir.mkdir(parents=True)
     atomic_write_json(job_dir / REQUEST, task.to_dict())
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
-           **task.env, **(extra_env or {})}
+           **task.env, **(extra_env or {}), SUPERVISOR_ENV: str(os.getpid())}
     started = time.monotonic()
     with open(job_dir / LOG, "wb") as log:
         child = subprocess.Popen([sys.executable, "-m", "imgbench.runner.execute", str(job_dir / REQUEST)],
@@ -287,7 +290,8 @@ def _main(request: str) -> int:
     task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
     if task.log_output:  # papermill logs each output through the "papermill" logger; stdout is runner.log
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    threading.Thread(target=_exit_if_orphaned, args=(os.getppid(), CurrentPythonKernelManager), daemon=True).start()
+    supervisor = int(os.environ.get(SUPERVISOR_ENV) or os.getppid())
+    threading.Thread(target=_exit_if_orphaned, args=(supervisor, CurrentPythonKernelManager), daemon=True).start()
     outcome = run_notebook(task)
     atomic_write_json(task.job_dir / OUTCOME, outcome)
     return 0
