@@ -243,6 +243,11 @@ def _exit_if_orphaned(parent_pid: int, manager: type) -> None:
         if kernel is not None and kernel.poll() is None:
             kernel.kill()
         manager.last_manager.remove_socket_dir()
+    for process in psutil.Process().children(recursive=True):  # a kernel still starting has no Popen yet
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
     os._exit(3)
 
 
