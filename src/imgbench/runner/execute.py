@@ -97,7 +97,8 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
            **task.env, **(extra_env or {})}
     started = time.monotonic()
     with open(job_dir / schema.RUNNER_LOG, "wb") as log:
-        # our pid goes along: a child whose supervisor died before it could look sees another parent at once
+        # our pid goes along: read from os.getppid() after the child's slow imports, a supervisor killed in
+        # the meantime would already be gone, and the child would never notice it was orphaned
         command = [sys.executable, "-m", "imgbench.runner.execute", str(job_dir / schema.REQUEST_JSON),
                    str(os.getpid())]
         child = subprocess.Popen(command,
@@ -250,6 +251,11 @@ def _exit_if_orphaned(parent_pid: int, manager: type) -> None:
         if kernel is not None and kernel.poll() is None:
             kernel.kill()
         manager.last_manager.remove_socket_dir()
+    for process in psutil.Process().children(recursive=True):  # a kernel still starting has no Popen yet
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
     os._exit(3)
 
 
