@@ -99,6 +99,8 @@ def test_cuda_index_in_the_kernel_is_checked_against_the_gpus_it_sees(monkeypatc
 
 def test_grid_refuses_shared_gpu_before_writing_anything(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one GPU, as the executor sees it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # and as the device preflight sees it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     registry = get_registry([TESTKIT, REPO / "plugins"], ())
     suite = suite_from_dict({"models": ["tinycnn/small"], "datasets": ["tinygray"], "seeds": [0, 1],
                              "params": {"device": "cuda"}})
