@@ -32,6 +32,7 @@ class CurrentPythonKernelManager(AsyncKernelManager):
 
     last_manager: "CurrentPythonKernelManager | None" = None  # one kernel per job process: the job's
     kernel_process: Any = None  # subprocess.Popen of the kernel, once launched
+    kernel_args: tuple[str, ...] = KERNEL_ARGS
 
     def __init__(self, **kwargs: Any) -> None:
         # A short private folder: socket paths must stay under ~100 characters.
@@ -44,7 +45,7 @@ class CurrentPythonKernelManager(AsyncKernelManager):
     @property
     def kernel_spec(self) -> KernelSpec:
         return KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *KERNEL_ARGS],
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *self.kernel_args],
             display_name=f"Python ({sys.executable})", language="python", name=KERNEL_NAME,
         )
 
@@ -60,3 +61,11 @@ class CurrentPythonKernelManager(AsyncKernelManager):
         kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV}
         await super()._async_launch_kernel(kernel_cmd, **kw)
         self.kernel_process = getattr(self.provisioner, "process", None)
+
+
+class ReportKernelManager(CurrentPythonKernelManager):
+    """The report notebook's kernel, which shares the launcher's terminal rather than a job's runner.log:
+    ipykernel keeps capturing its own fd output, so its log lines (such as the interrupt jupyter_client sends
+    before shutting a kernel down) stay out of the user's terminal."""
+
+    kernel_args = ()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgbench.kernel import CurrentPythonKernelManager
+from imgbench.kernel import ReportKernelManager
 from imgbench import schema
 from imgbench.report.load import load_results
 from imgbench.resources import notebook_path
@@ -32,7 +32,7 @@ def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Pat
         papermill.execute_notebook(
             str(notebook_path(NOTEBOOK_NAME)), str(executed),
             parameters={"out_dir": str(results.out_dir), "baseline": str(base) if base else None},
-            kernel_manager_class=CurrentPythonKernelManager, kernel_name="python3",
+            kernel_manager_class=ReportKernelManager, kernel_name="python3",
             start_timeout=KERNEL_START_TIMEOUT_S, progress_bar=False, report_mode=True, cwd=str(results.out_dir))
     except papermill.PapermillExecutionError as exc:
         raise RuntimeError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
