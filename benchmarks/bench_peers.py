@@ -67,16 +67,21 @@ GATED = ("infer imgbench / timm (same model, input)", "train run_job / timm on i
 
 # -- timm benchmark.py's method ----------------------------------------------------------------------------
 
-def timm_infer(model: torch.nn.Module, x: torch.Tensor, warm: int, iters: int) -> float:
-    """InferenceBenchmarkRunner.run on the CPU: inference_mode, per-step timestamps, samples / run time."""
+def timed_loop(model: torch.nn.Module, x: torch.Tensor, warm: int, iters: int, grad_mode=torch.inference_mode) -> float:
+    """Images per second of ``iters`` forward passes after ``warm`` untimed ones, in eval mode under ``grad_mode``."""
     model.eval()
-    with torch.inference_mode():
+    with grad_mode():
         for _ in range(warm):
             model(x)
         start = time.perf_counter()
         for _ in range(iters):
             model(x)
         return iters * len(x) / (time.perf_counter() - start)
+
+
+def timm_infer(model: torch.nn.Module, x: torch.Tensor, warm: int, iters: int) -> float:
+    """InferenceBenchmarkRunner.run on the CPU: inference_mode, per-step timestamps, samples / run time."""
+    return timed_loop(model, x, warm, iters, torch.inference_mode)
 
 
 def timm_train(model: torch.nn.Module, x: torch.Tensor, num_classes: int, warm: int, iters: int) -> float:
@@ -120,14 +125,8 @@ def imgbench_infer(model: torch.nn.Module, x: torch.Tensor, seconds: float, no_g
 
 
 def bare_infer(model: torch.nn.Module, x: torch.Tensor, warm: int, iters: int) -> float:
-    model.eval()
-    with torch.no_grad():
-        for _ in range(warm):
-            model(x)
-        start = time.perf_counter()
-        for _ in range(iters):
-            model(x)
-        return iters * len(x) / (time.perf_counter() - start)
+    """The plain loop most people write: no_grad instead of inference_mode."""
+    return timed_loop(model, x, warm, iters, torch.no_grad)
 
 
 def bare_train(model: torch.nn.Module, batches: ImageBatches, batch: int, warm: int, iters: int) -> float:
