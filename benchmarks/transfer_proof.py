@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from imgbench.engine import run_job
-from imgbench.engine.weights import CHECKPOINT_NAME
+from imgbench.schema import MODEL_CHECKPOINT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                "pretrained_start": [], "random_start": []}
     for seed in args.seeds:
         pretrained = run_job(args.model, "flowers", seed=seed, out_dir=out / f"flowers-pretrained-s{seed}",
-                             weights=str(out / "cifar10" / CHECKPOINT_NAME), **probe)
+                             weights=str(out / "cifar10" / MODEL_CHECKPOINT), **probe)
         scratch = run_job(args.model, "flowers", seed=seed, out_dir=out / f"flowers-random-s{seed}", **probe)
         figures["pretrained_start"].append(pretrained.metrics["accuracy"])
         figures["random_start"].append(scratch.metrics["accuracy"])

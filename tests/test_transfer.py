@@ -18,8 +18,9 @@ import torch
 
 from imgbench import LoadedDataset, Split
 from imgbench.engine import config_hash, resolve_recipe, run_job
-from imgbench.engine.weights import CHECKPOINT_NAME, check_weights_file, checkpoint_metadata, load_weights
+from imgbench.engine.weights import check_weights_file, checkpoint_metadata, load_weights
 from imgbench.errors import UsageError
+from imgbench.schema import MODEL_CHECKPOINT
 from imgbench.registry import Registry
 from test_engine import synthetic as engine_synthetic
 
@@ -148,9 +149,9 @@ def test_keras_mobilenet_v3_config_matches_the_preprocessing_layer_it_switches_o
 def test_saved_checkpoint_reloaded_with_epochs_0_reproduces_the_predictions_exactly(model, registry, data, tmp_path):
     saved = run_job(model, data, seed=3, out_dir=tmp_path / "a", registry=registry, epochs=1, lr=1e-2,
                     save_weights=True, **FAST)
-    checkpoint = tmp_path / "a" / CHECKPOINT_NAME
+    checkpoint = tmp_path / "a" / MODEL_CHECKPOINT
     written = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert saved.status == "ok" and written["saved_weights"] == CHECKPOINT_NAME and checkpoint.is_file()
+    assert saved.status == "ok" and written["saved_weights"] == MODEL_CHECKPOINT and checkpoint.is_file()
     meta = checkpoint_metadata(checkpoint)
     assert meta["model"] == model and meta["classes"] == list(data.classes)
     assert meta["preprocessing"]["mean"] == saved.metrics["preprocessing"]["mean"]
@@ -250,7 +251,7 @@ def test_linear_probe_trains_only_the_head_and_keeps_the_backbone_and_its_statis
                      weights=str(path), finetune="head", save_weights=True, **FAST)
     from safetensors.torch import load_file
 
-    after = load_file(tmp_path / "job" / CHECKPOINT_NAME)
+    after = load_file(tmp_path / "job" / MODEL_CHECKPOINT)
     head = {"7.weight", "7.bias"}  # the final Linear of the Sequential
     for key, tensor in start.items():
         if key not in head:
@@ -340,7 +341,7 @@ def test_a_cifar10_checkpoint_is_a_clearly_better_start_for_a_flowers_linear_pro
                      test_samples=1000, save_weights=True, **common)
     assert source.status == "ok" and source.metrics["accuracy"] > 0.35  # it learned something (chance 0.10)
     probe = dict(finetune="head", epochs=4, lr=1e-3, warmup_epochs=0.5, **common)
-    pretrained = run_job("tinycnn/wide", "flowers", weights=str(tmp_path / "cifar10" / CHECKPOINT_NAME), **probe)
+    pretrained = run_job("tinycnn/wide", "flowers", weights=str(tmp_path / "cifar10" / MODEL_CHECKPOINT), **probe)
     scratch = run_job("tinycnn/wide", "flowers", **probe)
     assert pretrained.metrics["preprocessing"]["source"] == "imgbench checkpoint (dataset statistics)"
     assert pretrained.metrics["weights"]["new_keys"] == ["7.weight", "7.bias"]  # 10 CIFAR classes -> 5 flowers

@@ -9,7 +9,7 @@ Layout of a results folder ``OUT/``::
 
     results.csv  run.json  report.html  report.md  report.ipynb  summary.csv  figures/
     jobs/<job-id>/{metrics.json, predictions.csv, history.csv, notebook.ipynb,
-                                          runner.log, request.json, execution.json, job.json}
+                                          runner.log, request.json, execution.json, model.safetensors, job.json}
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ NOTEBOOK = "notebook.ipynb"  # the executed notebook: the job's immutable record
 RUNNER_LOG = "runner.log"  # the job process's and the kernel's stdout/stderr (faulthandler's crash stacks land here)
 REQUEST_JSON = "request.json"  # the task, for the job's child process
 OUTCOME_JSON = "execution.json"  # how the notebook ended: completed, failed (a cell raised) or crashed
+MODEL_CHECKPOINT = "model.safetensors"  # the trained model, with save_weights=true
 JOB_RECORD = "job.json"  # the job and its results.csv row, written last: its presence means "finished"
 
 PREDICTION_COLUMNS = ("index", "y_true", "y_pred")  # then one probability column per class, p_0..p_{K-1}

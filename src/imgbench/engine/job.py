@@ -17,10 +17,10 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from imgbench import paths
+from imgbench import paths, schema
 from imgbench.engine.recipe import Recipe, config_hash, resolve_recipe
 from imgbench.engine.record import empty_metrics, provenance, write_job
-from imgbench.engine.weights import CHECKPOINT_NAME, Start, plan_start
+from imgbench.engine.weights import Start, plan_start
 from imgbench.errors import UsageError
 from imgbench.specs import LoadedDataset
 
@@ -78,7 +78,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     spec = registry.model(model)
     plugin, source = registry.model_plugin(model)
     if recipe.save_weights and out_dir is None:
-        raise UsageError(f"save_weights=true writes {CHECKPOINT_NAME} into the job folder; give out_dir")
+        raise UsageError(f"save_weights=true writes {schema.MODEL_CHECKPOINT} into the job folder; give out_dir")
     start = plan_start(spec, recipe.pretrained, recipe.weights)
     device = select_device(recipe.device)
     phases = Phases()
@@ -229,8 +229,8 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
         return fitted.history, pd.DataFrame(columns=["index", "y_true", "y_pred"])
     if recipe.save_weights:
         with phases("save_weights"):
-            _save(core, Path(out_dir) / CHECKPOINT_NAME, metrics, data_config, channels)
-        metrics["saved_weights"] = CHECKPOINT_NAME
+            _save(core, Path(out_dir) / schema.MODEL_CHECKPOINT, metrics, data_config, channels)
+        metrics["saved_weights"] = schema.MODEL_CHECKPOINT
 
     with phases("evaluate"):
         logits = evaluate.predict_logits(runner, splits["test"], recipe.batch_size, precision.autocast)

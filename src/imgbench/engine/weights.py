@@ -23,7 +23,6 @@ from typing import Any, Mapping
 from imgbench.errors import UsageError
 from imgbench.specs import DataConfig
 
-CHECKPOINT_NAME = "model.safetensors"  # what save_weights=true writes in the job folder
 METADATA_KEY = "imgbench"  # the safetensors metadata entry holding the JSON below
 CHECKPOINT_VERSION = 1
 FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".weights.h5": "keras"}
