@@ -47,3 +47,12 @@ def test_every_measured_figure_says_which_way_is_better():
 def test_text_and_numeric_columns_split_the_table():
     assert set(schema.TEXT_COLUMNS) | set(schema.NUMERIC_COLUMNS) == set(schema.RESULT_COLUMNS)
     assert not set(schema.TEXT_COLUMNS) & set(schema.NUMERIC_COLUMNS)
+
+
+def test_every_speed_figure_names_its_spread_column_and_the_report_names_each():
+    from imgbench.report import noise
+
+    assert schema.SPREADS == {"train_throughput": "train_throughput_rel_iqr",
+                              "infer_throughput": "infer_throughput_rel_iqr", "latency_p50_ms": "latency_rel_iqr"}
+    assert all(schema.BY_NAME[spread].better == schema.LOWER for spread in schema.SPREADS.values())
+    assert set(noise.FIGURE_NAMES) == set(schema.SPREADS)

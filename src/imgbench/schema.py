@@ -72,14 +72,15 @@ class Column:
     meaning: str  # one line, as the README's table shows it
     unit: str = ""  # FRACTION, "img/s", "ms", "MB", "s", "FLOPs" or "" (a count, a name)
     better: str = ""  # HIGHER, LOWER, or "" where neither is better
+    spread: str = ""  # the column holding this figure's spread within its job (a relative IQR), if any
 
     @property
     def numeric(self) -> bool:
         return self.kind in (int, float)
 
 
-def _c(name: str, kind: type, origin: str, meaning: str, unit: str = "", better: str = "") -> Column:
-    return Column(name, kind, origin, meaning, unit, better)
+def _c(name: str, kind: type, origin: str, meaning: str, unit: str = "", better: str = "", spread: str = "") -> Column:
+    return Column(name, kind, origin, meaning, unit, better, spread)
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -105,9 +106,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("ece", float, ENGINE, "expected calibration error", better=LOWER),
     _c("best_val_accuracy", float, ENGINE, "best validation accuracy over the epochs (model selection only)",
        FRACTION, HIGHER),
-    _c("train_throughput", float, ENGINE, "training images per second", "img/s", HIGHER),
-    _c("infer_throughput", float, ENGINE, "inference images per second (batch = `batch_size`)", "img/s", HIGHER),
-    _c("latency_p50_ms", float, ENGINE, "single-image inference latency, median (ms)", "ms", LOWER),
+    _c("train_throughput", float, ENGINE, "training images per second", "img/s", HIGHER,
+       spread="train_throughput_rel_iqr"),
+    _c("infer_throughput", float, ENGINE, "inference images per second (batch = `batch_size`)", "img/s", HIGHER,
+       spread="infer_throughput_rel_iqr"),
+    _c("latency_p50_ms", float, ENGINE, "single-image inference latency, median (ms)", "ms", LOWER,
+       spread="latency_rel_iqr"),
     _c("latency_p95_ms", float, ENGINE, "single-image inference latency, 95th percentile (ms)", "ms", LOWER),
     _c("latency_p99_ms", float, ENGINE, "single-image inference latency, 99th percentile (ms)", "ms", LOWER),
     _c("train_throughput_rel_iqr", float, ENGINE, "spread of `train_throughput` within the job: (p75 - p25) / "
@@ -155,10 +159,13 @@ ENGINE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.origin == E
 TEXT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.numeric)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.numeric)
 # What the engine writes at the top of metrics.json: its own columns and the job's identity and status.
+# speed figure -> the column of its spread within the job
+SPREADS: dict[str, str] = {c.name: c.spread for c in COLUMNS if c.spread}
 METRICS_KEYS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.origin == ENGINE or c.name in (
     "model", "family", "dataset", "seed", "status", "error", "config_hash"))
 
 assert len(BY_NAME) == len(COLUMNS), "two columns share a name"
+assert all(spread in BY_NAME and BY_NAME[spread].kind is float for spread in SPREADS.values()), "a spread is a column"
 assert all(c.kind in (str, int, float) and c.origin in (RUNNER, ENGINE) and c.better in ("", HIGHER, LOWER)
            for c in COLUMNS)
 

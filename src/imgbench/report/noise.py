@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from imgbench.schema import SPREADS
+
 NOISY_REL_IQR = 0.10
-# speed figure -> (its spread column, how the report names it)
-SPREAD_COLUMNS = {
-    "train_throughput": ("train_throughput_rel_iqr", "train speed"),
-    "infer_throughput": ("infer_throughput_rel_iqr", "inference speed"),
-    "latency_p50_ms": ("latency_rel_iqr", "latency"),
-}
+# how the report names each speed figure that has a spread (the schema says which column holds it)
+FIGURE_NAMES = {"train_throughput": "train speed", "infer_throughput": "inference speed", "latency_p50_ms": "latency"}
 
 
 def shared_cpu_note(ok: pd.DataFrame) -> str:
@@ -36,7 +34,7 @@ def noisy_figures(ok: pd.DataFrame) -> list[str]:
     """'model on dataset, seed s: inference speed spread 23%' for every figure above the threshold."""
     found = []
     for _, row in ok.sort_values(["dataset", "model", "seed"]).iterrows():
-        spreads = [f"{label} {row[column]:.0%}" for column, label in SPREAD_COLUMNS.values()
+        spreads = [f"{FIGURE_NAMES[figure]} {row[column]:.0%}" for figure, column in SPREADS.items()
                    if column in row and pd.notna(row[column]) and row[column] > NOISY_REL_IQR]
         if spreads:
             found.append(f"{row['model']} on {row['dataset']}, seed {int(row['seed'])}: {', '.join(spreads)}")
