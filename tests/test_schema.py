@@ -15,7 +15,7 @@ CONTRACT = (
     "log_loss, ece, best_val_accuracy, train_throughput, infer_throughput, latency_p50_ms, latency_p95_ms, "
     "latency_p99_ms, train_throughput_rel_iqr, infer_throughput_rel_iqr, latency_rel_iqr, params, flops, "
     "peak_memory_mb, train_peak_memory_mb, epochs, batch_size, image_size, model_input_size, train_samples, "
-    "test_samples, train_split_samples, test_split_samples, device, precision, threads, concurrency, "
+    "val_samples, test_samples, train_split_samples, test_split_samples, device, precision, threads, concurrency, "
     "train_time_s, compile_time_s, time_to_target_s, duration_s, dataset_fingerprint, config_hash, notebook"
 )
 

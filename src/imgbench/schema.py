@@ -131,6 +131,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("image_size", int, ENGINE, "side of the images the dataset was loaded at"),
     _c("model_input_size", int, ENGINE, "side of the images the model saw (larger when resized up to its minimum)"),
     _c("train_samples", int, ENGINE, "training images used"),
+    _c("val_samples", int, ENGINE, "validation images (held out of the training split; model selection only)"),
     _c("test_samples", int, ENGINE, "test images evaluated"),
     _c("train_split_samples", int, ENGINE, "images in the whole training split (`train_samples` of them were used)"),
     _c("test_split_samples", int, ENGINE, "images in the whole test split (`test_samples` of them were evaluated)"),
