@@ -351,8 +351,8 @@ def test_a_cifar10_checkpoint_is_a_clearly_better_start_for_a_flowers_linear_pro
 
 
 def test_the_notebook_loads_pretrained_jobs_at_the_weights_size_too(tmp_path):
-    """The benchmark notebook loads its data itself (display.load_dataset) with the same rule as run_job."""
-    from imgbench.engine.job import start_image_size
+    """The benchmark notebook loads its data with run_job's own loader (engine.load_dataset), by this rule."""
+    from imgbench.engine.loading import start_image_size
     from imgbench.registry import get_registry
 
     registry = get_registry()
