@@ -2,9 +2,10 @@
 
 A local copy (``<data dir>/flowers/``) may hold ``flower_photos.tgz`` or the extracted ``flower_photos/<class>/``
 (or the class folders directly). The archive, local or downloaded, is verified and then extracted safely into
-the cache once. Photos are decoded on every core to :data:`~imgbench.datasets.tree.DEFAULT_SIZE` px squares unless
-``image_size`` says otherwise. The split is frozen by content: 10% test, then ``val_size`` of the rest (its
-default 1/9 gives 80/10/10), byte-identical photos always on one side (the archive holds some, one under two classes).
+the cache once. Photos are decoded on every core to :data:`~imgbench.datasets.tree.DEFAULT_SIZE` px squares
+unless ``image_size`` says otherwise. The split is frozen by content: 10% test, then ``val_size`` of the rest
+(its default 1/9 gives 80/10/10), byte-identical photos always on one side (the archive holds some, one under
+two classes).
 """
 
 from __future__ import annotations
