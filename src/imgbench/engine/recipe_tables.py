@@ -1,7 +1,7 @@
 """The README's default-recipe tables, generated from the built-in datasets' own recipe defaults.
 
-``python -m imgbench.engine.recipe_tables`` prints them; ``tests/test_engine_recipe.py`` fails when the
-README's copy differs. Datasets whose rows read the same share one row.
+``python -m imgbench.engine.recipe_tables`` prints both; ``tests/test_engine_recipe.py`` fails when the
+README's copies differ. Datasets whose rows read the same share one row.
 """
 
 from __future__ import annotations
@@ -16,16 +16,23 @@ OTHERS = "any other dataset (plugins without their own)"
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 
 
-def markdown_tables() -> str:
-    """The from-scratch table, a blank line, then the table for jobs that start from trained weights."""
+def from_scratch_table() -> str:
+    """The defaults of jobs that train from scratch, one row per dataset."""
+    return _table(["dataset", "image size", "epochs", "batch", "optimizer", "peak lr, schedule", "weight decay",
+                   "label smoothing", "augmentation", "val size"], [(s, _scratch_cells(s)) for s in _specs()])
+
+
+def from_weights_table() -> str:
+    """The defaults of jobs that start from trained weights, where they differ from the from-scratch ones."""
+    return _table(["dataset", "image size", "epochs", "peak lr (`finetune=full`)", "peak lr (`finetune=head`)",
+                   "warm-up"], [(s, _from_weights_cells(s)) for s in _specs()])
+
+
+def _specs() -> list[DatasetSpec | None]:
+    """The built-in datasets in their registration order, then None: any other dataset's generic recipe."""
     from imgbench.datasets.plugin import imgbench_datasets
 
-    specs: list[DatasetSpec | None] = [*imgbench_datasets(), None]
-    scratch = _table(["dataset", "image size", "epochs", "batch", "optimizer", "peak lr, schedule", "weight decay",
-                      "label smoothing", "augmentation", "val size"], [(s, _scratch_cells(s)) for s in specs])
-    tuned = _table(["dataset", "image size", "epochs", "peak lr (`finetune=full`)", "peak lr (`finetune=head`)",
-                    "warm-up"], [(s, _from_weights_cells(s)) for s in specs])
-    return f"{scratch}\n\n{tuned}"
+    return [*imgbench_datasets(), None]
 
 
 def _scratch_cells(spec: DatasetSpec | None) -> tuple[str, ...]:
@@ -76,4 +83,4 @@ def _share(value: float) -> str:
 
 
 if __name__ == "__main__":  # python -m imgbench.engine.recipe_tables > tables.md: paste them into the README
-    sys.stdout.write(markdown_tables() + "\n")
+    sys.stdout.write(f"{from_scratch_table()}\n\n{from_weights_table()}\n")
