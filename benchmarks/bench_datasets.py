@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from imgbench import paths
+from imgbench.paths import DataFolders
 from imgbench.datasets.plugin import imgbench_datasets
 
 DEFAULT_DATASETS = ("mnist", "cifar10", "flowers")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    data_dir = paths.data_dir(args.data_dir)
+    data_dir = DataFolders.resolve(args.data_dir).data_dir
     if data_dir is None:
         parser.error("give --data-dir or set IMGBENCH_DATA_DIR (e.g. ../shared/data)")
     specs = {spec.name: spec for spec in imgbench_datasets()}

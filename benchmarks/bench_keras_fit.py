@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cache_dir is None:
-        from imgbench.paths import cache_dir
+        from imgbench.paths import DataFolders
 
-        args.cache_dir = cache_dir()
+        args.cache_dir = DataFolders.resolve().cache_dir
     data = mnist(args)
 
     engine, keras_fit = [], []

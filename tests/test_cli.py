@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imgbench import cli, resources
-from imgbench.engine.recipe import RECIPE_FIELDS, default_recipe
+from imgbench.engine.recipe import RECIPE_FIELDS, resolve_recipe
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
 from imgbench.runner.grid import grid_suite
@@ -69,10 +69,10 @@ def test_params_lists_every_field_with_the_datasets_default_and_imports_no_frame
     assert json.loads(imported) == []
     rows = {row["name"]: row for row in json.loads("\n".join(listing))}
     assert list(rows) == list(RECIPE_FIELDS)
-    digits = default_recipe("digits").to_dict()
+    digits = resolve_recipe("digits", {}).to_dict()
     for name, (kind, help_text) in RECIPE_FIELDS.items():
         assert rows[name] == {"name": name, "type": kind.__name__, "default": digits[name], "help": help_text}
-    assert rows["epochs"]["default"] != default_recipe("cifar10").epochs
+    assert rows["epochs"]["default"] != resolve_recipe("cifar10", {}).epochs
 
 
 def test_params_rejects_an_unknown_dataset_with_a_suggestion(capsys):
@@ -137,7 +137,8 @@ def test_the_suite_none_gives_the_datasets_full_default_recipes():
     grid, inherited = grid_suite("none", models=["keras/mnist_convnet"], datasets=["mnist", "digits"])
     assert inherited is None and not grid.params and grid.timeout is None
     jobs = expand(grid, get_registry())
-    assert {job.dataset: job.recipe for job in jobs} == {d: default_recipe(d).to_dict() for d in ("mnist", "digits")}
+    defaults = {d: resolve_recipe(d, {}).to_dict() for d in ("mnist", "digits")}
+    assert {job.dataset: job.recipe for job in jobs} == defaults
 
 
 @pytest.mark.notebook

@@ -10,8 +10,9 @@ import pytest
 
 from imgbench.datasets import DatasetError, imagefolder_dataset, splits
 from imgbench.datasets.checksums import FileCheck
-from imgbench.datasets.cifar import CIFAR100
-from imgbench.datasets.idx import read_idx
+from imgbench.datasets.cifar import CIFAR10, CIFAR100
+from imgbench.datasets.digits import DIGITS
+from imgbench.datasets.idx import FASHION_MNIST, MNIST, read_idx
 from imgbench.datasets.imagefolder import IMAGEFOLDER
 from imgbench.datasets.fixtures import (
     checks_for,
@@ -210,3 +211,16 @@ def test_imagefolder_refuses_a_val_folder_it_would_ignore(tmp_path):
         IMAGEFOLDER.load(image_size=8, val_size=0.1, data_dir=None, cache_dir=tmp_path, arg=str(tmp_path / "tree"))
     with pytest.raises(UsageError, match="imagefolder:/path"):
         IMAGEFOLDER.load(image_size=8, val_size=0.1, data_dir=None, cache_dir=tmp_path)
+
+
+def test_fingerprints_and_cache_keys_are_those_of_before_the_shared_file_dataset_base(tmp_path):
+    """Pinned from the code before the file-backed datasets shared one base: existing decoded caches, the
+    fingerprints results record, and with them the results' config hashes all stay valid."""
+    sources = {d.name: hashlib.sha256(d.source_fingerprint.encode()).hexdigest()[:16]
+               for d in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100)}
+    assert sources == {"mnist": "98a1e3a4fbaf050c", "fashion_mnist": "78aaf199850548fa",
+                       "cifar10": "acf9dce93c05ea49", "cifar100": "1017273c8ed1e77f"}
+    loads = [DIGITS.load(image_size=size, val_size=0.1, data_dir=None, cache_dir=tmp_path) for size in (0, 16)]
+    assert [data.fingerprint for data in loads] == ["401fc0ca42177482", "acbc758c62cfdcdf"]
+    decoded = sorted(p.name for p in (tmp_path / "digits" / "decoded").iterdir() if p.is_dir())
+    assert decoded == ["4b4d68fe79285ac8", "c8f7af57f70b80f1"]

@@ -12,7 +12,7 @@ from imgbench.cli import main
 from imgbench.datasets.cifar import CIFAR10
 from imgbench.datasets.flowers import FLOWERS
 from imgbench.datasets.idx import MNIST
-from imgbench.datasets.imagefolder import DEFAULT_VAL_SIZE, scan_tree, split_plan
+from imgbench.datasets.tree import scan_tree, split_plan
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -44,13 +44,14 @@ def test_real_cifar10_png_copy(real_data, session_cache):
 @pytest.mark.slow
 @pytest.mark.data
 def test_real_flowers_split_is_leak_free(real_data, session_cache):
-    data = FLOWERS.load(image_size=64, val_size=DEFAULT_VAL_SIZE, data_dir=real_data, cache_dir=session_cache)
+    val_size = FLOWERS.recipe.from_scratch["val_size"]
+    data = FLOWERS.load(image_size=64, val_size=val_size, data_dir=real_data, cache_dir=session_cache)
     assert len(data.train) + len(data.val) + len(data.test) == 3_670
     counts = np.bincount(np.concatenate([data.train.y, data.val.y, data.test.y])).tolist()
     assert counts == [633, 898, 641, 699, 799]
     assert {"train": len(data.train), "val": len(data.val), "test": len(data.test)} == dict(FLOWERS.spec().split_sizes)
     tree = scan_tree(real_data / "flowers" / "flower_photos", FLOWERS.classes)
-    plan = split_plan(tree, DEFAULT_VAL_SIZE, session_cache)
+    plan = split_plan(tree, val_size, session_cache)
     digest = lambda rel: hashlib.sha256((tree.root / rel).read_bytes()).hexdigest()
     side = {part: {digest(rel) for rel in rels} for part, rels in plan.items()}
     assert not side["test"] & side["train"] and not side["test"] & side["val"] and not side["val"] & side["train"]

@@ -12,7 +12,7 @@ from imgbench import paths
 from imgbench.cli import main
 from imgbench.datasets import digits
 from imgbench.datasets.errors import DatasetError
-from imgbench.engine.recipe import default_recipe
+from imgbench.engine.recipe import resolve_recipe
 from imgbench.registry import get_registry
 
 # The UCI optdigits test set's class distribution, as its optdigits.names file publishes it.
@@ -72,8 +72,8 @@ def test_listed_as_bundled_and_local_with_its_own_recipe(capsys):
     assert main(["datasets", "digits", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["source"] == "local" and "bundled" in row["from"] and row["shape"] == "8x8x1"
-    assert default_recipe("digits") != default_recipe("imagefolder:/x")
-    assert paths.data_dir() is None  # nothing local was needed
+    assert resolve_recipe("digits", {}) != resolve_recipe("imagefolder:/x", {})
+    assert paths.DataFolders.resolve().data_dir is None  # nothing local was needed
 
 
 @pytest.mark.notebook

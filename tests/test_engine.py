@@ -271,7 +271,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     from imgbench.engine import resolve_recipe
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    schedule = build_schedule(optimizer, resolve_recipe("x", {"epochs": 4, "lr": 1.0, "warmup_epochs": 1}), 10)
+    schedule = build_schedule(optimizer, resolve_recipe(None, {"epochs": 4, "lr": 1.0, "warmup_epochs": 1}), 10)
     rates = []
     for _ in range(40):
         rates.append(optimizer.param_groups[0]["lr"])

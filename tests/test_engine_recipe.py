@@ -1,25 +1,113 @@
-"""Recipes: per-dataset defaults, strict checking of overrides, and the configuration hash."""
+"""Recipes: each dataset's own defaults, strict checking of overrides, and the configuration hash."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from imgbench.engine import RECIPE_FIELDS, Recipe, config_hash, resolve_recipe
-from imgbench.engine.recipe import DATASET_DEFAULTS
+from imgbench import RecipeDefaults
+from imgbench.datasets import imagefolder_dataset
+from imgbench.datasets.flowers import FLOWERS_RECIPE
+from imgbench.engine import RECIPE_FIELDS, Recipe, check_parameter, config_hash, resolve_recipe
+from imgbench.engine.recipe import FROM_WEIGHTS_DEFAULTS, HEAD_ONLY_LR
 from imgbench.errors import UsageError
+from imgbench.registry import Registry, get_registry
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "flowers", "digits")
 
 
 def test_each_builtin_dataset_has_its_own_defaults_and_others_get_the_generic_one():
     mnist, cifar, flowers = (resolve_recipe(name, {}) for name in ("mnist", "cifar10", "flowers"))
     assert mnist.augment == "none" and cifar.augment == "flip_crop"
-    assert flowers.image_size == DATASET_DEFAULTS["flowers"]["image_size"]
+    assert flowers.image_size == FLOWERS_RECIPE.from_scratch["image_size"]
     assert resolve_recipe("imagefolder:/data/pets", {}) == Recipe()
-    assert resolve_recipe("someplugin_set", {}) == Recipe()
+    assert resolve_recipe(None, {}) == Recipe()  # an in-memory dataset no spec describes
     assert mnist != cifar != flowers
+
+
+def test_an_unknown_dataset_is_refused_not_given_the_generic_recipe():
+    with pytest.raises(UsageError, match=r"unknown dataset 'someplugin_set'"):
+        resolve_recipe("someplugin_set", {})
+    with pytest.raises(UsageError, match=r"unknown dataset 'mnst'; did you mean mnist"):
+        resolve_recipe("mnst", {"epochs": 1})
+
+
+def test_fashion_mnist_and_cifar100_get_defaults_of_their_own():
+    """Before, only mnist, cifar10, flowers and digits were keyed by name; these two fell to the generic recipe."""
+    fashion, mnist = resolve_recipe("fashion_mnist", {}), resolve_recipe("mnist", {})
+    cifar100, cifar10 = resolve_recipe("cifar100", {}), resolve_recipe("cifar10", {})
+    assert Recipe() not in (fashion, cifar100)
+    assert fashion.epochs > mnist.epochs and fashion.augment == "flip_crop" and fashion.lr == mnist.lr
+    assert cifar100 == cifar10
+    for name in ("fashion_mnist", "cifar100"):
+        spec = get_registry().dataset(name)[0]
+        assert resolve_recipe(name, {}) == Recipe(**spec.recipe.from_scratch)
+        tuned = resolve_recipe(name, {"pretrained": True})
+        assert {k: getattr(tuned, k) for k in spec.recipe.from_weights} == dict(spec.recipe.from_weights)
+
+
+@pytest.mark.parametrize("name", [*BUILTIN_DATASETS, "imagefolder"])
+def test_every_builtin_default_is_a_valid_recipe_value(name):
+    """resolve_recipe checks a spec's defaults as it checks overrides; the built-ins' pass as they are."""
+    spec = get_registry().dataset(f"{name}:/x" if name == "imagefolder" else name)[0]
+    for values in (spec.recipe.from_scratch, spec.recipe.from_weights):
+        assert set(values) <= set(RECIPE_FIELDS)
+        for field_name, value in values.items():
+            check_parameter(field_name, value)
+            assert type(value) is RECIPE_FIELDS[field_name][0]  # typed as the field, so config hashes stay put
+
+
+def test_a_plugin_dataset_brings_its_own_defaults(tmp_path):
+    spec = imagefolder_dataset("pets", tmp_path, recipe=RecipeDefaults(
+        from_scratch={"epochs": 7, "augment": "flip_rotate_zoom", "lr": 1},
+        from_weights={"epochs": 3}))
+    scratch = resolve_recipe(spec, {"batch_size": 16})
+    assert (scratch.epochs, scratch.augment, scratch.batch_size, scratch.lr) == (7, "flip_rotate_zoom", 16, 1.0)
+    assert isinstance(scratch.lr, float)
+    tuned = resolve_recipe(spec, {"pretrained": True})
+    assert (tuned.epochs, tuned.lr, tuned.image_size) == (3, FROM_WEIGHTS_DEFAULTS["lr"], 0)  # the rest generic
+    assert resolve_recipe(spec, {"pretrained": True, "finetune": "head"}).lr == HEAD_ONLY_LR
+    assert resolve_recipe(imagefolder_dataset("plain", tmp_path), {}) == Recipe()
+
+
+def test_a_plugin_file_s_dataset_defaults_reach_its_jobs_through_the_registry(tmp_path):
+    from imgbench.runner.suite import expand, suite_from_dict
+
+    (tmp_path / "pets_plugin.py").write_text(
+        "import imgbench\n"
+        "from imgbench.datasets import imagefolder_dataset\n\n"
+        "@imgbench.hookimpl\n"
+        "def imgbench_datasets():\n"
+        f"    return [imagefolder_dataset('pets', {str(tmp_path)!r}, recipe=imgbench.RecipeDefaults("
+        "from_scratch={'epochs': 9, 'val_size': 0.25}))]\n", encoding="utf-8")
+    registry = Registry([tmp_path])
+    assert not registry.errors
+    assert resolve_recipe("pets", {}, registry=registry).epochs == 9
+    [job] = expand(suite_from_dict({"models": ["timm/resnet18"], "datasets": ["pets"]}), registry)
+    assert job.recipe == Recipe(epochs=9, val_size=0.25).to_dict()
+
+
+def test_a_bad_plugin_default_names_the_dataset(tmp_path):
+    spec = imagefolder_dataset("pets", tmp_path, recipe=RecipeDefaults(from_scratch={"epoch": 3}))
+    with pytest.raises(UsageError, match=r"dataset 'pets' declares a bad default in its recipe.from_scratch: "
+                                         r"unknown parameter 'epoch'; did you mean epochs"):
+        resolve_recipe(spec, {})
+
+
+def test_check_parameter_checks_one_parameter_alone(tmp_path):
+    check_parameter("epochs", 3)
+    check_parameter("weights", "")
+    with pytest.raises(UsageError, match="did you mean epochs"):
+        check_parameter("epoch", 3)
+    with pytest.raises(UsageError, match="0 or more"):
+        check_parameter("epochs", -1)
+    with pytest.raises(UsageError, match="no such file"):
+        check_parameter("weights", str(tmp_path / "missing.safetensors"))
 
 
 def test_overrides_apply_and_ints_are_accepted_for_floats():
@@ -82,6 +170,14 @@ def test_config_hash_is_short_stable_and_sensitive_to_every_input():
     assert first not in others and len(others) == 4
 
 
+def test_the_builtin_recipes_hash_as_they_did_when_the_engine_kept_them():
+    """Pinned from before the defaults moved into the dataset modules: results keep their config hashes."""
+    hashes = {name: config_hash("m/x", name, 0, resolve_recipe(name, {}).to_dict())
+              for name in ("mnist", "cifar10", "flowers", "digits")}
+    assert hashes == {"mnist": "9c4f2d0b683a", "cifar10": "1afc957e4b68", "flowers": "59898eaf4be7",
+                      "digits": "9330cf47bf74"}
+
+
 def test_importing_the_engine_and_resolving_a_recipe_imports_no_framework():
     code = ("import sys, imgbench.engine as e; e.resolve_recipe('mnist', {'epochs': 1}); "
             "print(sorted(m for m in ('torch', 'keras', 'timm', 'tensorflow') if m in sys.modules))")
@@ -89,14 +185,48 @@ def test_importing_the_engine_and_resolving_a_recipe_imports_no_framework():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "flowers"])
+@pytest.mark.parametrize("dataset", BUILTIN_DATASETS)
 def test_listed_split_sizes_are_those_the_default_recipe_loads(dataset):
     """`imgbench datasets` states split sizes at the datasets' default val share; jobs use the recipe's."""
-    from imgbench.datasets import cifar, idx, imagefolder
+    from imgbench.datasets import splits
+    from imgbench.datasets.plugin import imgbench_datasets
 
-    listing_val_size = {"mnist": idx.DEFAULT_VAL_SIZE, "cifar10": cifar.DEFAULT_VAL_SIZE,
-                        "flowers": imagefolder.DEFAULT_VAL_SIZE}[dataset]
-    assert resolve_recipe(dataset, {}).val_size == pytest.approx(listing_val_size)
+    [spec] = [s for s in imgbench_datasets() if s.name == dataset]
+    [source] = [d for d in _file_datasets() if d.name == dataset]
+    test_counts = list(source.test_counts) if source.test_counts is not None else None
+    assert dict(spec.split_sizes) == splits.split_sizes(
+        list(source.train_counts), test_counts=test_counts, val_size=resolve_recipe(dataset, {}).val_size,
+        test_fraction=source.test_fraction)
+
+
+@pytest.mark.parametrize("make", ["tiny_mnist", "tiny_cifar", "tiny_flowers"])
+def test_a_default_recipe_loads_the_split_sizes_its_listing_states(tmp_path, make):
+    from imgbench.datasets import fixtures
+
+    variant = getattr(fixtures, make)(tmp_path)
+    spec = variant.spec()
+    recipe = resolve_recipe(spec, {"image_size": 16} if make == "tiny_flowers" else {})
+    data = spec.load(image_size=recipe.image_size, val_size=recipe.val_size, data_dir=tmp_path,
+                     cache_dir=tmp_path / "cache", arg="")
+    assert {"train": len(data.train), "val": len(data.val), "test": len(data.test)} == dict(spec.split_sizes)
+
+
+def test_readme_default_recipe_tables_are_the_generated_ones():
+    from imgbench.engine.recipe_tables import from_scratch_table, from_weights_table
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for table in (from_scratch_table(), from_weights_table()):
+        assert table in readme, ("README's default-recipe tables differ from the datasets' own defaults: "
+                                 "replace them with `python -m imgbench.engine.recipe_tables`")
+
+
+def _file_datasets():
+    from imgbench.datasets.cifar import CIFAR10, CIFAR100
+    from imgbench.datasets.digits import DIGITS
+    from imgbench.datasets.flowers import FLOWERS
+    from imgbench.datasets.idx import FASHION_MNIST, MNIST
+
+    return [MNIST, FASHION_MNIST, CIFAR10, CIFAR100, FLOWERS, DIGITS]
 
 
 def test_the_upper_bounds_themselves_are_accepted():

@@ -80,7 +80,8 @@ def test_suite_precedence_params_then_dataset_overrides_then_command_line(regist
     assert len(jobs) == 4
     assert by_dataset["tinygray", 0]["epochs"] == 2 and by_dataset["tinyrgb", 0]["epochs"] == 4
     assert by_dataset["tinyrgb", 1]["batch_size"] == 16 and by_dataset["tinygray", 1]["lr"] == 0.01
-    assert by_dataset["tinygray", 0] == resolve_recipe("tinygray", {"epochs": 2, "lr": 0.01, "batch_size": 16}).to_dict()
+    expected = resolve_recipe("tinygray", {"epochs": 2, "lr": 0.01, "batch_size": 16}, registry=registry)
+    assert by_dataset["tinygray", 0] == expected.to_dict()
 
 
 def test_jobs_carry_full_recipe_hash_and_readable_id(registry):
@@ -235,7 +236,7 @@ def test_a_bad_value_for_one_dataset_is_caught_before_any_job(tmp_path, capsys):
 # -- results.csv --------------------------------------------------------------------------------------------
 
 def _job(seed: int) -> Job:
-    recipe = resolve_recipe("tinygray", {}).to_dict()
+    recipe = resolve_recipe("tinygray", {}, registry=get_registry([TESTKIT], ())).to_dict()
     return Job("testkit/linear", "tinygray", seed, recipe, config_hash("testkit/linear", "tinygray", seed, recipe),
                family="testkit")
 

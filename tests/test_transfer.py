@@ -351,8 +351,8 @@ def test_a_cifar10_checkpoint_is_a_clearly_better_start_for_a_flowers_linear_pro
 
 
 def test_the_notebook_loads_pretrained_jobs_at_the_weights_size_too(tmp_path):
-    """The benchmark notebook loads its data itself (display.load_dataset) with the same rule as run_job."""
-    from imgbench.engine.job import start_image_size
+    """The benchmark notebook loads its data with run_job's own loader (engine.load_dataset), by this rule."""
+    from imgbench.engine.loading import start_image_size
     from imgbench.registry import get_registry
 
     registry = get_registry()
@@ -361,3 +361,46 @@ def test_the_notebook_loads_pretrained_jobs_at_the_weights_size_too(tmp_path):
     assert start_image_size(registry.model("keras/inception_v3"), pretrained) == 299
     assert start_image_size(registry.model("timm/resnet18"), resolve_recipe("flowers", {})) == 128
     assert start_image_size(registry.model("tinycnn/small"), pretrained) == 0  # no data config: the loader's
+
+
+def test_one_load_dataset_serves_run_job_and_the_notebook(registry):
+    """The engine's load_dataset is the loader run_job calls and the one the benchmark notebook's cells call."""
+    import imgbench.engine
+    import imgbench.engine.job
+    from imgbench.runner import display
+
+    assert imgbench.engine.job.load_dataset is imgbench.engine.load_dataset
+    assert not hasattr(display, "load_dataset")
+    cells = [c.source for c in notebook_cells(REPO / "notebooks" / "benchmark.ipynb")]
+    assert any("from imgbench.engine import load_dataset" in c for c in cells)
+    assert any(c.startswith("data = load_dataset(dataset, recipe, model=model, data_dir=data_dir)") for c in cells)
+    pretrained = resolve_recipe("sized", {"pretrained": True}, registry=registry)
+    loaded = imgbench.engine.load_dataset("sized", pretrained, model="timm/resnet18", registry=registry)
+    assert loaded.source == "224px"  # the weights' own size, as run_job loads it
+    assert imgbench.engine.load_dataset("sized", pretrained, registry=registry).source == "12px"  # no model: 0
+    scratch = resolve_recipe("sized", {"image_size": 20}, registry=registry)
+    assert imgbench.engine.load_dataset("sized", scratch, model="timm/resnet18", registry=registry).source == "20px"
+
+
+def test_run_job_loads_through_the_one_load_dataset(registry, monkeypatch):
+    import imgbench.engine.job
+
+    calls = []
+
+    class Loaded(Exception):
+        """Stops the job once it asked for its data."""
+
+    def spy(dataset, recipe, **kwargs):
+        calls.append((dataset, recipe.image_size, kwargs["model"].name))
+        raise Loaded
+
+    monkeypatch.setattr(imgbench.engine.job, "load_dataset", spy)
+    with pytest.raises(Loaded):
+        run_job("timm/resnet18", "sized", registry=registry, epochs=0, image_size=20, **FAST)
+    assert calls == [("sized", 20, "timm/resnet18")]
+
+
+def notebook_cells(path: Path) -> list:
+    import nbformat
+
+    return nbformat.read(path, as_version=4).cells

@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 from imgbench.hookspecs import hookimpl
-from imgbench.specs import DataConfig, DatasetSpec, ExecutorSpec, LoadedDataset, ModelSpec, Split
+from imgbench.specs import DataConfig, DatasetSpec, ExecutorSpec, LoadedDataset, ModelSpec, RecipeDefaults, Split
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "ExecutorSpec",
     "LoadedDataset",
     "ModelSpec",
+    "RecipeDefaults",
     "Split",
     "hookimpl",
     *_LAZY,

@@ -11,8 +11,9 @@ import json
 import sys
 from typing import Sequence
 
-from imgbench import __version__, paths
+from imgbench import __version__
 from imgbench.errors import UsageError
+from imgbench.paths import DataFolders
 from imgbench.registry import Registry, registry_with
 from imgbench.report import cli as report_cli
 from imgbench.runner import cli as run_cli
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     params = listing("params", parents=[common])
     params.add_argument("dataset", nargs="?", default="", metavar="DATASET",
-                        help="whose defaults to show (default: the generic recipe, used by imagefolder and plugins)")
+                        help="whose defaults to show (default: the generic recipe, of datasets without their own)")
     params.add_argument("--json", action="store_true")
     params.set_defaults(func=cmd_params)
 
@@ -139,11 +140,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
-    data_dir, cache_dir = paths.data_dir(args.data_dir), paths.cache_dir()
+    folders = DataFolders.resolve(args.data_dir)
     rows = []
     for spec in registry.datasets(args.patterns):
         where, detail = ("needs an argument", f"{spec.name}:/path/to/root") if spec.takes_arg else \
-            spec.locate(data_dir=data_dir, cache_dir=cache_dir, arg="")
+            spec.locate(arg="", **folders.as_kwargs())
         h, w, c = spec.image_shape
         rows.append({
             "name": spec.name, "classes": len(spec.classes) or "any",
@@ -210,24 +211,32 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from imgbench.engine.recipe import RECIPE_FIELDS, default_recipe, recipe_key
+    from imgbench.engine.recipe import RECIPE_FIELDS, resolve_recipe
 
-    if args.dataset:
+    spec = None
+    if args.dataset:  # by its base name, so `imgbench params imagefolder` needs no folder
         base = args.dataset.partition(":")[0]
         registry = registry_from_args(args)
-        if base not in {spec.name for spec in registry.datasets()}:
-            registry.dataset(base)  # raises, naming the close matches
-    recipe = default_recipe(args.dataset).to_dict()
-    rows = [{"name": name, "type": kind.__name__, "default": json.dumps(recipe[name]) if kind is str else
-             str(recipe[name]).lower() if kind is bool else recipe[name], "help": help_text}
-            for name, (kind, help_text) in RECIPE_FIELDS.items()]
+        spec = {s.name: s for s in registry.datasets()}.get(base) or registry.dataset(base)[0]  # unknown: raises
+    recipe = resolve_recipe(spec, {}).to_dict()
     if args.json:
-        print(json.dumps([{**row, "default": recipe[row["name"]]} for row in rows], indent=2))
+        print(json.dumps([{"name": name, "type": kind.__name__, "default": recipe[name], "help": help_text}
+                          for name, (kind, help_text) in RECIPE_FIELDS.items()], indent=2))
         return 0
-    key = recipe_key(args.dataset) if args.dataset else "default"
-    print(_table(rows, ["name", "type", "default", "help"]))
-    print(f"defaults for {args.dataset or 'any dataset without its own'} (recipe {key!r}); a suite's [params] "
-          f"and `imgbench run -p KEY=VALUE` (a TOML literal) override them")
+    tuned = resolve_recipe(spec, {"pretrained": True}).to_dict()
+
+    def shown(kind: type, value: object) -> object:
+        return json.dumps(value) if kind is str else str(value).lower() if kind is bool else value
+
+    rows = [{"name": name, "type": kind.__name__, "default": shown(kind, recipe[name]),
+             "from_weights": shown(kind, tuned[name]) if name != "pretrained" and tuned[name] != recipe[name] else "",
+             "help": help_text} for name, (kind, help_text) in RECIPE_FIELDS.items()]
+    own = spec is not None and (spec.recipe.from_scratch or spec.recipe.from_weights)
+    print(_table(rows, ["name", "type", "default", "from_weights", "help"]))
+    print(f"defaults for {args.dataset or 'any dataset without its own'} "
+          f"({'its own recipe' if own else 'the generic recipe'}); FROM_WEIGHTS: where a job that starts from "
+          f"trained weights (pretrained=true, weights=...) differs; a suite's [params] and "
+          f"`imgbench run -p KEY=VALUE` (a TOML literal) override them")
     return 0
 
 

@@ -39,7 +39,8 @@ def imgbench_datasets() -> list[DatasetSpec]:
     """Called once per plugin when the registry is first built.
 
     Return the datasets this plugin offers. Names are plain (``mnist``, ``flowers``) and unique across
-    plugins. Loading happens later, through ``DatasetSpec.load``.
+    plugins. Loading happens later, through ``DatasetSpec.load``. ``DatasetSpec.recipe`` carries the
+    dataset's own recipe defaults (none: its jobs take the generic recipe).
     """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,29 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the umask can only be read by setting it
 
 
-def data_dir(override: str | os.PathLike | None = None) -> Path | None:
-    """The folder of local dataset copies: ``--data-dir``, else ``IMGBENCH_DATA_DIR``, else none."""
-    value = override or os.environ.get(DATA_DIR_ENV)
-    return Path(value).expanduser().resolve() if value else None
+@dataclass(frozen=True)
+class DataFolders:
+    """Where datasets are read from: the folder of local copies (None: none) and the cache of downloads and
+    decoded arrays. Every ``DatasetSpec.load``/``locate``/``check`` takes both (:meth:`as_kwargs`)."""
 
+    data_dir: Path | None
+    cache_dir: Path
 
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """The per-user cache: ``IMGBENCH_CACHE_DIR`` or the platform's user cache folder."""
-    value = override or os.environ.get(CACHE_DIR_ENV)
-    return Path(value).expanduser().resolve() if value else Path(platformdirs.user_cache_dir("imgbench"))
+    @classmethod
+    def resolve(cls, data_dir: str | os.PathLike | None = None) -> "DataFolders":
+        """Local copies: ``data_dir`` (``--data-dir``), else ``IMGBENCH_DATA_DIR``, else none. The cache:
+        ``IMGBENCH_CACHE_DIR``, else the platform's per-user cache folder."""
+        local = data_dir or os.environ.get(DATA_DIR_ENV)
+        cache = os.environ.get(CACHE_DIR_ENV)
+        return cls(Path(local).expanduser().resolve() if local else None,
+                   Path(cache).expanduser().resolve() if cache else Path(platformdirs.user_cache_dir("imgbench")))
+
+    def as_kwargs(self) -> dict[str, Path | None]:
+        return {"data_dir": self.data_dir, "cache_dir": self.cache_dir}
+
+    def env(self) -> dict[str, str]:
+        """The environment another process (a job's kernel) needs to resolve the same folders."""
+        return {CACHE_DIR_ENV: str(self.cache_dir), **({DATA_DIR_ENV: str(self.data_dir)} if self.data_dir else {})}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

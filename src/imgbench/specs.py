@@ -102,13 +102,27 @@ class LoadedDataset:
 
 
 @dataclass(frozen=True)
+class RecipeDefaults:
+    """A dataset's own recipe defaults: recipe field values over the generic ``Recipe()``.
+
+    ``from_scratch`` applies to every job; ``from_weights`` goes on top for jobs that start from trained weights
+    (``pretrained=true`` or ``weights=...``), over the engine's generic fine-tuning defaults. Fields a job sets
+    explicitly win over both. Plain values, so a dataset declares them without importing the engine.
+    """
+
+    from_scratch: Mapping[str, Any] = field(default_factory=dict)
+    from_weights: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One dataset a plugin offers.
 
     ``load(*, image_size, val_size, data_dir, cache_dir, arg)`` returns a :class:`LoadedDataset`;
     ``image_size=0`` keeps the native resolution, ``arg`` is the text after ``name:`` (``imagefolder:/path``).
     ``locate(*, data_dir, cache_dir, arg)`` says where a load would come from without loading:
-    ``("local" | "cache" | "download" | "missing", detail)``.
+    ``("local" | "cache" | "download" | "missing", detail)``. ``recipe`` holds the dataset's own recipe
+    defaults (``resolve_recipe`` applies them); ``split_sizes`` are stated at its default ``val_size``.
     """
 
     name: str
@@ -122,6 +136,7 @@ class DatasetSpec:
     # check(*, data_dir, cache_dir, arg, can_download) -> list of problems a load would hit, found cheaply
     # before any job starts (None: the grid only refuses a locate() of "missing"); can_download(url) -> '' or why not
     check: Callable[..., list[str]] | None = None
+    recipe: RecipeDefaults = field(default_factory=RecipeDefaults)  # its jobs' defaults (none: the generic recipe)
 
 
 @dataclass(frozen=True)

@@ -14,23 +14,34 @@ from pathlib import Path
 
 import numpy as np
 
-from imgbench.datasets import splits
 from imgbench.datasets.archives import open_tar, safe_unpickle
 from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.errors import ChecksumError, DatasetError
-from imgbench.datasets.imagefolder import is_split_layout, load_tree, scan_tree, tree_problems
+from imgbench.datasets.file_dataset import FileDataset, files_fingerprint
 from imgbench.datasets.images import resize_array
 from imgbench.datasets.sources import CanDownload, checksum_problems, files_problems, find_files, local_folder, obtain
-from imgbench.datasets.store import Decoded, check_image_size, decoded_in_cache, load_dataset, row_digests
-from imgbench.specs import DatasetSpec, LoadedDataset
+from imgbench.datasets.store import Decoded, decoded_in_cache, row_digests
+from imgbench.datasets.tree import is_split_layout, load_tree, scan_tree, tree_problems
+from imgbench.specs import LoadedDataset, RecipeDefaults
 
 NATIVE_SIZE = 32
 PIXELS = NATIVE_SIZE * NATIVE_SIZE * 3
-DEFAULT_VAL_SIZE = 0.1
+
+# AdamW + cosine with a short warm-up trains CNNs and small ViTs alike from scratch; shifts and horizontal
+# flips (the standard CIFAR augmentation) and label smoothing, since small photos overfit within 30 epochs.
+CIFAR10_RECIPE = RecipeDefaults(
+    from_scratch=dict(epochs=30, batch_size=128, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0,
+                      label_smoothing=0.1, augment="flip_crop", val_size=0.1),
+    from_weights=dict(image_size=0, epochs=8, lr=2e-4, warmup_epochs=0.5),
+)
+# CIFAR-100: photos of the same size and kind, as many, in 100 classes: CIFAR-10's recipe, as the standard
+# CIFAR recipes (He et al.'s ResNets among them) train both alike. With 500 images a class its shifts, flips
+# and label smoothing matter more, not less.
+CIFAR100_RECIPE = CIFAR10_RECIPE
 
 
 @dataclass(frozen=True)
-class CifarDataset:
+class CifarDataset(FileDataset):
     name: str
     description: str
     classes: tuple[str, ...]
@@ -42,10 +53,14 @@ class CifarDataset:
     label_key: bytes
     train_counts: tuple[int, ...]
     test_counts: tuple[int, ...]
+    recipe: RecipeDefaults
+
+    image_shape = (NATIVE_SIZE, NATIVE_SIZE, 3)
+    default_size = NATIVE_SIZE
 
     @property
     def source_fingerprint(self) -> str:
-        return ",".join(f"{b.name}={b.digest}" for b in self.train_batches + self.test_batches)
+        return files_fingerprint(self.train_batches + self.test_batches)
 
     def _local_layout(self, data_dir: Path | None) -> tuple[str, Path] | None:
         local = local_folder(data_dir, self.name)
@@ -85,10 +100,7 @@ class CifarDataset:
         return files_problems(self.name, [self.archive], {self.archive.name: [self.url]}, data_dir, cache_dir,
                               can_download)
 
-    def load(self, *, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
-             arg: str = "") -> LoadedDataset:
-        size = check_image_size(image_size, NATIVE_SIZE)
-        val_size = splits.check_val_size(val_size)
+    def load_at(self, *, size: int, val_size: float, data_dir: Path | None, cache_dir: Path) -> LoadedDataset:
         layout = self._local_layout(data_dir)
         if layout is not None and layout[0] == "png":
             tree = scan_tree(layout[1], expected_classes=self.classes)
@@ -106,12 +118,9 @@ class CifarDataset:
                 batches = self._read_archive(paths[self.archive.name])
             return replace(self._decoded(batches, size), source=source)
 
-        return load_dataset(
-            name=self.name, classes=self.classes, cache_dir=cache_dir, val_size=val_size, test_fraction=0.0,
-            source_fingerprint=self.source_fingerprint,
-            preprocessing={"size": size, "resize": "none" if size == NATIVE_SIZE else "bilinear", "channels": 3},
-            decode=decode, source="" if where == "download" else f"{where}: {detail}",
-        )
+        return self.load_native_arrays(size=size, val_size=val_size, cache_dir=cache_dir,
+                                       source_fingerprint=self.source_fingerprint, decode=decode,
+                                       source="" if where == "download" else f"{where}: {detail}")
 
     def _read_batch_files(self, folder: Path) -> dict[str, bytes]:
         batches = {}
@@ -158,14 +167,6 @@ class CifarDataset:
         images = pixels.reshape(-1, 3, NATIVE_SIZE, NATIVE_SIZE).transpose(0, 2, 3, 1)
         return np.ascontiguousarray(images), labels
 
-    def spec(self) -> DatasetSpec:
-        return DatasetSpec(
-            name=self.name, load=self.load, locate=self.locate, check=self.check, description=self.description,
-            classes=self.classes, image_shape=(NATIVE_SIZE, NATIVE_SIZE, 3),
-            split_sizes=splits.split_sizes(list(self.train_counts), test_counts=list(self.test_counts),
-                                           val_size=DEFAULT_VAL_SIZE, test_fraction=0.0),
-        )
-
 
 def _verify_bytes(data: bytes, check: FileCheck, where: Path) -> None:
     actual = hashlib.md5(data).hexdigest() if check.md5 else hashlib.sha256(data).hexdigest()
@@ -196,6 +197,7 @@ CIFAR10 = CifarDataset(
     label_key=b"labels",
     train_counts=(5000,) * 10,
     test_counts=(1000,) * 10,
+    recipe=CIFAR10_RECIPE,
 )
 
 CIFAR100 = CifarDataset(
@@ -218,4 +220,5 @@ CIFAR100 = CifarDataset(
     label_key=b"fine_labels",
     train_counts=(500,) * 100,
     test_counts=(100,) * 100,
+    recipe=CIFAR100_RECIPE,
 )

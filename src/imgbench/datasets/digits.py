@@ -16,20 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
-from imgbench.datasets import splits
 from imgbench.datasets.errors import DatasetError
+from imgbench.datasets.file_dataset import FileDataset
 from imgbench.datasets.images import resize_array
-from imgbench.datasets.store import Decoded, check_image_size, load_dataset, row_digests
-from imgbench.specs import DatasetSpec, LoadedDataset
+from imgbench.datasets.sources import CanDownload
+from imgbench.datasets.store import Decoded, row_digests
+from imgbench.specs import LoadedDataset, RecipeDefaults
 
 NATIVE_SIZE = 8
 MAX_COUNT = 16  # the pixel values are counts of set pixels in 4x4 blocks of a 32x32 bitmap
 TEST_FRACTION = 0.2
-DEFAULT_VAL_SIZE = 0.1
 BUNDLED_FILE = "sklearn/datasets/data/digits.csv.gz"  # what load_digits reads, for `imgbench datasets`
 CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 # sha256 of the 1,797x64 counts as uint8, row-major, followed by the 1,797 labels as uint8.
 CONTENT_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
+# 1,797 8x8 images: small batches and more epochs; models with a larger min_size get them resized up.
+# Starting from trained weights takes the engine's generic fine-tuning defaults.
+DIGITS_RECIPE = RecipeDefaults(from_scratch=dict(epochs=10, batch_size=32, lr=3e-3, weight_decay=0.01,
+                                                 warmup_epochs=0.5, label_smoothing=0.0, augment="none",
+                                                 val_size=0.1))
 
 
 def to_uint8(counts: np.ndarray) -> np.ndarray:
@@ -61,41 +66,37 @@ def read_bundled() -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class DigitsDataset:
+class DigitsDataset(FileDataset):
     name: str = "digits"
     description: str = ("scikit-learn's handwritten digits (UCI optdigits test set), 1,797 8x8 grayscale, "
                         "bundled: no download")
     classes: tuple[str, ...] = tuple(str(d) for d in range(10))
+    recipe: RecipeDefaults = DIGITS_RECIPE
+    train_counts: tuple[int, ...] = CLASS_COUNTS  # every image: there is no official test set
+    test_counts = None
+
+    image_shape = (NATIVE_SIZE, NATIVE_SIZE, 1)
+    default_size = NATIVE_SIZE
+    test_fraction = TEST_FRACTION
 
     def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
         return "local", f"bundled with scikit-learn ({BUNDLED_FILE})"
 
-    def load(self, *, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
-             arg: str = "") -> LoadedDataset:
-        size = check_image_size(image_size, NATIVE_SIZE)
-        val_size = splits.check_val_size(val_size)
+    def check(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "",
+              can_download: CanDownload) -> list[str]:
+        return []  # bundled: nothing to find or download
 
+    def load_at(self, *, size: int, val_size: float, data_dir: Path | None, cache_dir: Path) -> LoadedDataset:
         def decode() -> Decoded:
             counts, labels = read_bundled()
             x = to_uint8(counts)[..., None]
             return Decoded(x=resize_array(x, size, desc="resizing digits"), y=labels, digests=row_digests(x),
                            n_official_train=None)
 
-        return load_dataset(
-            name=self.name, classes=self.classes, cache_dir=cache_dir, val_size=val_size,
-            test_fraction=TEST_FRACTION, source_fingerprint=f"sha256:{CONTENT_SHA256}",
-            preprocessing={"size": size, "resize": "none" if size == NATIVE_SIZE else "bilinear", "channels": 1,
-                           "scale": "floor(v*255/16+0.5)"},
-            decode=decode, source=f"local: bundled with scikit-learn ({BUNDLED_FILE})",
-        )
-
-    def spec(self) -> DatasetSpec:
-        return DatasetSpec(
-            name=self.name, load=self.load, locate=self.locate, description=self.description, classes=self.classes,
-            image_shape=(NATIVE_SIZE, NATIVE_SIZE, 1),
-            split_sizes=splits.split_sizes(list(CLASS_COUNTS), test_counts=None, val_size=DEFAULT_VAL_SIZE,
-                                           test_fraction=TEST_FRACTION),
-        )
+        return self.load_native_arrays(size=size, val_size=val_size, cache_dir=cache_dir,
+                                       source_fingerprint=f"sha256:{CONTENT_SHA256}", decode=decode,
+                                       source=f"local: bundled with scikit-learn ({BUNDLED_FILE})",
+                                       preprocessing={"scale": "floor(v*255/16+0.5)"})
 
 
 DIGITS = DigitsDataset()

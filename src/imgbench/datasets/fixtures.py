@@ -134,7 +134,7 @@ def tiny_flowers(folder: Path, layout: str = "archive", per_class: int = 12, see
     duplicate.write_bytes(paths[2 * per_class].read_bytes())
     (tree / "LICENSE.txt").write_text("tiny test photos\n")
     counts = tuple(per_class + (1 if c == "tulips" else 0) for c in FLOWERS.classes)
-    variant = replace(FLOWERS, url="https://example.invalid/flower_photos.tgz", class_counts=counts)
+    variant = replace(FLOWERS, url="https://example.invalid/flower_photos.tgz", train_counts=counts)
     if layout == "folders":
         return variant
     if layout == "archive":

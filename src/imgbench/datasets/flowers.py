@@ -2,9 +2,10 @@
 
 A local copy (``<data dir>/flowers/``) may hold ``flower_photos.tgz`` or the extracted ``flower_photos/<class>/``
 (or the class folders directly). The archive, local or downloaded, is verified and then extracted safely into
-the cache once. Photos are decoded on every core to :data:`DEFAULT_SIZE` px squares unless ``image_size`` says
-otherwise. The split is frozen by content: 10% test, then ``val_size`` of the rest (the default 1/9 gives
-80/10/10), byte-identical photos always on one side (the archive holds some, one under two classes).
+the cache once. Photos are decoded on every core to :data:`~imgbench.datasets.tree.DEFAULT_SIZE` px squares
+unless ``image_size`` says otherwise. The split is frozen by content: 10% test, then ``val_size`` of the rest
+(its default 1/9 gives 80/10/10), byte-identical photos always on one side (the archive holds some, one under
+two classes).
 """
 
 from __future__ import annotations
@@ -14,34 +15,40 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from imgbench.datasets import splits
 from imgbench.datasets.archives import safe_extract
 from imgbench.datasets.checksums import FileCheck
-from imgbench.datasets.imagefolder import (
-    DEFAULT_SIZE,
-    DEFAULT_VAL_SIZE,
-    TEST_FRACTION,
-    class_folders,
-    load_tree,
-    scan_tree,
-    tree_problems,
-)
+from imgbench.datasets.file_dataset import FileDataset
 from imgbench.datasets.sources import CanDownload, files_problems, find_files, local_folder, obtain
-from imgbench.specs import DatasetSpec, LoadedDataset
+from imgbench.datasets.tree import DEFAULT_SIZE, TEST_FRACTION, class_folders, load_tree, scan_tree, tree_problems
+from imgbench.specs import LoadedDataset, RecipeDefaults
 
 EXTRACTED = "extracted"
 LOCK_TIMEOUT_S = 3600
 
+# 3,670 photos: 128 px squares keep their detail while a CPU epoch stays affordable; small batches and more
+# epochs for the few images, shifts and flips. val_size=1/9 with the 10% test gives 80/10/10.
+FLOWERS_RECIPE = RecipeDefaults(
+    from_scratch=dict(image_size=DEFAULT_SIZE, epochs=40, batch_size=32, lr=1e-3, weight_decay=0.05,
+                      warmup_epochs=2.0, label_smoothing=0.1, augment="flip_crop", val_size=1 / 9),
+    from_weights=dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5),
+)
+
 
 @dataclass(frozen=True)
-class FlowersDataset:
+class FlowersDataset(FileDataset):
     name: str
     description: str
     classes: tuple[str, ...]
     archive: FileCheck
     url: str
     folder: str  # the archive's top folder
-    class_counts: tuple[int, ...]
+    train_counts: tuple[int, ...]  # every photo: there is no official test set
+    recipe: RecipeDefaults
+    test_counts = None
+
+    image_shape = (0, 0, 3)  # photos vary in size; loads default to DEFAULT_SIZE
+    default_size = DEFAULT_SIZE
+    test_fraction = TEST_FRACTION
 
     def _extracted(self, cache_dir: Path) -> Path:
         return Path(cache_dir) / self.name / EXTRACTED / self.archive.digest.replace(":", "-")[:23]
@@ -78,9 +85,7 @@ class FlowersDataset:
         return files_problems(self.name, [self.archive], {self.archive.name: [self.url]}, data_dir, cache_dir,
                               can_download)
 
-    def load(self, *, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
-             arg: str = "") -> LoadedDataset:
-        val_size = splits.check_val_size(val_size)
+    def load_at(self, *, size: int, val_size: float, data_dir: Path | None, cache_dir: Path) -> LoadedDataset:
         where, detail = self.locate(data_dir=data_dir, cache_dir=cache_dir)
         if where != "download" and Path(detail).is_dir():
             root, source = Path(detail), f"{where}: {detail}"
@@ -88,7 +93,7 @@ class FlowersDataset:
             root = self._extract(data_dir, cache_dir)
             source = f"{where if where != 'download' else 'downloaded'}: {self.archive.name}, extracted to {root}"
         tree = scan_tree(root, expected_classes=self.classes)
-        return load_tree(tree, name=self.name, image_size=image_size, val_size=val_size, cache_dir=cache_dir,
+        return load_tree(tree, name=self.name, image_size=size, val_size=val_size, cache_dir=cache_dir,
                          source=source, default_size=DEFAULT_SIZE)
 
     def _extract(self, data_dir: Path | None, cache_dir: Path) -> Path:
@@ -99,14 +104,6 @@ class FlowersDataset:
                 _, paths = obtain(self.name, [self.archive], {self.archive.name: [self.url]}, data_dir, cache_dir)
                 safe_extract(paths[self.archive.name], target)
         return target / self.folder
-
-    def spec(self) -> DatasetSpec:
-        return DatasetSpec(
-            name=self.name, load=self.load, locate=self.locate, check=self.check, description=self.description,
-            classes=self.classes, image_shape=(0, 0, 3),  # photos vary in size; loads default to DEFAULT_SIZE
-            split_sizes=splits.split_sizes(list(self.class_counts), test_counts=None, val_size=DEFAULT_VAL_SIZE,
-                                           test_fraction=TEST_FRACTION),
-        )
 
 
 FLOWERS = FlowersDataset(
@@ -119,5 +116,6 @@ FLOWERS = FlowersDataset(
                       size=228_813_984),
     url="https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
     folder="flower_photos",
-    class_counts=(633, 898, 641, 699, 799),
+    train_counts=(633, 898, 641, 699, 799),
+    recipe=FLOWERS_RECIPE,
 )

@@ -46,9 +46,9 @@ class Decoded:
     source: str = ""  # where the files really came from, when only decoding found out (a download)
 
 
-def load_dataset(*, name: str, classes: tuple[str, ...], source_fingerprint: str, preprocessing: dict,
-                 decode: Callable[[], Decoded], cache_dir: Path, val_size: float, test_fraction: float,
-                 source: str) -> LoadedDataset:
+def load_through_cache(*, name: str, classes: tuple[str, ...], source_fingerprint: str, preprocessing: dict,
+                       decode: Callable[[], Decoded], cache_dir: Path, val_size: float, test_fraction: float,
+                       source: str) -> LoadedDataset:
     """Decode through the cache (``decode`` runs only on a miss), split, and return the dataset.
 
     ``source`` says where the files are ("" when they would have to be downloaded); a decode may correct it.

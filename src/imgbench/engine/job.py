@@ -17,12 +17,13 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from imgbench import paths, schema
+from imgbench import schema
+from imgbench.engine.loading import load_dataset
 from imgbench.engine.recipe import Recipe, config_hash, resolve_recipe
 from imgbench.engine.record import empty_metrics, provenance, write_job
 from imgbench.engine.weights import Start, plan_start
 from imgbench.errors import UsageError
-from imgbench.specs import LoadedDataset
+from imgbench.specs import DatasetSpec, LoadedDataset
 
 EVALUATED_MODEL = "final"  # the model after the last epoch is tested; val only picks best_val_accuracy
 
@@ -57,7 +58,8 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     """Train ``model`` on ``dataset`` with its dataset's recipe overridden by ``params``; test and time it.
 
     ``dataset`` is a registered name (``mnist``, ``imagefolder:/path``) or a ``LoadedDataset`` used as
-    given (its image size and val split are then already fixed). With ``out_dir`` the job's files are
+    given (its image size and val split are then already fixed; its recipe defaults are those of the dataset
+    registered under its name, else the generic ones). With ``out_dir`` the job's files are
     written there. Raises ``UsageError`` for bad names or parameters before any work starts.
     """
     import torch
@@ -71,10 +73,10 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     dataset_name = dataset.name if isinstance(dataset, LoadedDataset) else dataset
     if not isinstance(dataset_name, str):
         raise UsageError(f"dataset must be a name or a LoadedDataset, not {type(dataset).__name__}")
-    recipe = resolve_recipe(dataset_name, params)
+    registry = registry or get_registry()
+    recipe = resolve_recipe(_defaults_from(dataset, registry), params)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be a non-negative int, got {seed!r}")
-    registry = registry or get_registry()
     spec = registry.model(model)
     plugin, source = registry.model_plugin(model)
     if recipe.save_weights and out_dir is None:
@@ -83,7 +85,8 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     device = select_device(recipe.device)
     phases = Phases()
     with phases("load_data"):
-        loaded = dataset if isinstance(dataset, LoadedDataset) else _load(dataset, recipe, registry, data_dir, spec, start)
+        loaded = dataset if isinstance(dataset, LoadedDataset) else load_dataset(
+            dataset, recipe, model=spec, data_dir=data_dir, registry=registry, start=start)
     train, _ = stratified_subset(loaded.train, recipe.train_samples, "train_samples")
     test, test_index = stratified_subset(loaded.test, recipe.test_samples, "test_samples")
     if not len(train) or not len(test):
@@ -129,14 +132,6 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     return JobResult(metrics["status"], metrics, history, predictions, folder)
 
 
-def start_image_size(model_spec: Any, recipe: Recipe, start: Start | None = None) -> int:
-    """The size to load the data at: the recipe's, or with ``image_size=0`` and trained weights, theirs."""
-    start = start or plan_start(model_spec, recipe.pretrained, recipe.weights)
-    if not recipe.image_size and start.data_config is not None:
-        return start.data_config.input_size
-    return recipe.image_size
-
-
 def _build_scope(family: str, device: Any, precision: Any):
     """Keras builds on its own default device and dtype policy unless told; every other family is a torch
     module built on the CPU and moved by the engine."""
@@ -147,11 +142,17 @@ def _build_scope(family: str, device: Any, precision: Any):
     return build_scope(str(device), precision.name)
 
 
-def _load(name: str, recipe: Recipe, registry: Any, data_dir: Path | str | None, spec: Any,
-          start: Start) -> LoadedDataset:
-    dataset_spec, arg = registry.dataset(name)
-    return dataset_spec.load(image_size=start_image_size(spec, recipe, start), val_size=recipe.val_size,
-                             data_dir=paths.data_dir(data_dir), cache_dir=paths.cache_dir(), arg=arg)
+def _defaults_from(dataset: str | LoadedDataset, registry: Any) -> DatasetSpec | None:
+    """The spec whose recipe defaults the job takes: the named dataset's, or for a ``LoadedDataset`` the one
+    registered under its name; None (the generic recipe) for an in-memory dataset nothing registers."""
+    from imgbench.registry import UnknownNameError
+
+    if not isinstance(dataset, LoadedDataset):
+        return registry.dataset(dataset)[0]
+    try:
+        return registry.dataset(dataset.name)[0]
+    except UnknownNameError:
+        return None
 
 
 def _start_from(net, spec, start: Start, recipe: Recipe, metrics: dict[str, Any]):

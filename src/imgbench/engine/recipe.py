@@ -1,8 +1,10 @@
-"""Training recipes: one frozen record of every knob, per-dataset defaults, and strict checking of overrides.
+"""Training recipes: one frozen record of every knob, the generic defaults, and strict checking of overrides.
 
 Every model is trained with the recipe of its dataset unless a parameter says otherwise, so differences in
-the results come from the architectures. ``resolve_recipe`` is cheap and imports no framework: the runner
-calls it to reject a bad grid before any job starts.
+the results come from the architectures. Each dataset's own defaults live with the dataset
+(``DatasetSpec.recipe``); ``Recipe()`` is the generic recipe of a dataset that declares none.
+``resolve_recipe`` is cheap and imports no framework: the runner calls it to reject a bad grid before any
+job starts.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import math
 import re
 import sys
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from imgbench.errors import UsageError
+from imgbench.specs import DatasetSpec, RecipeDefaults
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgbench.registry import Registry
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
@@ -142,50 +148,58 @@ BOUNDS: dict[str, Bound] = {
     "threads": Bound(0, MAX_THREADS),
 }
 
-# Per-dataset defaults: AdamW + cosine with a short warm-up trains CNNs and small ViTs alike from scratch.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": dict(epochs=5, batch_size=128, lr=2e-3, weight_decay=0.01, warmup_epochs=0.5,
-                  label_smoothing=0.0, augment="none", val_size=0.1),
-    "cifar10": dict(epochs=30, batch_size=128, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0,
-                    label_smoothing=0.1, augment="flip_crop", val_size=0.1),
-    "flowers": dict(image_size=128, epochs=40, batch_size=32, lr=1e-3, weight_decay=0.05, warmup_epochs=2.0,
-                    label_smoothing=0.1, augment="flip_crop", val_size=1 / 9),  # 80/10/10 with the 10% test
-    # 1,797 8x8 images: small batches and more epochs; models with a larger min_size get them resized up.
-    "digits": dict(epochs=10, batch_size=32, lr=3e-3, weight_decay=0.01, warmup_epochs=0.5,
-                   label_smoothing=0.0, augment="none", val_size=0.1),
-}
-
-
 # Jobs that start from trained weights (pretrained=true or weights=...) fine-tune: a tenth of the rate, a
-# short warm-up, fewer epochs, and the weights' own input size (image_size=0). A linear probe trains only
-# a freshly initialised head, which takes a from-scratch rate. Fields set explicitly win over these.
-PRETRAINED_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": dict(image_size=0, epochs=2, lr=2e-4, warmup_epochs=0.2),
-    "cifar10": dict(image_size=0, epochs=8, lr=2e-4, warmup_epochs=0.5),
-    "flowers": dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5),
-    "default": dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5),
-}
+# short warm-up, fewer epochs, and the weights' own input size (image_size=0). A dataset's
+# RecipeDefaults.from_weights goes on top of these. A linear probe trains only a freshly initialised head,
+# which takes a from-scratch rate. Fields set explicitly win over all of them.
+FROM_WEIGHTS_DEFAULTS: dict[str, Any] = dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5)
 HEAD_ONLY_LR = 1e-3
 
 
-def recipe_key(dataset: str) -> str:
-    """Which defaults a dataset name gets: its own, or the generic ``default`` (``imagefolder:/x``, plugins)."""
-    base = dataset.partition(":")[0]
-    return base if base in DATASET_DEFAULTS else "default"
+def resolve_recipe(dataset: DatasetSpec | str | None, overrides: Mapping[str, Any], *,
+                   registry: Registry | None = None) -> Recipe:
+    """The dataset's default recipe with ``overrides`` applied, each checked for name, type and range.
 
-
-def default_recipe(dataset: str) -> Recipe:
-    return Recipe(**DATASET_DEFAULTS.get(recipe_key(dataset), {}))
-
-
-def resolve_recipe(dataset: str, overrides: Mapping[str, Any]) -> Recipe:
-    """The dataset's default recipe with ``overrides`` applied, each checked for name, type and range."""
+    ``dataset`` is a spec, whose ``recipe`` defaults apply; or a name (``mnist``, ``imagefolder:/x``) looked up
+    in ``registry`` (default: the default registry), an unknown one raising ``UsageError``; or None for the
+    generic recipe (an in-memory dataset that no spec describes).
+    """
+    defaults = _dataset_defaults(dataset, registry)
     checked = {name: _checked(name, value) for name, value in overrides.items()}
-    recipe = replace(default_recipe(dataset), **checked)
-    return _transfer_recipe(dataset, recipe, checked)
+    recipe = replace(Recipe(**defaults.from_scratch), **checked)
+    return _transfer_recipe(defaults, recipe, checked)
 
 
-def _transfer_recipe(dataset: str, recipe: Recipe, checked: Mapping[str, Any]) -> Recipe:
+def check_parameter(name: str, value: Any) -> None:
+    """Raise ``UsageError`` when one parameter is wrong on its own, whatever the dataset: an unknown name, a
+    wrong type, a value out of range, or a ``weights`` file that cannot be used."""
+    value = _checked(name, value)
+    if name == "weights" and value:
+        from imgbench.engine.weights import resolve_weights_path
+
+        resolve_weights_path(value)
+
+
+def _dataset_defaults(dataset: DatasetSpec | str | None, registry: Registry | None) -> RecipeDefaults:
+    """The dataset's recipe defaults, each checked and typed as an override is (a plugin declares its own)."""
+    if dataset is None:
+        return RecipeDefaults()
+    if isinstance(dataset, str):
+        from imgbench.registry import get_registry
+
+        dataset = (registry or get_registry()).dataset(dataset)[0]
+
+    def checked(part: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return {name: _checked(name, value) for name, value in values.items()}
+        except UsageError as exc:
+            raise UsageError(f"dataset {dataset.name!r} declares a bad default in its recipe.{part}: {exc}") from None
+
+    return RecipeDefaults(checked("from_scratch", dataset.recipe.from_scratch),
+                          checked("from_weights", dataset.recipe.from_weights))
+
+
+def _transfer_recipe(defaults: RecipeDefaults, recipe: Recipe, checked: Mapping[str, Any]) -> Recipe:
     """Check weights/finetune and give jobs that start from trained weights the fine-tuning defaults."""
     from imgbench.engine.weights import resolve_weights_path
 
@@ -195,7 +209,7 @@ def _transfer_recipe(dataset: str, recipe: Recipe, checked: Mapping[str, Any]) -
         recipe = replace(recipe, weights=resolve_weights_path(recipe.weights))
     if not (recipe.pretrained or recipe.weights):
         return recipe
-    tuned = dict(PRETRAINED_DEFAULTS.get(recipe_key(dataset), PRETRAINED_DEFAULTS["default"]))
+    tuned = {**FROM_WEIGHTS_DEFAULTS, **defaults.from_weights}
     if recipe.finetune == "head":
         tuned["lr"] = HEAD_ONLY_LR
     return replace(recipe, **{k: v for k, v in tuned.items() if k not in checked})

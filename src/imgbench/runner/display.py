@@ -1,6 +1,6 @@
 """What the benchmark notebook shows, kept out of its cells: the recipe, sample images, training curves,
-the confusion matrix and the metrics table. Also the two steps the notebook needs before training: the
-recipe from its parameters, and the dataset loaded exactly as the engine would load it.
+the confusion matrix and the metrics table. Also the recipe from the notebook's parameters; the notebook loads
+its dataset with the engine's own ``imgbench.engine.load_dataset``.
 
 matplotlib and pandas are imported inside the functions; this module is only used in kernels.
 """
@@ -30,21 +30,6 @@ def recipe_from_parameters(dataset: str, values: Mapping[str, Any]) -> "Recipe":
     from imgbench.engine import RECIPE_FIELDS, resolve_recipe
 
     return resolve_recipe(dataset, {k: values[k] for k in RECIPE_FIELDS if values.get(k) is not None})
-
-
-def load_dataset(dataset: str, recipe: "Recipe", data_dir: str | None = None,
-                 model: str | None = None) -> "LoadedDataset":
-    """Load ``dataset`` at the recipe's image size and validation share, as ``run_job`` would (with
-    ``model``: at its weights' own size when the recipe starts from weights and leaves ``image_size`` 0)."""
-    from imgbench import paths
-    from imgbench.engine.job import start_image_size
-    from imgbench.registry import get_registry
-
-    registry = get_registry()
-    spec, arg = registry.dataset(dataset)
-    size = start_image_size(registry.model(model), recipe) if model else recipe.image_size
-    return spec.load(image_size=size, val_size=recipe.val_size, data_dir=paths.data_dir(data_dir),
-                     cache_dir=paths.cache_dir(), arg=arg)
 
 
 def recipe_table(model: str, dataset: str, seed: int, recipe: "Recipe") -> "pd.DataFrame":

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from imgbench import __version__, paths, schema
+from imgbench import __version__, schema
 from imgbench.errors import UsageError
-from imgbench.paths import atomic_write_json
+from imgbench.paths import DataFolders, atomic_write_json
 from imgbench.runner.execute import JobTask
 from imgbench.runner.jobs import Job
 from imgbench.runner.progress import GridProgress
@@ -206,15 +206,11 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
 
 def job_env(registry: "Registry", data_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """What every job's kernel must see to find the same plugins, data and cache as this process."""
-    env = {
+    return {
         "IMGBENCH_PLUGINS_DIR": os.pathsep.join(str(Path(d).resolve()) for d in registry.plugin_dirs),
         "IMGBENCH_BLOCK_PLUGINS": ",".join(registry.blocked),
-        paths.CACHE_DIR_ENV: str(paths.cache_dir()),
+        **DataFolders.resolve(data_dir).env(),
     }
-    local = paths.data_dir(data_dir)
-    if local is not None:
-        env[paths.DATA_DIR_ENV] = str(local)
-    return env
 
 
 def grid_suite(suite: Suite | str | os.PathLike | None, models: Iterable[str] = (), datasets: Iterable[str] = (),

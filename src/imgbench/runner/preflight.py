@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlsplit
 
-from imgbench import paths
 from imgbench.errors import UsageError
+from imgbench.paths import DataFolders
 from imgbench.runner.jobs import Job
 from imgbench.runner.suite import GridError, Suite, expand
 
@@ -88,7 +88,7 @@ def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str |
                   can_download: Callable[[str], str] | None = None) -> list[str]:
     """What stops each dataset from loading, once per dataset. Without ``can_download`` (the jobs load their data
     elsewhere) only data that is missing outright counts."""
-    data_root, cache_dir = paths.data_dir(data_dir), paths.cache_dir()
+    folders = DataFolders.resolve(data_dir)
     problems = []
     for dataset in dict.fromkeys(datasets):
         try:
@@ -96,10 +96,10 @@ def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str |
         except UsageError:
             continue  # expand reported it
         if can_download is not None and spec.check is not None:
-            found = spec.check(data_dir=data_root, cache_dir=cache_dir, arg=arg, can_download=can_download)
+            found = spec.check(arg=arg, can_download=can_download, **folders.as_kwargs())
             problems += [f"dataset {dataset}: {problem}" for problem in found]
             continue
-        where, detail = spec.locate(data_dir=data_root, cache_dir=cache_dir, arg=arg)
+        where, detail = spec.locate(arg=arg, **folders.as_kwargs())
         if where == "missing":
             problems.append(f"dataset {dataset}: no data ({detail}); fix --data-dir / IMGBENCH_DATA_DIR "
                             f"or the path, see `imgbench datasets`")

@@ -243,7 +243,7 @@ class GridError(UsageError):
 
 def expand(suite: Suite, registry: "Registry") -> list[Job]:
     """Every (model, dataset, seed) job of the suite, checked; raises GridError naming every problem."""
-    from imgbench.engine import config_hash, resolve_recipe
+    from imgbench.engine import check_parameter, config_hash, resolve_recipe
     from imgbench.engine.recipe import subset_problem
 
     if suite.grids:  # the union, once per job: two grids may give a job the same recipe
@@ -274,7 +274,7 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
     for prefix, table in tables:
         for name, value in table.items():
             try:
-                resolve_recipe("default", {name: value})
+                check_parameter(name, value)
             except UsageError as exc:
                 problems.append(f"{where}: {prefix}{exc}")
     if problems:
@@ -282,7 +282,7 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
     jobs = []
     for dataset, spec in datasets.items():
         overrides = {**suite.params, **suite.overrides.get(dataset, {})}
-        recipe = resolve_recipe(dataset, overrides).to_dict()
+        recipe = resolve_recipe(spec, overrides).to_dict()
         for parameter in ("train_samples", "test_samples"):
             problem = subset_problem(parameter, recipe[parameter], [0] * len(spec.classes))
             if problem:
