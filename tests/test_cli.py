@@ -137,7 +137,7 @@ def test_the_suite_none_gives_the_datasets_full_default_recipes():
     grid, inherited = grid_suite("none", models=["keras/mnist_convnet"], datasets=["mnist", "digits"])
     assert inherited is None and not grid.params and grid.timeout is None
     jobs = expand(grid, get_registry())
-    assert {job.dataset: job.recipe for job in jobs} == {d: default_recipe(d).to_dict() for d in ("mnist", "digits")}
+    assert {job.dataset: job.recipe.to_dict() for job in jobs} == {d: default_recipe(d).to_dict() for d in ("mnist", "digits")}
 
 
 @pytest.mark.notebook

@@ -51,14 +51,27 @@ class Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
+def _job_recipe(dataset: str, recipe: Recipe | None, params: dict[str, Any]) -> Recipe:
+    """``recipe`` as it is, or else the dataset's recipe resolved with ``params``; never both."""
+    if recipe is None:
+        return resolve_recipe(dataset, params)
+    if params:
+        raise UsageError(f"run_job takes recipe=... or recipe parameters ({', '.join(params)}), not both")
+    if not isinstance(recipe, Recipe):
+        raise UsageError(f"recipe must be an imgbench.engine.Recipe, not {type(recipe).__name__}")
+    return recipe
+
+
 def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir: Path | str | None = None,
             registry: Any = None, data_dir: Path | str | None = None, progress: bool = True,
-            **params: Any) -> JobResult:
+            recipe: Recipe | None = None, **params: Any) -> JobResult:
     """Train ``model`` on ``dataset`` with its dataset's recipe overridden by ``params``; test and time it.
 
     ``dataset`` is a registered name (``mnist``, ``imagefolder:/path``) or a ``LoadedDataset`` used as
-    given (its image size and val split are then already fixed). With ``out_dir`` the job's files are
-    written there. Raises ``UsageError`` for bad names or parameters before any work starts.
+    given (its image size and val split are then already fixed). ``recipe``, instead of ``params``, is a
+    resolved :class:`Recipe` used as it is (a grid job's, resolved when the grid was expanded). With
+    ``out_dir`` the job's files are written there. Raises ``UsageError`` for bad names or parameters before
+    any work starts.
     """
     import torch
 
@@ -71,7 +84,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     dataset_name = dataset.name if isinstance(dataset, LoadedDataset) else dataset
     if not isinstance(dataset_name, str):
         raise UsageError(f"dataset must be a name or a LoadedDataset, not {type(dataset).__name__}")
-    recipe = resolve_recipe(dataset_name, params)
+    recipe = _job_recipe(dataset_name, recipe, params)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be a non-negative int, got {seed!r}")
     registry = registry or get_registry()
