@@ -6,5 +6,6 @@
 - :mod:`.kernel` is the Jupyter kernel it runs in: this very Python, over ipc sockets.
 - :mod:`.display` is what the notebook shows, kept out of its cells.
 
-The launcher never imports it; the report's notebook borrows the kernel (``ReportKernelManager``).
+Only the job process and its kernel import it, and the report, whose notebook runs in the same kind of kernel
+(``ReportKernelManager``).
 """
