@@ -9,7 +9,7 @@ Both arms run the same ``--jobs-per-arm`` jobs (keras/mnist_convnet on MNIST, se
 
 - grid arm: one ``imgbench run none -m MODEL -d DATASET --seeds 0,..,N-1 -p ... --no-report`` process, its
   wall time from start to exit (the launcher's start and checks, every job's ``python -m
-  imgbench.runner.execute`` child, kernel start and shutdown, the notebook's cells, figures and saves).
+  imgbench.jobrecord.child`` process, kernel start and shutdown, the notebook's cells, figures and saves).
   The report is left out (``--no-report``): the other arm has none.
 - fresh arm: N processes ``python -c "run_job(...)"``, one per job, each timed from start to exit; their
   walls are summed.

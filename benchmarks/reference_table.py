@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgbench.engine import Recipe
 from imgbench.paths import atomic_write_text
 from imgbench.report.load import OK, load_results
 from imgbench.resources import suite_path
@@ -71,11 +72,11 @@ def collect(suite: Suite, folders: list[Path], registry=None) -> list[Row]:
     return rows
 
 
-def _recipe(recipe: dict) -> str:
-    size = f"{recipe['image_size']} px, " if recipe["image_size"] else ""
-    return (f"{size}{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} "
-            f"{recipe['lr']:g} {recipe['schedule']}, wd {recipe['weight_decay']:g}, "
-            f"smoothing {recipe['label_smoothing']:g}, augment {recipe['augment']}")
+def _recipe(recipe: Recipe) -> str:
+    size = f"{recipe.image_size} px, " if recipe.image_size else ""
+    return (f"{size}{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer} "
+            f"{recipe.lr:g} {recipe.schedule}, wd {recipe.weight_decay:g}, "
+            f"smoothing {recipe.label_smoothing:g}, augment {recipe.augment}")
 
 
 def markdown(rows: list[Row]) -> str:

@@ -138,7 +138,7 @@ def test_the_suite_none_gives_the_datasets_full_default_recipes():
     assert inherited is None and not grid.params and grid.timeout is None
     jobs = expand(grid, get_registry())
     defaults = {d: resolve_recipe(d, {}).to_dict() for d in ("mnist", "digits")}
-    assert {job.dataset: job.recipe for job in jobs} == defaults
+    assert {job.dataset: job.recipe.to_dict() for job in jobs} == defaults
 
 
 @pytest.mark.notebook

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from imgbench.engine import Recipe
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
 from imgbench.runner import dask_executor as dx
@@ -21,7 +22,7 @@ from imgbench.runner.results import read_record
 from imgbench.schema import JOB_RECORD as RECORD
 
 def make_task(out_dir: Path, device: str = "cpu", env=None) -> JobTask:
-    job = Job("testkit/linear", "tinygray", 0, {"device": device, "epochs": 1}, "0123456789ab", "testkit")
+    job = Job("testkit/linear", "tinygray", 0, Recipe(device=device, epochs=1), "0123456789ab", "testkit")
     return JobTask(job, str(out_dir), str(out_dir / "benchmark.ipynb"), None, env or {})
 
 
@@ -168,7 +169,7 @@ def test_worker_task_runs_in_scratch_with_this_machines_paths(tmp_path, monkeypa
 
 def test_start_is_reported_once_per_job_even_when_retried(tmp_path):
     first, second = make_task(tmp_path), make_task(tmp_path / "b", device="cuda")
-    second = JobTask(Job("testkit/linear", "tinygray", 1, {}, "ffffffffffff"), second.out_dir, second.notebook)
+    second = JobTask(Job("testkit/linear", "tinygray", 1, Recipe(), "ffffffffffff"), second.out_dir, second.notebook)
     seen = []
     tracker = dx._StartTracker([first, second], seen.append)
     tracker.event((0.0, first.job.job_id))

@@ -286,7 +286,7 @@ def test_notebook_views_show_the_job(trained):
     import matplotlib
 
     matplotlib.use("Agg")
-    from imgbench.runner import display
+    from imgbench.jobrecord import display
 
     table = display.metrics_table(trained.metrics)["value"]
     assert table["accuracy"] == trained.metrics["accuracy"] and table["status"] == "ok"

@@ -89,7 +89,7 @@ def test_a_plugin_file_s_dataset_defaults_reach_its_jobs_through_the_registry(tm
     assert not registry.errors
     assert resolve_recipe("pets", {}, registry=registry).epochs == 9
     [job] = expand(suite_from_dict({"models": ["timm/resnet18"], "datasets": ["pets"]}), registry)
-    assert job.recipe == Recipe(epochs=9, val_size=0.25).to_dict()
+    assert job.recipe == Recipe(epochs=9, val_size=0.25)
 
 
 def test_a_bad_plugin_default_names_the_dataset(tmp_path):

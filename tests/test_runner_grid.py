@@ -101,6 +101,13 @@ def test_e2e_notebooks_hold_exactly_the_requested_parameters(e2e):
         assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
 
 
+def test_e2e_metrics_record_the_recipe_and_hash_the_grid_resolved(e2e):
+    _, result = e2e
+    for job in result.jobs:  # through request.json, the notebook's parameters and run_job(recipe=...)
+        metrics = json.loads((result.out_dir / "jobs" / job.job_id / schema.METRICS_JSON).read_text())
+        assert metrics["recipe"] == job.recipe.to_dict() and metrics["config_hash"] == job.config_hash
+
+
 def test_e2e_run_json_records_the_grid(e2e):
     _, result = e2e
     run = json.loads((result.out_dir / "run.json").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -76,7 +77,7 @@ def test_suite_precedence_params_then_dataset_overrides_then_command_line(regist
                              "params": {"epochs": 2, "lr": 0.01},
                              "overrides": {"tinyrgb": {"epochs": 4, "batch_size": 8}}})
     jobs = expand(with_options(suite, params={"batch_size": 16}, seeds=[0, 1]), registry)
-    by_dataset = {(j.dataset, j.seed): j.recipe for j in jobs}
+    by_dataset = {(j.dataset, j.seed): j.recipe.to_dict() for j in jobs}
     assert len(jobs) == 4
     assert by_dataset["tinygray", 0]["epochs"] == 2 and by_dataset["tinyrgb", 0]["epochs"] == 4
     assert by_dataset["tinyrgb", 1]["batch_size"] == 16 and by_dataset["tinygray", 1]["lr"] == 0.01
@@ -88,8 +89,8 @@ def test_jobs_carry_full_recipe_hash_and_readable_id(registry):
     suite = suite_from_dict({"models": ["testkit/lin*"], "datasets": ["tinygray"], "seeds": [5]})
     [job] = expand(suite, registry)
     assert job.model == "testkit/linear" and job.family == "testkit"
-    assert set(job.recipe) == set(RECIPE_FIELDS)
-    assert job.config_hash == config_hash("testkit/linear", "tinygray", 5, job.recipe)
+    assert set(job.recipe.to_dict()) == set(RECIPE_FIELDS)
+    assert job.config_hash == config_hash("testkit/linear", "tinygray", 5, job.recipe.to_dict())
     assert job.job_id == f"testkit-linear__tinygray__s5__{job.config_hash[:8]}"
     assert Job.from_dict(json.loads(json.dumps(job.to_dict()))) == job
 
@@ -139,12 +140,12 @@ def test_grids_give_the_same_model_and_dataset_different_recipes(registry):
     assert [g.name for g in suite.grids] == ["published", "defaults"]
     assert suite.datasets == ("tinygray", "tinyrgb") and suite.seeds == (0, 1, 3)
     jobs = expand(suite, registry)
-    recipes = {(j.dataset, j.seed): j.recipe for j in jobs}
+    recipes = {(j.dataset, j.seed): j.recipe.to_dict() for j in jobs}
     assert len(jobs) == 4 and recipes["tinygray", 0]["epochs"] == 7 and recipes["tinygray", 0]["lr"] == 0.01
     assert recipes["tinygray", 3]["epochs"] == 2 and recipes["tinyrgb", 3]["epochs"] == 2
     # -d picks among each grid's datasets, -p and --seeds reach every grid
     picked = expand(with_options(suite, datasets=["tinyrgb"], seeds=[5], params={"epochs": 1}), registry)
-    assert [(j.dataset, j.seed, j.recipe["epochs"]) for j in picked] == [("tinyrgb", 5, 1)]
+    assert [(j.dataset, j.seed, j.recipe.epochs) for j in picked] == [("tinyrgb", 5, 1)]
     with pytest.raises(UsageError, match="no grid has.*its grids: published"):
         with_options(suite, models=["testkit/other"])
     # two grids that resolve to the same job run it once
@@ -170,14 +171,14 @@ def test_reference_suite_pairs_each_seed_model_with_its_published_recipe():
     jobs = expand(suite, get_registry())
     assert len({j.job_id for j in jobs}) == len(jobs) == 4 * 3
     by_grid = {g.name: expand(g, get_registry()) for g in suite.grids}
-    keras_io = by_grid["keras-io mnist_convnet"][0].recipe
+    keras_io = by_grid["keras-io mnist_convnet"][0].recipe.to_dict()
     assert (keras_io["optimizer"], keras_io["lr"], keras_io["batch_size"], keras_io["epochs"]) == ("adam", 1e-3, 128, 15)
     assert (keras_io["schedule"], keras_io["weight_decay"], keras_io["label_smoothing"]) == ("constant", 0.0, 0.0)
     assert keras_io["val_size"] == 0.1 and keras_io["augment"] == "none" and keras_io["train_samples"] == 0
     tutorial = by_grid["TF flowers tutorial cnn"][0]
-    assert tutorial.model == "keras/flowers_cnn" and tutorial.recipe["image_size"] == 180
-    assert tutorial.recipe["augment"] == "flip_rotate_zoom" and tutorial.recipe["epochs"] == 15
-    assert by_grid["defaults mnist_convnet"][0].recipe == {**resolve_recipe("mnist", {}).to_dict(), "bench_seconds": 1.0}
+    assert tutorial.model == "keras/flowers_cnn" and tutorial.recipe.image_size == 180
+    assert tutorial.recipe.augment == "flip_rotate_zoom" and tutorial.recipe.epochs == 15
+    assert by_grid["defaults mnist_convnet"][0].recipe.to_dict() == {**resolve_recipe("mnist", {}).to_dict(), "bench_seconds": 1.0}
 
 
 def test_quick_suite_is_small_and_the_default():
@@ -236,9 +237,9 @@ def test_a_bad_value_for_one_dataset_is_caught_before_any_job(tmp_path, capsys):
 # -- results.csv --------------------------------------------------------------------------------------------
 
 def _job(seed: int) -> Job:
-    recipe = resolve_recipe("tinygray", {}, registry=get_registry([TESTKIT], ())).to_dict()
-    return Job("testkit/linear", "tinygray", seed, recipe, config_hash("testkit/linear", "tinygray", seed, recipe),
-               family="testkit")
+    recipe = resolve_recipe("tinygray", {}, registry=get_registry([TESTKIT], ()))
+    return Job("testkit/linear", "tinygray", seed, recipe,
+               config_hash("testkit/linear", "tinygray", seed, recipe.to_dict()), family="testkit")
 
 
 def _finish(out: Path, job: Job, status: str, **metrics) -> dict:
@@ -267,7 +268,7 @@ def test_results_csv_has_one_row_per_finished_job_in_the_documented_columns(tmp_
 def test_a_record_with_another_configuration_is_not_reused(tmp_path):
     job = _job(0)
     _finish(tmp_path, job, "ok")
-    changed = Job(job.model, job.dataset, job.seed, {**job.recipe, "epochs": 99}, "f" * 12, job.family)
+    changed = Job(job.model, job.dataset, job.seed, replace(job.recipe, epochs=99), "f" * 12, job.family)
     assert results.read_record(tmp_path, changed) is None
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from imgbench.engine import threads
+from imgbench.engine import Recipe, threads
 from imgbench.engine.train import select_device
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
@@ -27,7 +27,7 @@ CORES = threads.available_cores()
 
 
 def fake_task(job_id: str, device: str = "auto", requested: int = 0):
-    return SimpleNamespace(job=SimpleNamespace(job_id=job_id, recipe={"device": device, "threads": requested}))
+    return SimpleNamespace(job=SimpleNamespace(job_id=job_id, recipe=Recipe(device=device, threads=requested)))
 
 
 def test_each_job_gets_its_share_of_the_cores_at_least_one():

@@ -319,7 +319,7 @@ def test_the_shipped_transfer_suite_fine_tunes_pretrained_models_on_flowers():
 
     jobs = expand(load_suite(suite_path("transfer")), get_registry())
     assert {j.dataset for j in jobs} == {"flowers"} and {j.family for j in jobs} == {"keras", "timm"}
-    assert all(j.recipe["pretrained"] and j.recipe["image_size"] == 0 and j.recipe["lr"] == 1e-4 for j in jobs)
+    assert all(j.recipe.pretrained and j.recipe.image_size == 0 and j.recipe.lr == 1e-4 for j in jobs)
     assert all(get_registry().model(j.model).data_config is not None for j in jobs)
 
 
@@ -367,7 +367,7 @@ def test_one_load_dataset_serves_run_job_and_the_notebook(registry):
     """The engine's load_dataset is the loader run_job calls and the one the benchmark notebook's cells call."""
     import imgbench.engine
     import imgbench.engine.job
-    from imgbench.runner import display
+    from imgbench.jobrecord import display
 
     assert imgbench.engine.job.load_dataset is imgbench.engine.load_dataset
     assert not hasattr(display, "load_dataset")

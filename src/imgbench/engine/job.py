@@ -52,15 +52,29 @@ class Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
+def _job_recipe(dataset: str | LoadedDataset, registry: Any, recipe: Recipe | None,
+                params: dict[str, Any]) -> Recipe:
+    """``recipe`` as it is, or else the dataset's recipe resolved with ``params``; never both."""
+    if recipe is None:
+        return resolve_recipe(_defaults_from(dataset, registry), params)
+    if params:
+        raise UsageError(f"run_job takes recipe=... or recipe parameters ({', '.join(params)}), not both")
+    if not isinstance(recipe, Recipe):
+        raise UsageError(f"recipe must be an imgbench.engine.Recipe, not {type(recipe).__name__}")
+    return recipe
+
+
 def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir: Path | str | None = None,
             registry: Any = None, data_dir: Path | str | None = None, progress: bool = True,
-            **params: Any) -> JobResult:
+            recipe: Recipe | None = None, **params: Any) -> JobResult:
     """Train ``model`` on ``dataset`` with its dataset's recipe overridden by ``params``; test and time it.
 
     ``dataset`` is a registered name (``mnist``, ``imagefolder:/path``) or a ``LoadedDataset`` used as
     given (its image size and val split are then already fixed; its recipe defaults are those of the dataset
-    registered under its name, else the generic ones). With ``out_dir`` the job's files are
-    written there. Raises ``UsageError`` for bad names or parameters before any work starts.
+    registered under its name, else the generic ones). ``recipe``, instead of ``params``, is a
+    resolved :class:`Recipe` used as it is (a grid job's, resolved when the grid was expanded). With
+    ``out_dir`` the job's files are written there. Raises ``UsageError`` for bad names or parameters before
+    any work starts.
     """
     import torch
 
@@ -74,7 +88,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     if not isinstance(dataset_name, str):
         raise UsageError(f"dataset must be a name or a LoadedDataset, not {type(dataset).__name__}")
     registry = registry or get_registry()
-    recipe = resolve_recipe(_defaults_from(dataset, registry), params)
+    recipe = _job_recipe(dataset, registry, recipe, params)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be a non-negative int, got {seed!r}")
     spec = registry.model(model)

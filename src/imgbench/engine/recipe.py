@@ -72,6 +72,27 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Recipe":
+        """The recipe that ``to_dict`` gave, exactly: every field, each of its own type and in range.
+
+        Nothing is filled in or resolved (no defaults, no fine-tuning defaults, no weights path), so a recipe
+        resolved once, when the grid was expanded, stays what it was on its way to the job, and so does its
+        config_hash. Raises ``UsageError`` naming every unknown or missing field, or the first bad value.
+        """
+        unknown = [name for name in values if name not in RECIPE_FIELDS]
+        missing = [name for name in RECIPE_FIELDS if name not in values]
+        if unknown or missing:
+            problems = [f"{label} {', '.join(names)}" for label, names in (("unknown", unknown), ("missing", missing))
+                        if names]
+            raise UsageError(f"a recipe holds exactly the fields of Recipe: {'; '.join(problems)}")
+        for name, value in values.items():
+            kind = RECIPE_FIELDS[name][0]
+            if type(value) is not kind:  # exact: True is no int and 1 no float, or the hash would change
+                raise UsageError(f"recipe field {name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+            _in_range(name, value)
+        return cls(**values)
+
 
 RECIPE_FIELDS: dict[str, tuple[type, str]] = {
     "image_size": (int, "square side the images are resized to; 0 = the dataset's native/default size"),
@@ -220,11 +241,13 @@ def _checked(name: str, value: Any) -> Any:
         close = difflib.get_close_matches(name, RECIPE_FIELDS, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(RECIPE_FIELDS)}"
         raise UsageError(f"unknown parameter {name!r}{hint}")
-    kind, help_text = RECIPE_FIELDS[name]
-    value = _typed(name, kind, value)
+    return _in_range(name, _typed(name, RECIPE_FIELDS[name][0], value))
+
+
+def _in_range(name: str, value: Any) -> Any:
     problem = _range_problem(name, value)
     if problem:
-        raise UsageError(f"parameter {name}={value!r} {problem} ({name}: {help_text})")
+        raise UsageError(f"parameter {name}={value!r} {problem} ({name}: {RECIPE_FIELDS[name][1]})")
     return value
 
 

@@ -6,10 +6,11 @@ From Python (a notebook, a script)::
     result = imgbench.run_grid(models=["timm/resnet18"], datasets=["mnist"], seeds=[0, 1], params={"epochs": 2})
     print(result.summary()); result.frame()
 
-Modules: :mod:`.suite` (TOML suites, grid expansion, checks), :mod:`.jobs` (job ids), :mod:`.execute` (one
-job), :mod:`.kernel` (the kernel a job runs in), :mod:`.executors` (the executor protocol, ``local``),
-:mod:`.results` (results.csv), :mod:`.grid` (``run_grid``), :mod:`.progress`, :mod:`.display` (what the
-notebook shows), :mod:`.resources` (finding the notebook and suites), :mod:`.cli`.
+Modules: :mod:`.suite` (TOML suites, grid expansion, checks), :mod:`.jobs` (job ids), :mod:`.preflight`
+(every check before anything starts), :mod:`.execute` (one job, supervised), :mod:`.executors` (the
+executor protocol, ``local``), :mod:`.dask_executor`, :mod:`.results` (results.csv), :mod:`.grid`
+(``run_grid``), :mod:`.progress`, :mod:`.cli`. The job itself, its process, kernel and notebook, is
+:mod:`imgbench.jobrecord`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["GridResult", "run_grid"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that a job's kernel importing .display (or the job process running .execute) loads no more.
+    # Lazy, so that the job process importing .execute (for JobTask) loads no more.
     if name in __all__:
         from imgbench.runner import grid
 

@@ -271,7 +271,7 @@ def run_on_worker(task: JobTask, notebook: bytes, gpus: Sequence[str] = (),
         local = worker_task(task, scratch, notebook)
         extra_env = {"CUDA_VISIBLE_DEVICES": gpus[int(worker.name) % len(gpus)]} if gpus else {}
         concurrency = (slots or {}).get(worker.address, worker.state.nthreads)
-        extra_env.update(thread_env(int(task.job.recipe.get("threads", 0)), concurrency))
+        extra_env.update(thread_env(task.job.recipe.threads, concurrency))
         row = execute_job(local, extra_env=extra_env, stop=stop)
         return row, pack_job_dir(local.job_dir)
     finally:

@@ -1,12 +1,12 @@
-"""Running one job: papermill executes the benchmark notebook in a child process; faults become statuses.
+"""Running one job: a child process executes the benchmark notebook; its faults become statuses.
 
-:func:`execute_job` is a plain function of a picklable :class:`JobTask`: it needs nothing from the process
-that launched the grid, so an executor may call it in a thread, another process or on another machine that
-shares the output folder. It
+This is the supervisor's side; the child is :mod:`imgbench.jobrecord.child`. :func:`execute_job` is a plain
+function of a picklable :class:`JobTask`: it needs nothing from the process that launched the grid, so an
+executor may call it in a thread, another process or on another machine that shares the output folder. It
 
 1. clears the job folder (what an unfinished earlier attempt left is never trusted),
-2. starts ``python -m imgbench.runner.execute REQUEST`` in its own session with the job folder as working
-   directory; that child runs papermill with a kernel of this very Python (see :mod:`.kernel`),
+2. starts ``python -m imgbench.jobrecord.child REQUEST PID`` in its own session with the job folder as working
+   directory; that child runs papermill with a kernel of this very Python,
 3. waits up to the timeout, then kills the child and its kernel,
 4. classifies the outcome: the engine's status from ``metrics.json`` (ok, diverged, oom), or ``failed`` (a
    cell raised), ``crashed`` (the kernel or the child died), ``timeout``, ``missing_metrics`` (the notebook
@@ -17,7 +17,6 @@ shares the output folder. It
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -26,7 +25,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,14 +36,10 @@ from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
 from imgbench.runner.results import make_row, write_record
 
-KERNEL_START_TIMEOUT_S = 120
+CHILD_MODULE = "imgbench.jobrecord.child"  # started by name: it imports this module, never the reverse
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
-KILL_WAIT_S = 10
+KILL_WAIT_S = 10  # for killed processes to go, and for a dead kernel's exit status
 CELL_LINE_CHARS = 80  # of the running cell's first line, in a crashed job's error
-NOTEBOOK_KERNEL_NAME = "python3"  # papermill wants a name; the kernel itself is always sys.executable
-# When the last cell has run, the notebook is saved and every file the job writes is complete: a graceful
-# shutdown would only wait for the kernel's interpreter to tear down torch and friends.
-KERNEL_SHUTDOWN = "immediate"
 
 
 class JobCancelled(Exception):
@@ -99,7 +93,7 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
     with open(job_dir / schema.RUNNER_LOG, "wb") as log:
         # our pid goes along: read from os.getppid() after the child's slow imports, a supervisor killed in
         # the meantime would already be gone, and the child would never notice it was orphaned
-        command = [sys.executable, "-m", "imgbench.runner.execute", str(job_dir / schema.REQUEST_JSON),
+        command = [sys.executable, "-m", CHILD_MODULE, str(job_dir / schema.REQUEST_JSON),
                    str(os.getpid())]
         child = subprocess.Popen(command,
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -195,8 +189,8 @@ def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, s
         return "timeout", f"ran longer than the {task.timeout:g} s timeout (--timeout) and was killed", metrics
     outcome = _read_json(job_dir / schema.OUTCOME_JSON)
     if outcome is None:
-        running = _while_running(job_dir / schema.NOTEBOOK)
-        return "crashed", f"the job process ended with {_exit_text(returncode)}{running} " \
+        running = while_running(job_dir / schema.NOTEBOOK)
+        return "crashed", f"the job process ended with {exit_text(returncode)}{running} " \
                           f"before recording an outcome (see {log})", metrics
     if outcome["status"] == "failed":
         return "failed", outcome["error"], metrics
@@ -215,7 +209,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _while_running(notebook: Path) -> str:
+def while_running(notebook: Path) -> str:
     """`` while running cell N (`first line`)``: the cell papermill last started, from the notebook it saves
     as each cell starts (request_save_on_cell_execute); '' when no cell had started."""
     cells = (_read_json(notebook) or {}).get("cells", [])
@@ -230,7 +224,8 @@ def _while_running(notebook: Path) -> str:
     return f" while running cell {index}" + (f" (`{first[:CELL_LINE_CHARS]}`)" if first else "")
 
 
-def _exit_text(returncode: int | None) -> str:
+def exit_text(returncode: int | None) -> str:
+    """How a process ended, in words (``exit code 7``, ``signal SIGSEGV``): the job process or its kernel."""
     if returncode is None:
         return "an unknown status"
     if returncode < 0:
@@ -238,77 +233,3 @@ def _exit_text(returncode: int | None) -> str:
         hint = "; killed for memory?" if -returncode == signal.SIGKILL else ""
         return f"signal {name}{hint}"
     return f"exit code {returncode}"
-
-
-# -- the child process --------------------------------------------------------------------------------------
-
-def _exit_if_orphaned(parent_pid: int, manager: type) -> None:
-    """If the supervisor dies (even by SIGKILL), take the kernel down and leave: no orphan keeps writing."""
-    while os.getppid() == parent_pid:
-        time.sleep(POLL_S)
-    if manager.last_manager is not None:
-        kernel = manager.last_manager.kernel_process
-        if kernel is not None and kernel.poll() is None:
-            kernel.kill()
-        manager.last_manager.remove_socket_dir()
-    for process in psutil.Process().children(recursive=True):  # a kernel still starting has no Popen yet
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    os._exit(3)
-
-
-def run_notebook(task: JobTask) -> dict[str, str]:
-    """Execute the notebook for ``task`` (in this process) and say how it ended."""
-    import papermill
-    from nbclient.exceptions import DeadKernelError
-    from papermill.exceptions import PapermillExecutionError
-
-    from imgbench.kernel import CurrentPythonKernelManager
-
-    try:
-        papermill.execute_notebook(
-            task.notebook, str(task.job_dir / schema.NOTEBOOK), parameters=task.parameters,
-            kernel_name=NOTEBOOK_KERNEL_NAME, kernel_manager_class=CurrentPythonKernelManager,
-            cwd=str(task.job_dir), progress_bar=False, log_output=task.log_output, request_save_on_cell_execute=True,
-            start_timeout=KERNEL_START_TIMEOUT_S, shutdown_kernel=KERNEL_SHUTDOWN,
-        )
-    except PapermillExecutionError as exc:
-        return {"status": "failed", "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}
-    except DeadKernelError:
-        return {"status": "crashed", "error": f"the kernel died ({_exit_text(_kernel_exit_code())})"
-                                              f"{_while_running(task.job_dir / schema.NOTEBOOK)}"}
-    except Exception as exc:  # the kernel did not start, or papermill itself broke
-        return {"status": "crashed", "error": f"{type(exc).__name__}: {exc}"}
-    finally:  # a dead kernel skips the manager's own cleanup
-        if CurrentPythonKernelManager.last_manager is not None:
-            CurrentPythonKernelManager.last_manager.remove_socket_dir()
-    return {"status": "completed", "error": ""}
-
-
-def _kernel_exit_code() -> int | None:
-    from imgbench.kernel import CurrentPythonKernelManager
-
-    manager = CurrentPythonKernelManager.last_manager
-    kernel = manager.kernel_process if manager else None
-    try:
-        return kernel.wait(KILL_WAIT_S) if kernel is not None else None
-    except subprocess.TimeoutExpired:
-        return None
-
-
-def _main(request: str, supervisor_pid: int) -> int:
-    from imgbench.kernel import CurrentPythonKernelManager  # before the watcher thread needs it
-
-    threading.Thread(target=_exit_if_orphaned, args=(supervisor_pid, CurrentPythonKernelManager), daemon=True).start()
-    task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
-    if task.log_output:  # papermill logs each output through the "papermill" logger; stdout is runner.log
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    outcome = run_notebook(task)
-    atomic_write_json(task.job_dir / schema.OUTCOME_JSON, outcome)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1], int(sys.argv[2])))

@@ -61,7 +61,7 @@ def visible_gpus() -> list[str]:
 
 
 def job_device(task: Any) -> str:
-    return str(task.job.recipe.get("device", "auto"))
+    return task.job.recipe.device
 
 
 def wants_gpu(device: str, gpus_here: bool) -> bool:
@@ -130,7 +130,7 @@ class LocalExecutor:
             try:
                 if on_start is not None:
                     on_start(task)
-                threads = thread_env(int(task.job.recipe.get("threads", 0)), at_once)
+                threads = thread_env(task.job.recipe.threads, at_once)
                 return execute_job(task, extra_env={**self.slot_env(slot), **threads}, stop=stop)
             finally:
                 free_slots.put(slot)

@@ -10,6 +10,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from imgbench.engine.recipe import Recipe
+
 HASH_IN_ID = 8  # hex characters of the configuration hash kept in the job id
 MAX_PART_CHARS = 60  # a long imagefolder path must not make the folder name unusable
 UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -17,12 +19,13 @@ UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass(frozen=True)
 class Job:
-    """What one notebook execution runs. ``recipe`` is the engine's resolved recipe (every field)."""
+    """What one notebook execution runs. ``recipe`` was resolved once, when the grid was expanded; the
+    notebook and ``run_job`` use it as it is."""
 
     model: str
     dataset: str
     seed: int
-    recipe: dict[str, Any]
+    recipe: Recipe
     config_hash: str
     family: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # what the suite/CLI set, for the record
@@ -34,15 +37,15 @@ class Job:
     @property
     def parameters(self) -> dict[str, Any]:
         """The notebook parameters, minus ``out_dir`` (which depends on where the grid writes)."""
-        return {"model": self.model, "dataset": self.dataset, "seed": self.seed, **self.recipe}
+        return {"model": self.model, "dataset": self.dataset, "seed": self.seed, **self.recipe.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, **asdict(self)}
+        return {"job_id": self.job_id, **asdict(self)}  # asdict makes the recipe a dict too
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Job":
         data = {k: v for k, v in data.items() if k != "job_id"}
-        return cls(**data)
+        return cls(**{**data, "recipe": Recipe.from_dict(data["recipe"])})
 
 
 def safe_part(text: str) -> str:

@@ -282,16 +282,16 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
     jobs = []
     for dataset, spec in datasets.items():
         overrides = {**suite.params, **suite.overrides.get(dataset, {})}
-        recipe = resolve_recipe(spec, overrides).to_dict()
+        recipe = resolve_recipe(spec, overrides)  # the only resolution: the job carries it as it is
         for parameter in ("train_samples", "test_samples"):
-            problem = subset_problem(parameter, recipe[parameter], [0] * len(spec.classes))
+            problem = subset_problem(parameter, getattr(recipe, parameter), [0] * len(spec.classes))
             if problem:
                 problems.append(f"{where}, dataset {dataset} ({len(spec.classes)} classes): {problem}")
         located = absolute_dataset(dataset, registry)
         for model in models:
             family = registry.model(model).family
             for seed in suite.seeds:
-                jobs.append(Job(model, located, seed, recipe, config_hash(model, located, seed, recipe),
+                jobs.append(Job(model, located, seed, recipe, config_hash(model, located, seed, recipe.to_dict()),
                                 family=family, overrides=dict(overrides)))
     if problems:
         raise GridError(problems)

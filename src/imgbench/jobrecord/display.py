@@ -26,10 +26,18 @@ TABLE_METRICS = (
 
 
 def recipe_from_parameters(dataset: str, values: Mapping[str, Any]) -> "Recipe":
-    """The dataset's recipe with every parameter that is not None applied (None = the dataset's default)."""
-    from imgbench.engine import RECIPE_FIELDS, resolve_recipe
+    """The job's recipe from the notebook's parameters.
 
-    return resolve_recipe(dataset, {k: values[k] for k in RECIPE_FIELDS if values.get(k) is not None})
+    With every field given (the runner injects the recipe it resolved when it expanded the grid), that very
+    recipe, not resolved again. Run by hand, the dataset's recipe with every parameter that is not None
+    applied (None = the dataset's default).
+    """
+    from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe
+
+    given = {name: values.get(name) for name in RECIPE_FIELDS}
+    if None not in given.values():
+        return Recipe.from_dict(given)
+    return resolve_recipe(dataset, {name: value for name, value in given.items() if value is not None})
 
 
 def recipe_table(model: str, dataset: str, seed: int, recipe: "Recipe") -> "pd.DataFrame":

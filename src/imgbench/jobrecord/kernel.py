@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +31,6 @@ KERNEL_ENV = {"PYTHONFAULTHANDLER": "1"}  # a segfault, abort or fatal error pri
 class CurrentPythonKernelManager(AsyncKernelManager):
     """An ipykernel started with ``sys.executable``; its Popen is kept to read its exit status later."""
 
-    last_manager: "CurrentPythonKernelManager | None" = None  # one kernel per job process: the job's
     kernel_process: Any = None  # subprocess.Popen of the kernel, once launched
     kernel_args: tuple[str, ...] = KERNEL_ARGS
 
@@ -40,7 +40,6 @@ class CurrentPythonKernelManager(AsyncKernelManager):
         kwargs.setdefault("transport", "ipc")
         kwargs.setdefault("connection_file", str(self.socket_dir / "kernel.json"))
         super().__init__(**kwargs)
-        CurrentPythonKernelManager.last_manager = self
 
     @property
     def kernel_spec(self) -> KernelSpec:
@@ -69,3 +68,36 @@ class ReportKernelManager(CurrentPythonKernelManager):
     before shutting a kernel down) stay out of the user's terminal."""
 
     kernel_args = ()
+
+
+class KernelHandle:
+    """The kernel of one notebook run, for whoever must clean up after it.
+
+    papermill builds the kernel manager itself from a class, so each handle gives its run a class of its own,
+    ``manager_class``, whose instance records itself here: the job process reads a dead kernel's exit status
+    from it, and removes its socket folder however the run ended (a dead kernel skips the manager's cleanup).
+    """
+
+    def __init__(self) -> None:
+        self.manager: CurrentPythonKernelManager | None = None
+        handle = self
+
+        class RecordedKernelManager(CurrentPythonKernelManager):
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                handle.manager = self
+
+        self.manager_class: type[CurrentPythonKernelManager] = RecordedKernelManager
+
+    def exit_code(self, wait_s: float) -> int | None:
+        """The kernel process's exit status, waiting up to ``wait_s`` for it; None when no kernel was launched
+        or it is still running."""
+        process = self.manager.kernel_process if self.manager is not None else None
+        try:
+            return process.wait(wait_s) if process is not None else None
+        except subprocess.TimeoutExpired:
+            return None
+
+    def remove_socket_dir(self) -> None:
+        if self.manager is not None:
+            self.manager.remove_socket_dir()
