@@ -2,7 +2,7 @@
 
 :func:`imgbench.runner.execute.execute_job` starts it in the job folder, in a session of its own, with the
 job's :class:`~imgbench.runner.execute.JobTask` in ``REQUEST``. It executes the notebook with papermill in a
-kernel of this very Python (:mod:`.kernel`) and writes how that ended to ``outcome.json``: ``completed``,
+kernel of this very Python (:mod:`.kernel`) and writes how that ended to ``execution.json`` (``schema.OUTCOME_JSON``): ``completed``,
 ``failed`` (a cell raised) or ``crashed`` (the kernel died, or did not start); the supervisor turns that into
 the job's status. If the supervisor dies, even by SIGKILL, it takes the kernel down and leaves.
 """
