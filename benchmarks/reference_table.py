@@ -4,7 +4,10 @@ Each grid of ``benchmarks/suites/reference.toml`` names the figure it reproduces
 the source). A results row belongs to a grid when its ``config_hash`` is one of the grid's jobs (same model,
 dataset, seed and full recipe), so nothing is matched by name and no measured number is typed in: run the
 suite, then this script. Several results folders may be given (e.g. the MNIST grids run on a CPU, the
-flowers grids on a GPU).
+flowers grids on a GPU). With ``--readme``, a row none of the folders has results for keeps the line the README
+already shows for it, as long as that line names the same grid, model, dataset and recipe: grids measured at
+different times, or on different machines, fill the table one run at a time, and a recipe change still
+empties the row it made stale.
 
     imgbench run reference --out results/reference
     python benchmarks/reference_table.py results/reference                      # print the table
@@ -79,9 +82,28 @@ def _recipe(recipe: Recipe) -> str:
             f"smoothing {recipe.label_smoothing:g}, augment {recipe.augment}")
 
 
-def markdown(rows: list[Row]) -> str:
+def _key(row: Row) -> tuple[str, str, str]:
+    """The cells that say what a line measured: a kept line must match all three."""
+    return row.grid, f"{row.model} on {row.dataset}", row.recipe
+
+
+def measured_lines(table: str) -> dict[tuple[str, str, str], str]:
+    """The lines of a generated table that hold a measured figure, by (grid, model on dataset, recipe)."""
+    lines = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) == HEADER.splitlines()[0].count(" | ") + 1 and cells[4] != "not run yet":
+            lines[tuple(cells[:3])] = line
+    return lines
+
+
+def markdown(rows: list[Row], kept: dict[tuple[str, str, str], str] | None = None) -> str:
+    """The table; a row with no results takes its line from ``kept`` (see ``measured_lines``) when it is there."""
     lines = [HEADER]
     for row in rows:
+        if row.mean is None and _key(row) in (kept or {}):
+            lines.append(kept[_key(row)])
+            continue
         pub = row.published
         ranged = "low" in pub  # a figure read off a plot: a range, its middle as the value
         shown = f"about {pub['low']:.0%}-{pub['high']:.0%}" if ranged else f"{pub['value']:.2%}"
@@ -109,12 +131,18 @@ def _against(mean: float, pub: dict) -> str:
     return f"{100 * (mean - edge):+.2f} pt from the range"
 
 
-def fill_readme(readme: Path, table: str) -> None:
+def readme_section(readme: Path) -> tuple[str, str, str]:
+    """The README's text before the table, the table, and the text after it."""
     text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} ... {END} section to fill")
     head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    table, tail = rest.split(END, 1)
+    return head, table.strip(), tail
+
+
+def fill_readme(readme: Path, table: str) -> None:
+    head, _, tail = readme_section(readme)
     atomic_write_text(readme, f"{head}{START}\n{table}\n{END}{tail}")
 
 
@@ -125,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, help="replace this file's reference-table section")
     args = parser.parse_args(argv)
     suite = load_suite(suite_path(args.suite))
-    table = markdown(collect(suite, args.results))
+    kept = measured_lines(readme_section(args.readme)[1]) if args.readme else None
+    table = markdown(collect(suite, args.results), kept)
     if args.readme:
         fill_readme(args.readme, table)
     print(table)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from imgbench.registry import Registry
-from imgbench.conformance import ALL_SHAPES, CIFAR, ConformanceError, check_model
+from imgbench import conformance
+from imgbench.conformance import ALL_SHAPES, CIFAR, ConformanceError, check_model, dataset_shape
 
 REGISTRY = Registry()
 BUILTIN = [s.name for s in REGISTRY.models(["keras/*", "timm/*"])]
@@ -56,3 +57,18 @@ def test_check_catches_parameters_without_gradient(tmp_path):
     )
     with pytest.raises(ConformanceError, match="got no gradient"):
         check_model("bad/unused", shapes=[CIFAR], registry=Registry(plugin_dirs=[tmp_path]))
+
+
+def test_shapes_come_from_the_datasets_default_recipes():
+    # independent of the dataset code: MNIST 28x28 grey, CIFAR-10 32x32 colour, flowers' 5 classes at 128 px
+    assert [(s.name, s.image_size, s.channels, s.num_classes) for s in ALL_SHAPES] == [
+        ("mnist", 28, 1, 10), ("cifar10", 32, 3, 10), ("flowers", 128, 3, 5)]
+    fashion = dataset_shape(REGISTRY.dataset("fashion_mnist")[0])
+    assert (fashion.image_size, fashion.channels, fashion.num_classes) == (28, 1, 10)
+    with pytest.raises(ValueError, match="imagefolder.*no fixed image shape"):
+        dataset_shape(REGISTRY.dataset("imagefolder:/x")[0])
+
+
+def test_the_command_checks_at_a_named_dataset(capsys):
+    assert conformance.main(["keras/mnist_convnet", "--dataset", "fashion_mnist"]) == 0
+    assert "fashion_mnist" in capsys.readouterr().out

@@ -106,3 +106,29 @@ def test_distance_from_a_published_range_is_measured_from_its_nearer_end():
     assert reference_table._against(0.68, published) == "-2.00 pt from the range"
     assert reference_table._against(0.76, published) == "+1.00 pt from the range"
     assert reference_table._against(0.9900, {"value": 0.9922}) == "-0.22 pt"
+
+
+def test_rows_without_results_keep_the_readme_line_of_the_same_grid_model_and_recipe(suite, tmp_path):
+    by_grid = {g.name: expand(g, get_registry()) for g in suite.grids}
+    earlier = reference_table.markdown(reference_table.collect(suite, [write_results(tmp_path / "cpu", [
+        result_row(by_grid["keras-io mnist_convnet"][0], 0.9925),
+        result_row(by_grid["defaults mnist_convnet"][0], 0.9915)])]))
+    # the defaults' recipe changed since that line was written: its figure is stale and must not be kept
+    earlier = earlier.replace("12 epochs, batch 128, adamw", "5 epochs, batch 128, adamw")
+    kept = reference_table.measured_lines(earlier)
+    assert [key[0] for key in kept] == ["keras-io mnist_convnet", "defaults mnist_convnet"]
+
+    gpu = write_results(tmp_path / "gpu", [result_row(by_grid["TF flowers tutorial cnn"][0], 0.7200, "ok", "cuda:0")])
+    lines = {line.split(" | ")[0].strip("| "): line
+             for line in reference_table.markdown(reference_table.collect(suite, [gpu]), kept).splitlines()[2:]}
+    assert "**99.25%**, +0.03 pt | 1 of 3: 0 | cpu" in lines["keras-io mnist_convnet"]
+    assert "**72.00%**, within the range | 1 of 3: 0 | cuda:0" in lines["TF flowers tutorial cnn"]
+    assert "not run yet | 0 of 3" in lines["defaults mnist_convnet"]
+    assert "not run yet | 0 of 3" in lines["defaults flowers_cnn"]
+
+
+def test_the_readme_table_survives_a_run_that_measured_none_of_its_rows(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    assert reference_table.main([str(write_results(tmp_path / "empty", [])), "--readme", str(readme)]) == 0
+    assert readme.read_text(encoding="utf-8") == (REPO / "README.md").read_text(encoding="utf-8")

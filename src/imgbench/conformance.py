@@ -3,7 +3,7 @@
     from imgbench.conformance import check_model
     check_model("myplugin/tinynet")            # MNIST-, CIFAR- and flowers-shaped inputs
 
-or ``python -m imgbench.conformance myplugin/tinynet``. It builds the model through the registry for each input
+or ``python -m imgbench.conformance myplugin/tinynet [--dataset fashion_mnist]``. It builds the model through the registry for each input
 shape, runs a forward and a backward pass in training mode and a forward pass in eval mode, and checks the
 output shape, that the outputs are finite, that every trainable parameter receives a gradient, and that the
 parameter count is positive. Failures raise ``ConformanceError`` naming the model, the shape and the fix.
@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+from imgbench.datasets import cifar, flowers, idx
 from imgbench.registry import Registry, get_registry, input_size
+from imgbench.specs import DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,17 @@ class InputShape:
     num_classes: int
 
 
-# The shapes the built-in datasets feed at their default recipes.
-MNIST = InputShape("mnist", 28, 1, 10)
-CIFAR = InputShape("cifar10", 32, 3, 10)
-FLOWERS = InputShape("flowers", 128, 3, 5)
+def dataset_shape(spec: DatasetSpec) -> InputShape:
+    """What a dataset's jobs feed a model at its default recipe: the recipe's image size, else the native one."""
+    height, _, channels = spec.image_shape
+    size = spec.recipe.from_scratch.get("image_size") or height
+    if not size or not channels or not spec.classes:
+        raise ValueError(f"dataset {spec.name!r} states no fixed image shape and classes to check a model at")
+    return InputShape(spec.name, size, channels, len(spec.classes))
+
+
+# The built-in datasets' shapes, read from the datasets themselves.
+MNIST, CIFAR, FLOWERS = (dataset_shape(d.spec()) for d in (idx.MNIST, cifar.CIFAR10, flowers.FLOWERS))
 ALL_SHAPES = (MNIST, CIFAR, FLOWERS)
 BATCH = 2
 
@@ -95,13 +104,16 @@ def check_model(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m imgbench.conformance", description="imgbench model conformance check")
     parser.add_argument("models", nargs="+", help="model names or globs, e.g. 'myplugin/*'")
+    parser.add_argument("--dataset", action="append", metavar="NAME",
+                        help="check at this registered dataset's shape (repeatable; default: mnist, cifar10, flowers)")
     args = parser.parse_args(argv)
     registry = get_registry()
+    shapes = [dataset_shape(registry.dataset(name)[0]) for name in args.dataset] if args.dataset else ALL_SHAPES
     names = [s.name for s in registry.models(args.models)] or args.models
     failed = 0
     for name in names:
         try:
-            for r in check_model(name, registry=registry):
+            for r in check_model(name, shapes, registry=registry):
                 print(f"ok    {r.model:<32} {r.shape:<8} input {r.input_size:>3}px  {r.params:>12,} params")
         except Exception as exc:
             failed += 1
