@@ -2,6 +2,7 @@
 
     python benchmarks/bench_peers.py                                   # timm/resnet18, batch 128, 32 px, CPU
     python benchmarks/bench_peers.py --rounds 5 --threads 2 --json peers.json
+    python benchmarks/bench_peers.py --only train --rounds 9          # training alone: more rounds, same time
 
 timm ships ``benchmark.py`` as a script at the root of its repository, not as importable code, so its method
 is re-implemented here (``timm_infer`` and ``timm_train``, read from timm's InferenceBenchmarkRunner and
@@ -18,6 +19,8 @@ Each round measures, interleaved (the order flips every round, so neither side a
 - the same on the model imgbench builds (10 classes) with imgbench's normalised images: the model and input;
 - ``run_job`` itself on synthetic CIFAR-shaped data: its ``infer_throughput`` and ``train_throughput``;
 - training by timm's method (on timm's model and on imgbench's) and by a bare loop over the engine's data.
+
+`--only infer` or `--only train` keeps one side (the run_job case stays: it gives both figures).
 
 It prints each round's figures and the median of the paired ratios (each ratio between figures of the same
 round); exits 1 when imgbench's method and timm's disagree by more than ``AGREEMENT`` on the same model and
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     # 6,144 images at batch 128: run_job times 43 steps (48 less its 5 warm-up steps), about timm's 40; with
     # 2,048 (11 timed steps) single rounds swung by +-20% and a 5-round median read 1.10
     parser.add_argument("--train-images", type=int, default=6144, help="run_job's training images")
+    parser.add_argument("--only", choices=("infer", "train"), help="measure only inference or only training")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
     import timm
@@ -199,21 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     warm, iters, seconds = args.timm_warm, args.timm_iters, args.bench_seconds
 
     def job() -> dict[str, float]:
-        infer, train = job_figures(args.model, data, args)
-        return {"infer.job": infer, "train.job": train}
+        infer, train = job_figures(args.model, data, args)  # one job gives both figures; --only keeps one
+        return {key: value for key, value in (("infer.job", infer), ("train.job", train))
+                if args.only in (None, key.split(".")[0])}
 
-    cases = [
-        lambda: {"infer.timm": timm_infer(timm_model, randn, warm, iters)},
-        lambda: {"infer.imgbench": imgbench_infer(timm_model, randn, seconds)},
-        lambda: {"infer.imgbench_no_grad": imgbench_infer(timm_model, randn, seconds, no_grad=True)},
-        lambda: {"infer.bare": bare_infer(timm_model, randn, warm, iters)},
-        lambda: {"infer.timm_engine_model": timm_infer(engine_model, images, warm, iters)},
-        lambda: {"infer.imgbench_engine_model": imgbench_infer(engine_model, images, seconds)},
-        job,
-        lambda: {"train.timm": timm_train(timm_model, randn, 1000, warm, iters)},
-        lambda: {"train.timm_engine_model": timm_train(engine_model, images, CLASSES, warm, iters)},
-        lambda: {"train.bare": bare_train(engine_model, train_batches, args.batch, warm, iters)},
+    cases = [  # (what it measures, the case); run_job measures both
+        ("infer", lambda: {"infer.timm": timm_infer(timm_model, randn, warm, iters)}),
+        ("infer", lambda: {"infer.imgbench": imgbench_infer(timm_model, randn, seconds)}),
+        ("infer", lambda: {"infer.imgbench_no_grad": imgbench_infer(timm_model, randn, seconds, no_grad=True)}),
+        ("infer", lambda: {"infer.bare": bare_infer(timm_model, randn, warm, iters)}),
+        ("infer", lambda: {"infer.timm_engine_model": timm_infer(engine_model, images, warm, iters)}),
+        ("infer", lambda: {"infer.imgbench_engine_model": imgbench_infer(engine_model, images, seconds)}),
+        ("both", job),
+        ("train", lambda: {"train.timm": timm_train(timm_model, randn, 1000, warm, iters)}),
+        ("train", lambda: {"train.timm_engine_model": timm_train(engine_model, images, CLASSES, warm, iters)}),
+        ("train", lambda: {"train.bare": bare_train(engine_model, train_batches, args.batch, warm, iters)}),
     ]
+    cases = [case for kind, case in cases if args.only in (None, kind) or kind == "both"]
+    ratio_pairs = {name: pair for name, pair in RATIOS.items() if args.only in (None, pair[0].split(".")[0])}
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
         figures: dict[str, float] = {}
@@ -221,10 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             figures.update(case())
         rounds.append(figures)
         print(f"round {index + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
-        print("  ratios: " + "; ".join(f"{name} {figures[a] / figures[b]:.3f}" for name, (a, b) in RATIOS.items()),
+        print("  ratios: " + "; ".join(f"{name} {figures[a] / figures[b]:.3f}" for name, (a, b) in ratio_pairs.items()),
               flush=True)
 
-    ratios = {name: statistics.median(r[a] / r[b] for r in rounds) for name, (a, b) in RATIOS.items()}
+    ratios = {name: statistics.median(r[a] / r[b] for r in rounds) for name, (a, b) in ratio_pairs.items()}
     result = {"model": args.model, "timm_model": timm_name, "batch": args.batch, "size": args.size,
               "threads": torch.get_num_threads(), "precision": "fp32", "rounds": rounds,
               "median_paired_ratios": ratios, "medians": {k: statistics.median(r[k] for r in rounds)
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         from imgbench.paths import atomic_write_json
 
         atomic_write_json(args.json, result)
-    misses = [name for name in GATED if abs(ratios[name] - 1) > AGREEMENT]
+    misses = [name for name in GATED if name in ratios and abs(ratios[name] - 1) > AGREEMENT]
     print(f"agreement within {AGREEMENT:.0%}: " + ("PASS" if not misses else f"FAIL ({'; '.join(misses)})"))
     return 1 if misses else 0
 
