@@ -20,7 +20,7 @@ Each round measures, interleaved (the order flips every round, so neither side a
 - ``run_job`` itself on synthetic CIFAR-shaped data: its ``infer_throughput`` and ``train_throughput``;
 - training by timm's method (on timm's model and on imgbench's) and by a bare loop over the engine's data.
 
-`--only infer` or `--only train` keeps one side (the run_job case stays: it gives both figures).
+``--only infer`` or ``--only train`` keeps one side (the ``run_job`` case stays: it gives both figures).
 
 It prints each round's figures and the median of the paired ratios (each ratio between figures of the same
 round); exits 1 when imgbench's method and timm's disagree by more than ``AGREEMENT`` on the same model and
