@@ -202,10 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     images = train_batches.inputs(train_batches.x[: args.batch])
     warm, iters, seconds = args.timm_warm, args.timm_iters, args.bench_seconds
 
+    def measured(key: str) -> bool:
+        """Whether ``infer.*`` / ``train.*`` is on the side ``--only`` keeps."""
+        return args.only in (None, key.split(".")[0])
+
     def job() -> dict[str, float]:
         infer, train = job_figures(args.model, data, args)  # one job gives both figures; --only keeps one
-        return {key: value for key, value in (("infer.job", infer), ("train.job", train))
-                if args.only in (None, key.split(".")[0])}
+        return {key: value for key, value in (("infer.job", infer), ("train.job", train)) if measured(key)}
 
     cases = [  # (what it measures, the case); run_job measures both
         ("infer", lambda: {"infer.timm": timm_infer(timm_model, randn, warm, iters)}),
@@ -219,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         ("train", lambda: {"train.timm_engine_model": timm_train(engine_model, images, CLASSES, warm, iters)}),
         ("train", lambda: {"train.bare": bare_train(engine_model, train_batches, args.batch, warm, iters)}),
     ]
-    cases = [case for kind, case in cases if args.only in (None, kind) or kind == "both"]
-    ratio_pairs = {name: pair for name, pair in RATIOS.items() if args.only in (None, pair[0].split(".")[0])}
+    cases = [case for kind, case in cases if kind == "both" or measured(kind)]
+    ratio_pairs = {name: pair for name, pair in RATIOS.items() if measured(pair[0])}
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
         figures: dict[str, float] = {}

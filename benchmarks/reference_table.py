@@ -33,6 +33,8 @@ OUT = "results/reference"  # where the commands in the table write
 START, END = "<!-- reference-table:start -->", "<!-- reference-table:end -->"
 HEADER = ("| grid | model on dataset | recipe | published | measured (mean over seeds) | seeds | device | "
           "command |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+CELLS = HEADER.splitlines()[0].count(" | ") + 1
+NOT_RUN = "not run yet"  # the measured cell of a row with no results
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def measured_lines(table: str) -> dict[tuple[str, str, str], str]:
     lines = {}
     for line in table.splitlines()[2:]:
         cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
-        if len(cells) == HEADER.splitlines()[0].count(" | ") + 1 and cells[4] != "not run yet":
+        if len(cells) == CELLS and cells[4] != NOT_RUN:
             lines[tuple(cells[:3])] = line
     return lines
 
@@ -109,14 +111,14 @@ def markdown(rows: list[Row], kept: dict[tuple[str, str, str], str] | None = Non
         shown = f"about {pub['low']:.0%}-{pub['high']:.0%}" if ranged else f"{pub['value']:.2%}"
         published = f"{shown} [source]({pub['source']})"
         if row.mean is None:
-            measured, seeds = "not run yet", f"0 of {row.planned_seeds}"
+            measured, seeds = NOT_RUN, f"0 of {row.planned_seeds}"
         else:
             low, high = min(row.measured), max(row.measured)
             span = f" (seeds {low:.2%} to {high:.2%})" if len(row.measured) > 1 else ""
             measured = f"**{row.mean:.2%}**{span}, {_against(row.mean, pub)}"
             seeds = f"{len(row.seeds)} of {row.planned_seeds}: {' '.join(map(str, row.seeds))}"
         command = f"`imgbench run reference -m {row.model} -d {row.dataset} --out {OUT}`"
-        lines.append(f"| {row.grid} | {row.model} on {row.dataset} | {row.recipe} | {published} | {measured} | "
+        lines.append(f"| {' | '.join(_key(row))} | {published} | {measured} | "
                      f"{seeds} | {', '.join(row.devices) or '-'} | {command} |")
     return "\n".join(lines)
 
