@@ -23,6 +23,7 @@ import pandas as pd
 import imgbench
 from imgbench.registry import get_registry
 from imgbench.runner import dask_executor
+from imgbench.schema import Status
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 PLUGIN_DIRS = [CHECKOUT / "plugins", CHECKOUT / "tests" / "fixtures" / "runner_plugins"]
@@ -44,7 +45,7 @@ def time_grid(workers: int, grid_jobs: int, scratch: Path) -> dict:
         wall_s = time.perf_counter() - started
         del os.environ[dask_executor.SCHEDULER_ENV]
     frame = pd.read_csv(result.results_csv)
-    return {"workers": workers, "jobs": len(frame), "ok": int((frame["status"] == "ok").sum()),
+    return {"workers": workers, "jobs": len(frame), "ok": int((frame["status"] == Status.OK).sum()),
             "wall_s": round(wall_s, 1), "mean_job_s": round(float(frame["duration_s"].mean()), 1)}
 
 

@@ -35,6 +35,7 @@ from imgbench.engine import run_job  # noqa: E402
 from imgbench.engine.data import channel_stats  # noqa: E402
 from imgbench.engine.timing import synchronize  # noqa: E402
 from imgbench.engine.train import SKIP_STEPS, seed_everything  # noqa: E402
+from imgbench.schema import Status  # noqa: E402
 
 TARGET = 1.1
 SEED = 0
@@ -69,7 +70,7 @@ def engine_throughput(data: LoadedDataset, args: argparse.Namespace) -> float:
     result = run_job(args.model, data, seed=SEED, progress=False, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer="adam", lr=LR, momentum=BETAS[0], weight_decay=0.0, schedule="constant",
                      warmup_epochs=0.0, label_smoothing=0.0, augment="none", bench_seconds=0.05)
-    if result.status != "ok":
+    if result.status != Status.OK:
         raise RuntimeError(f"engine run failed: {result.metrics['error']}")
     return result.metrics["train_throughput"]
 

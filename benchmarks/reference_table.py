@@ -24,7 +24,8 @@ from pathlib import Path
 
 from imgbench.engine import Recipe
 from imgbench.paths import atomic_write_text
-from imgbench.report.load import OK, load_results
+from imgbench.report.load import load_results
+from imgbench.schema import Status
 from imgbench.resources import suite_path
 from imgbench.runner.suite import Suite, expand, load_suite
 
@@ -67,7 +68,7 @@ def collect(suite: Suite, folders: list[Path], registry=None) -> list[Row]:
             mine = {job.config_hash: job for job in jobs if (job.model, job.dataset) == (model, dataset)}
             found = {}  # seed -> (accuracy, device); a job found in two folders counts once
             for table in tables:
-                ok = table[(table["status"] == OK) & table["config_hash"].isin(list(mine))]
+                ok = table[(table["status"] == Status.OK) & table["config_hash"].isin(list(mine))]
                 for _, result in ok.iterrows():
                     found.setdefault(mine[result["config_hash"]].seed, (float(result["accuracy"]), result["device"]))
             seeds = sorted(found)

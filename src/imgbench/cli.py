@@ -13,7 +13,8 @@ from typing import Sequence
 
 from imgbench import __version__
 from imgbench.errors import UsageError
-from imgbench.paths import DataFolders
+from imgbench.paths import DATA_DIR_ENV, DataFolders
+from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV
 from imgbench.registry import Registry, registry_with
 from imgbench.report import cli as report_cli
 from imgbench.runner import cli as run_cli
@@ -47,11 +48,11 @@ def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("plugins and data")
     group.add_argument("--plugins-dir", action="append", default=[], metavar="DIR",
-                       help="also load every *.py in DIR as a plugin (repeatable; env IMGBENCH_PLUGINS_DIR)")
+                       help=f"also load every *.py in DIR as a plugin (repeatable; env {PLUGINS_DIR_ENV})")
     group.add_argument("--block-plugin", action="append", default=[], metavar="NAME",
-                       help="do not load plugin NAME (repeatable; env IMGBENCH_BLOCK_PLUGINS=a,b)")
+                       help=f"do not load plugin NAME (repeatable; env {BLOCK_ENV}=a,b)")
     group.add_argument("--strict", action="store_true", help="fail when any plugin fails to load")
-    group.add_argument("--data-dir", metavar="DIR", help="local dataset copies (env IMGBENCH_DATA_DIR)")
+    group.add_argument("--data-dir", metavar="DIR", help=f"local dataset copies (env {DATA_DIR_ENV})")
     return common
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 # -- the results folder -------------------------------------------------------------------------------------
@@ -41,7 +42,27 @@ MODEL_CHECKPOINT = "model.safetensors"  # the trained model, with save_weights=t
 JOB_RECORD = "job.json"  # the job and its results.csv row, written last: its presence means "finished"
 
 PREDICTION_COLUMNS = ("index", "y_true", "y_pred")  # then one probability column per class, p_0..p_{K-1}
+PREDICTION_INDEX, PREDICTION_TRUE, PREDICTION_PRED = PREDICTION_COLUMNS
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+
+
+
+
+class Status(StrEnum):
+    """A job's status in results.csv and job.json. A ``str``: it compares, sorts and serialises as its value."""
+
+    OK = "ok"
+    DIVERGED = "diverged"  # the engine: the training loss became NaN or infinite
+    OOM = "oom"  # the engine: the device ran out of memory
+    FAILED = "failed"  # the runner: a notebook cell raised
+    CRASHED = "crashed"  # the runner: the kernel or the job process died, or a worker was lost
+    TIMEOUT = "timeout"  # the runner: the job ran past --timeout and was killed
+    MISSING_METRICS = "missing_metrics"  # the runner: the notebook finished without a readable metrics.json
+
+
+ENGINE_STATUSES = (Status.OK, Status.DIVERGED, Status.OOM)
+RUNNER_STATUSES = tuple(s for s in Status if s not in ENGINE_STATUSES)
+NOTEBOOK_COMPLETED = "completed"  # execution.json: the notebook ran to its end (else Status.FAILED / CRASHED)
 
 
 def job_dir(out_dir: str | Path, job_id: str) -> Path:
@@ -90,8 +111,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("plugin", str, ENGINE, "the plugin that registered the model"),
     _c("dataset", str, RUNNER, "dataset name as given, e.g. `cifar10` or `imagefolder:/data/pets`"),
     _c("seed", int, RUNNER, "the job's seed"),
-    _c("status", str, RUNNER, "`ok`, `diverged`, `oom` (from the engine); `failed`, `crashed`, `timeout`, "
-                              "`missing_metrics` (from the runner)"),
+    _c("status", str, RUNNER, ", ".join(f"`{s}`" for s in ENGINE_STATUSES) + " (from the engine); "
+                              + ", ".join(f"`{s}`" for s in RUNNER_STATUSES) + " (from the runner)"),
     _c("error", str, RUNNER, "why the job is not `ok` (exception, exit code or signal, timeout); empty when ok"),
     _c("accuracy", float, ENGINE, "test top-1 accuracy", FRACTION, HIGHER),
     _c("top5_accuracy", float, ENGINE, "test top-5 accuracy; empty with 5 classes or fewer", FRACTION, HIGHER),

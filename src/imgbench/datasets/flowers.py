@@ -30,8 +30,7 @@ LOCK_TIMEOUT_S = 3600
 FLOWERS_RECIPE = RecipeDefaults(
     from_scratch=dict(image_size=DEFAULT_SIZE, epochs=40, batch_size=32, lr=1e-3, weight_decay=0.05,
                       warmup_epochs=2.0, label_smoothing=0.1, augment="flip_crop", val_size=1 / 9),
-    from_weights=dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5),
-)
+)  # from trained weights: the engine's generic fine-tuning defaults (engine.recipe.FROM_WEIGHTS_DEFAULTS)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from imgbench import schema
 from imgbench.engine.data import ImageBatches
 
 ECE_BINS = 15
@@ -40,7 +41,7 @@ def probabilities(logits: torch.Tensor) -> np.ndarray:
 
 def predictions_frame(indices: np.ndarray, y_true: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """One row per test image: its index in the test split, true and predicted class, class probabilities."""
-    frame = pd.DataFrame({"index": indices, "y_true": y_true, "y_pred": probs.argmax(1)})
+    frame = pd.DataFrame(dict(zip(schema.PREDICTION_COLUMNS, (indices, y_true, probs.argmax(1)))))
     columns = pd.DataFrame(probs, columns=[f"p_{k}" for k in range(probs.shape[1])])
     return pd.concat([frame, columns], axis=1)
 

@@ -30,7 +30,7 @@ EVALUATED_MODEL = "final"  # the model after the last epoch is tested; val only 
 
 @dataclass
 class JobResult:
-    status: str  # ok | diverged | oom
+    status: schema.Status  # one of schema.ENGINE_STATUSES
     metrics: dict[str, Any]  # exactly what metrics.json holds
     history: list[dict[str, Any]]  # one dict per epoch (history.csv)
     predictions: pd.DataFrame  # one row per test image (predictions.csv); empty unless status is ok
@@ -111,7 +111,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     memory = PeakMemory(device)
     metrics = empty_metrics() | {
         "model": model, "family": spec.family, "plugin": plugin, "dataset": dataset_name, "seed": seed,
-        "status": "ok", "epochs": recipe.epochs, "batch_size": recipe.batch_size, "image_size": image_size,
+        "status": schema.Status.OK, "epochs": recipe.epochs, "batch_size": recipe.batch_size, "image_size": image_size,
         "model_input_size": input_size(spec, image_size), "train_samples": len(train),
         "val_samples": len(loaded.val), "test_samples": len(test), "device": str(device),
         "train_split_samples": len(loaded.train), "test_split_samples": len(loaded.test),
@@ -122,7 +122,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
         "weights": {"pretrained": recipe.pretrained, **start.record()},
     }
     history: list[dict[str, Any]] = []
-    predictions = pd.DataFrame(columns=["index", "y_true", "y_pred"])
+    predictions = pd.DataFrame(columns=list(schema.PREDICTION_COLUMNS))
     with reproducibility(recipe.deterministic, device) as flags, threads_in_force(recipe.threads) as (threads, jobs):
         metrics.update(threads=threads, concurrency=jobs, thread_env={v: os.environ.get(v) for v in THREAD_ENV_VARS})
         metrics["provenance"] = provenance(device, precision.name, {"seed": seed, **flags}, plugin,
@@ -134,7 +134,7 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
                                                       test_index, recipe, seed, device, precision, memory,
                                                       phases, progress, out_dir)
         except torch.OutOfMemoryError as exc:
-            metrics.update(status="oom", error=f"out of memory: {str(exc).splitlines()[0]}")
+            metrics.update(status=schema.Status.OOM, error=f"out of memory: {str(exc).splitlines()[0]}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     metrics["peak_memory_mb"] = memory.peak_mb()
@@ -240,8 +240,8 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
                    time_to_target_s=fitted.time_to_target_s,
                    final_val_accuracy=fitted.history[-1]["val_accuracy"] if fitted.history else None)
     if fitted.error:
-        metrics.update(status="diverged", error=fitted.error)
-        return fitted.history, pd.DataFrame(columns=["index", "y_true", "y_pred"])
+        metrics.update(status=schema.Status.DIVERGED, error=fitted.error)
+        return fitted.history, pd.DataFrame(columns=list(schema.PREDICTION_COLUMNS))
     if recipe.save_weights:
         with phases("save_weights"):
             _save(core, Path(out_dir) / schema.MODEL_CHECKPOINT, metrics, data_config, channels)

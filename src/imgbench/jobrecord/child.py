@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from imgbench import schema
+from imgbench.schema import NOTEBOOK_COMPLETED, Status
 from imgbench.jobrecord.kernel import KernelHandle
 from imgbench.paths import atomic_write_json
 from imgbench.runner.execute import KILL_WAIT_S, POLL_S, JobTask, exit_text, while_running
@@ -59,15 +60,15 @@ def run_notebook(task: JobTask, kernel: KernelHandle) -> dict[str, str]:
             start_timeout=KERNEL_START_TIMEOUT_S, shutdown_kernel=KERNEL_SHUTDOWN,
         )
     except PapermillExecutionError as exc:
-        return {"status": "failed", "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}
+        return {"status": Status.FAILED, "error": f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"}
     except DeadKernelError:
-        return {"status": "crashed", "error": f"the kernel died ({exit_text(kernel.exit_code(KILL_WAIT_S))})"
+        return {"status": Status.CRASHED, "error": f"the kernel died ({exit_text(kernel.exit_code(KILL_WAIT_S))})"
                                               f"{while_running(task.job_dir / schema.NOTEBOOK)}"}
     except Exception as exc:  # the kernel did not start, or papermill itself broke
-        return {"status": "crashed", "error": f"{type(exc).__name__}: {exc}"}
+        return {"status": Status.CRASHED, "error": f"{type(exc).__name__}: {exc}"}
     finally:  # a dead kernel skips the manager's own cleanup
         kernel.remove_socket_dir()
-    return {"status": "completed", "error": ""}
+    return {"status": NOTEBOOK_COMPLETED, "error": ""}
 
 
 def _main(request: str, supervisor_pid: int) -> int:

@@ -17,7 +17,6 @@ import pandas as pd
 from imgbench import schema
 from imgbench.errors import UsageError
 
-OK = "ok"
 
 # Without these a row cannot be placed in any table.
 REQUIRED_COLUMNS = ("job_id", "model", "dataset", "seed", "status")
@@ -35,11 +34,11 @@ class Results:
     @property
     def ok(self) -> pd.DataFrame:
         """The rows of jobs that finished with status ``ok``: the only ones that enter leaderboards."""
-        return self.table[self.table["status"] == OK]
+        return self.table[self.table["status"] == schema.Status.OK]
 
     @property
     def not_ok(self) -> pd.DataFrame:
-        return self.table[self.table["status"] != OK]
+        return self.table[self.table["status"] != schema.Status.OK]
 
     def job_dir(self, job_id: str) -> Path:
         return schema.job_dir(self.out_dir, job_id)

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from imgbench import schema
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
 from imgbench.paths import CACHE_DIR_ENV, DATA_DIR_ENV
@@ -243,7 +244,7 @@ def collect(future: "Future", task: JobTask) -> dict[str, Any]:
 
 def record_crash(task: JobTask, error: str) -> dict[str, Any]:
     """Write a job folder holding only ``job.json`` with a ``crashed`` row, as execute_job would."""
-    row = make_row(task.job, status="crashed", error=error, metrics=None, duration_s=0.0, notebook="")
+    row = make_row(task.job, status=schema.Status.CRASHED, error=error, metrics=None, duration_s=0.0, notebook="")
     staging = _staging_dir(task.job_dir)
     write_record(staging, task.job, row)
     replace_dir(staging, task.job_dir)

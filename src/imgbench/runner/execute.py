@@ -32,6 +32,7 @@ import psutil
 from tqdm import tqdm
 
 from imgbench import schema
+from imgbench.schema import Status
 from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
 from imgbench.runner.results import make_row, write_record
@@ -186,19 +187,19 @@ def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, s
     metrics = _read_json(job_dir / schema.METRICS_JSON)
     log = schema.job_file(task.job.job_id, schema.RUNNER_LOG)
     if ended == "timeout":
-        return "timeout", f"ran longer than the {task.timeout:g} s timeout (--timeout) and was killed", metrics
+        return Status.TIMEOUT, f"ran longer than the {task.timeout:g} s timeout (--timeout) and was killed", metrics
     outcome = _read_json(job_dir / schema.OUTCOME_JSON)
     if outcome is None:
         running = while_running(job_dir / schema.NOTEBOOK)
-        return "crashed", f"the job process ended with {exit_text(returncode)}{running} " \
+        return Status.CRASHED, f"the job process ended with {exit_text(returncode)}{running} " \
                           f"before recording an outcome (see {log})", metrics
-    if outcome["status"] == "failed":
-        return "failed", outcome["error"], metrics
-    if outcome["status"] == "crashed":
-        return "crashed", f"{outcome['error']} (see {log})", metrics
+    if outcome["status"] == Status.FAILED:
+        return Status.FAILED, outcome["error"], metrics
+    if outcome["status"] == Status.CRASHED:
+        return Status.CRASHED, f"{outcome['error']} (see {log})", metrics
     if metrics is None:
-        return "missing_metrics", f"the notebook finished without writing a readable {schema.METRICS_JSON}", None
-    return str(metrics.get("status") or "missing_metrics"), str(metrics.get("error") or ""), metrics
+        return Status.MISSING_METRICS, f"the notebook finished without writing a readable {schema.METRICS_JSON}", None
+    return str(metrics.get("status") or Status.MISSING_METRICS), str(metrics.get("error") or ""), metrics
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

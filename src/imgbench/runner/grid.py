@@ -22,11 +22,12 @@ from filelock import FileLock, Timeout
 from imgbench import __version__, schema
 from imgbench.errors import UsageError
 from imgbench.paths import DataFolders, atomic_write_json
+from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV
 from imgbench.runner.execute import JobTask
 from imgbench.runner.jobs import Job
 from imgbench.runner.progress import GridProgress
 from imgbench.resources import NO_SUITE, notebook_path, suite_path
-from imgbench.runner.results import SUCCESS, is_done, read_record, write_results
+from imgbench.runner.results import is_done, read_record, write_results
 from imgbench.runner.preflight import preflight, timeout_problem
 from imgbench.runner.suite import Suite, load_suite, with_options
 
@@ -56,7 +57,7 @@ class GridResult:
 
     @property
     def not_ok(self) -> list[dict[str, Any]]:
-        return [row for row in self.rows if row["status"] != SUCCESS]
+        return [row for row in self.rows if row["status"] != schema.Status.OK]
 
     @property
     def exit_code(self) -> int:
@@ -207,8 +208,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
 def job_env(registry: "Registry", data_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """What every job's kernel must see to find the same plugins, data and cache as this process."""
     return {
-        "IMGBENCH_PLUGINS_DIR": os.pathsep.join(str(Path(d).resolve()) for d in registry.plugin_dirs),
-        "IMGBENCH_BLOCK_PLUGINS": ",".join(registry.blocked),
+        PLUGINS_DIR_ENV: os.pathsep.join(str(Path(d).resolve()) for d in registry.plugin_dirs),
+        BLOCK_ENV: ",".join(registry.blocked),
         **DataFolders.resolve(data_dir).env(),
     }
 

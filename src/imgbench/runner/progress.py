@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
-from imgbench.runner.results import SUCCESS
+from imgbench.schema import Status
 
 ERROR_CHARS_IN_LINE = 120
 
@@ -48,7 +48,7 @@ class GridProgress:
     def finished(self, row: Mapping[str, Any]) -> None:
         with self.lock:
             self.running = max(self.running - 1, 0)
-            self.not_ok += row["status"] != SUCCESS
+            self.not_ok += row["status"] != Status.OK
             self.done += 1
             line = job_line(row)
             self._say(line if self.interactive else f"[{self.done}/{self.total}] {line}")
@@ -75,7 +75,7 @@ class GridProgress:
 def job_line(row: Mapping[str, Any]) -> str:
     """``ok        keras-mnist_convnet__mnist__s0__1a2b3c4d   41 s  accuracy 0.9812``"""
     head = f"{row['status']:<15} {row['job_id']}  {float(row['duration_s'] or 0):6.0f} s"
-    if row["status"] == SUCCESS and row.get("accuracy") is not None:
+    if row["status"] == Status.OK and row.get("accuracy") is not None:
         return f"{head}  accuracy {float(row['accuracy']):.4f}"
     error = str(row.get("error") or "")
     return f"{head}  {error[:ERROR_CHARS_IN_LINE]}" if error else head

@@ -19,10 +19,6 @@ from imgbench.runner.jobs import Job
 
 MAX_ERROR_CHARS = 500  # keep one row readable; the full story is in the executed notebook and the log
 
-# The runner's statuses, beside the engine's ok / diverged / oom.
-RUNNER_STATUSES = ("failed", "crashed", "timeout", "missing_metrics")
-SUCCESS = "ok"
-
 
 def job_dir(out_dir: Path, job: Job) -> Path:
     return schema.job_dir(out_dir, job.job_id)
@@ -63,7 +59,7 @@ def read_record(out_dir: Path, job: Job) -> dict[str, Any] | None:
 def is_done(out_dir: Path, job: Job) -> bool:
     """Whether ``job`` already succeeded here with the same configuration (resume skips it)."""
     record = read_record(out_dir, job)
-    return record is not None and record["row"].get("status") == SUCCESS
+    return record is not None and record["row"].get("status") == schema.Status.OK
 
 
 def write_results(out_dir: Path, jobs: Iterable[Job]) -> Path:
