@@ -260,7 +260,7 @@ def test_a_registered_name_with_glob_characters_is_matched_exactly(registry):
 def test_imgbench_models_matches_a_registered_name_exactly(capsys):
     assert cli.main(["models", "--plugins-dir", str(TESTKIT), "crashkit/odd[1]"]) == 0
     out = capsys.readouterr().out
-    assert "crashkit/odd[1]" in out and "crashkit/odd1 " not in out and "1 models" in out
+    assert "crashkit/odd[1]" in out and "crashkit/odd1 " not in out and "\n1 model\n" in out
 
 
 # -- the Python API refuses the same input ---------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_a_bad_value_for_one_dataset_is_caught_before_any_job(tmp_path, capsys):
     suite.write_text('models = ["testkit/linear"]\ndatasets = ["tinygray", "tinyrgb"]\n'
                      '[overrides.tinyrgb]\nlabel_smoothing = 1.5\n', encoding="utf-8")
     code, err, out = _run_cli(tmp_path, capsys, str(suite))
-    assert code == 2 and "dataset tinyrgb" in err and "label_smoothing=1.5 must be in [0, 1)" in err
+    assert code == 2 and f"suite {suite} [overrides.tinyrgb]: parameter label_smoothing=1.5 must be in [0, 1)" in err
     assert not out.exists()
 
 
@@ -243,10 +243,14 @@ def _job(seed: int) -> Job:
 
 
 def _finish(out: Path, job: Job, status: str, **metrics) -> dict:
+    """A finished job as execute_job leaves it: its files, then job.json with their checksums."""
     row = results.make_row(job, status=status, error="", metrics=metrics, duration_s=1.5,
                            notebook=f"jobs/{job.job_id}/notebook.ipynb")
-    (results.job_dir(out, job)).mkdir(parents=True, exist_ok=True)
-    (results.job_dir(out, job) / schema.JOB_RECORD).write_text(json.dumps({"row": row}), encoding="utf-8")
+    folder = results.job_dir(out, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in results.REQUIRED_FILES:
+        (folder / name).write_text(f"{name} of {job.job_id}\n", encoding="utf-8")
+    results.write_record(folder, job, row)
     return row
 
 
@@ -261,8 +265,8 @@ def test_results_csv_has_one_row_per_finished_job_in_the_documented_columns(tmp_
     assert list(frame.job_id) == [jobs[0].job_id, jobs[1].job_id]
     assert frame.loc[0, "accuracy"] == 0.75 and frame.loc[0, "params"] == 435
     assert pd.isna(frame.loc[0, "log_loss"]) and frame.loc[1, "status"] == "crashed"
-    assert results.is_done(tmp_path, jobs[0]) and not results.is_done(tmp_path, jobs[1])
-    assert not results.is_done(tmp_path, jobs[2]) and not results.is_done(tmp_path, jobs[3])
+    assert results.check_finished(tmp_path, jobs[0]).skip and not results.check_finished(tmp_path, jobs[1]).skip
+    assert not results.check_finished(tmp_path, jobs[2]).skip and not results.check_finished(tmp_path, jobs[3]).skip
 
 
 def test_a_record_with_another_configuration_is_not_reused(tmp_path):

@@ -74,14 +74,21 @@ def timeout_problem(timeout: object) -> str:
 
 def device_problems(grid: Suite) -> list[str]:
     """Each device the grid asks for that this machine lacks (``cuda`` without CUDA, ``cuda:3`` with two GPUs,
-    ``mps`` off macOS). Malformed names are the recipe's to report."""
+    ``mps`` off macOS), named where it was set. Malformed names are the recipe's to report."""
     from imgbench.engine.recipe import DEVICE_PATTERN, device_problem
 
-    tables = [grid.params, *grid.overrides.values()]
-    asked = {table.get("device") for table in tables}
-    devices = {device for device in asked if isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)}
-    return [f"parameter device={device!r}: {problem}" for device in sorted(devices)
-            if (problem := device_problem(device))]
+    problems: dict[str, str] = {}  # device -> why not: asked for in several places, checked once
+    found = []
+    for part in grid.grids or (grid,):
+        for dataset, table in [("", part.params), *part.overrides.items()]:
+            device = table.get("device")
+            if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+                continue
+            if device not in problems:
+                problems[device] = device_problem(device)
+            if problems[device]:
+                found.append(f"{part.origin('device', dataset)}: parameter device={device!r}: {problems[device]}")
+    return found
 
 
 def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | Path | None = None,
