@@ -17,7 +17,8 @@ from tqdm import tqdm
 from imgbench.schema import Status
 from imgbench.terminal import plural, truncate, width, wrap
 
-MIN_ERROR_CHARS = 40  # of a failed job's error in its line, however narrow the terminal
+MIN_ERROR_CHARS = 40  # of a failed job's error beside its line; on a narrower terminal it goes below
+ERROR_INDENT = "    "
 ERROR_CHARS_OFF_TERMINAL = 120  # in a log: the summary at the end has the whole error
 
 
@@ -88,5 +89,10 @@ def job_line(row: Mapping[str, Any], prefix: str = "") -> str:
         return f"{line}  did not learn: {row['did_not_learn']}" if row.get("did_not_learn") else line
     error = " ".join(str(row.get("error") or "").split())
     columns = width()
-    room = max(columns - len(head) - 2, MIN_ERROR_CHARS) if columns else ERROR_CHARS_OFF_TERMINAL
-    return f"{head}  {truncate(error, room)}" if error else head
+    if not error:
+        return head
+    if columns is None:
+        return f"{head}  {truncate(error, ERROR_CHARS_OFF_TERMINAL)}"
+    if columns - len(head) - 2 >= MIN_ERROR_CHARS:
+        return f"{head}  {truncate(error, columns - len(head) - 2)}"
+    return f"{head}\n{ERROR_INDENT}{truncate(error, columns - len(ERROR_INDENT))}"  # too narrow beside it
