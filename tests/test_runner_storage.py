@@ -175,7 +175,8 @@ def test_a_disk_with_too_little_room_is_refused_before_anything_is_written(disk,
     out = disk / "out"
     assert instant(out) == 2
     err = capsys.readouterr().err
-    assert f"results folder: the disk holding {disk} has" in err and f"less than the {MIN_FREE_MB} MB a job needs" in err
+    assert f"results folder: the disk holding {disk} has" in err
+    assert f"less than the {MIN_FREE_MB} MB a job needs" in err
     assert not out.exists()
 
 

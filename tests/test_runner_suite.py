@@ -280,7 +280,8 @@ def test_parameters_fine_alone_but_not_together_name_both_sources(tmp_path, caps
     suite.write_text(f'models = ["testkit/linear"]\ndatasets = ["tinygray"]\n[params]\nweights = "{weights}"\n',
                      encoding="utf-8")
     code, err, _ = _run_cli(tmp_path, capsys, str(suite), "-p", "pretrained=true")
-    assert code == 2 and "dataset tinygray: parameters pretrained=true and weights=... both name starting weights" in err
+    assert code == 2
+    assert "dataset tinygray: parameters pretrained=true and weights=... both name starting weights" in err
     assert f"(weights from suite {suite} [params]; pretrained from -p pretrained=true)" in err
 
 

@@ -85,7 +85,8 @@ class GridResult:
         counts = Counter(row["status"] for row in self.rows)
         notes = [f"{self.skipped} skipped: already succeeded"] if self.skipped else []
         notes += [f"{len(self.rerun)} run again: record damaged"] if self.rerun else []
-        lines = [f"{plural(len(self.jobs), 'job')}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        lines = [f"{plural(len(self.jobs), 'job')}: {statuses}"
                  + (f", {len(self.did_not_learn)} of them did not learn" if self.did_not_learn else "")
                  + (f" ({'; '.join(notes)})" if notes else "")]
         if self.not_ok:
@@ -200,7 +201,7 @@ def run_grid(
     env = job_env(registry, data_dir)
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
-    if hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
+    if runner is not None and hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
         runner.check(tasks)
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
@@ -324,7 +325,7 @@ def grid_suite(suite: Suite | str | os.PathLike | None, models: Iterable[str] = 
     elif suite is not None and str(suite) == NO_SUITE:
         base = Suite(source=NO_SUITE)
     else:
-        base = load_suite(suite_path(suite))
+        base = load_suite(suite_path(None if suite is None else os.fspath(suite)))
     inherited = inherited_settings(base, models, datasets) if suite is None and (models or datasets) else None
     if inherited is not None:
         base = replace(base, label=f"the default suite {inherited['suite']!r} ({base.source}, inherited: no suite "

@@ -81,7 +81,7 @@ class Suite:
         return f"the default recipe of dataset {dataset}" if dataset else "the default recipe"
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"source": self.source, "description": self.description, "models": list(self.models),
+        data: dict[str, Any] = {"source": self.source, "description": self.description, "models": list(self.models),
                 "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
                 "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
         if self.grids:
