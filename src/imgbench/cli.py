@@ -261,7 +261,7 @@ def plugin_folders_searched(registry: Registry) -> str:
 
 def _warn_plugin_errors(registry: Registry) -> None:
     if registry.errors:
-        print(f"warning: {len(registry.errors)} plugin error(s); see `imgbench plugins`:", file=sys.stderr)
+        print(f"warning: {plural(len(registry.errors), 'plugin error')}; see `imgbench plugins`:", file=sys.stderr)
         for error in registry.errors:
             print(f"  {error}", file=sys.stderr)
 

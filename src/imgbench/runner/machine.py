@@ -17,6 +17,7 @@ from typing import Iterable
 import psutil
 
 from imgbench.engine.threads import available_cores
+from imgbench.terminal import plural
 
 WINDOW_S = 0.5  # long enough to average out a scheduler tick, short beside a job's kernel start
 
@@ -45,7 +46,8 @@ class MachineLoad:
         """What ``imgbench run`` says before the first job when the machine is already loaded."""
         return (f"imgbench run: warning: this machine is busy before the first job: load average "
                 f"{self.load_average:.1f} over the last minute, and other processes keep "
-                f"{self.cores - self.free_cores:.1f} of its {self.cores} cores busy ({self.free_cores:.1f} free). "
+                f"{self.cores - self.free_cores:.1f} of its {plural(self.cores, 'core')} busy ({self.free_cores:.1f} "
+                f"free). "
                 f"Speed figures measured now will be low and noisy; each job records load_average and "
                 f"free_cores beside them. Wait for a quiet machine for figures to compare.")
 
