@@ -170,6 +170,22 @@ def test_a_full_disk_mid_run_stops_with_one_message_keeps_the_finished_job_and_r
     assert {k: v for k, v in records(out).items() if k in kept} == kept  # not run again
 
 
+def test_a_disk_left_too_small_for_the_next_job_stops_the_run_before_it(disk, instant, capsys):
+    out = disk / "out"
+    code = instant(out, after=lambda number, task: number == 1 and fill(disk, leave_mb=MIN_FREE_MB / 2))
+    err = capsys.readouterr().err
+    assert code == WRITE_FAILED
+    assert f"the disk holding {out} is full (" in err and f"MB free, less than the {MIN_FREE_MB} MB a job needs)" in err
+    assert "Kept: 2 finished jobs (2 ok)" in err and "the other 1 run" in err
+    assert len(records(out)) == 2
+
+
+def test_a_disk_that_fills_during_the_last_job_does_not_fail_the_run(disk, instant, capsys):
+    out = disk / "out"
+    assert instant(out, after=lambda number, task: number == 2 and fill(disk, leave_mb=MIN_FREE_MB / 2)) == 0
+    assert len(pd.read_csv(out / schema.RESULTS_CSV)) == 3
+
+
 def test_a_disk_with_too_little_room_is_refused_before_anything_is_written(disk, instant, capsys):
     fill(disk, leave_mb=MIN_FREE_MB / 2)
     out = disk / "out"

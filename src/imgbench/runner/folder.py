@@ -61,10 +61,13 @@ class FolderWatch:
     def vanished(self) -> bool:
         return _identity(self.out_dir) != self.identity or not (self.out_dir / schema.RUN_JSON).is_file()
 
-    def check(self, jobs: Sequence[Job]) -> None:
-        """Raise :class:`ResultsFolderError` when the folder vanished or too little space is left for a job."""
+    def check(self, jobs: Sequence[Job], more_to_run: bool = True) -> None:
+        """Raise :class:`ResultsFolderError` when the folder vanished, or when jobs are left to run and too little
+        space is left for one."""
         if self.vanished():
             raise stopped(self.out_dir, jobs, None, vanished=True)
+        if not more_to_run:
+            return
         stats = os.statvfs(self.out_dir)
         free_mb = stats.f_bavail * stats.f_frsize / MB
         if free_mb < MIN_FREE_MB:

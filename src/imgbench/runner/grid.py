@@ -169,7 +169,7 @@ def run_grid(
             names or parameters, each named with where it was set (``-p``, the suite file, the default suite);
             missing data, devices or notebook; a results folder that cannot be written; another run writing
             into ``out``.
-        ResultsFolderError: the results folder could not be written any more during the run (a full disk, a
+        :class:`~.folder.ResultsFolderError`: the results folder could not be written any more during the run (a full disk, a
             folder made read-only, deleted or unmounted). The run stopped; the message says what was kept
             (every finished job's record) and how to resume.
         KeyboardInterrupt: passed on after the running jobs were killed; finished jobs are kept.
@@ -260,8 +260,12 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
 
     bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["jobs"], rerun=rerun)
 
+    finished: list[str] = []
+
     def on_result(task: JobTask, row: dict[str, Any]) -> None:
-        watch.check(job_list)  # a vanished folder must not be silently recreated by the next write
+        finished.append(task.job.job_id)
+        # a vanished folder must not be silently recreated by the next write, nor a full disk meet the next job
+        watch.check(job_list, more_to_run=len(finished) < len(todo))
         write_results(out_dir, job_list)
         bar.finished(row)
 
@@ -273,7 +277,7 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
     finally:
         bar.close()
 
-    watch.check(job_list)
+    watch.check(job_list, more_to_run=False)
     rows = [found["row"] for job in job_list if (found := read_record(out_dir, job)) is not None]
     result = GridResult(out_dir, rows, skipped=len(skipped), jobs=job_list, rerun=rerun)
     if report:
