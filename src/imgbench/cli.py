@@ -156,7 +156,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(table(rows, ["name", "classes", "shape", "splits", "source", "from"]))
-        print("splits are train/val/test image counts at the default validation size")
+        print(wrap("splits are train/val/test image counts at the default validation size"))
     _warn_plugin_errors(registry)
     return 0
 
@@ -174,17 +174,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         } for p in infos], indent=2))
     else:
         for p in infos:
-            print(f"{p.name}  [{p.source.kind}] {p.source.location}  {p.status}")
+            print(wrap(f"{p.name}  [{p.source.kind}] {p.source.location}  {p.status}"))
             if p.models:
-                print(f"    models ({len(p.models)}): {', '.join(p.models)}")
+                print(wrap(f"    models ({len(p.models)}): {', '.join(p.models)}"))
             if p.datasets:
-                print(f"    datasets: {', '.join(p.datasets)}")
+                print(wrap(f"    datasets: {', '.join(p.datasets)}"))
             if p.executors:
-                print(f"    executors: {', '.join(p.executors)}")
+                print(wrap(f"    executors: {', '.join(p.executors)}"))
             for error in p.errors:
-                print(f"    error: {error}")
+                print(wrap(f"    error: {error}"))
         if registry.blocked:
-            print(f"blocked: {', '.join(registry.blocked)}")
+            print(wrap(f"blocked: {', '.join(registry.blocked)}"))
     return 1 if registry.errors else 0
 
 
@@ -205,7 +205,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(table(rows, ["name", "models", "datasets", "seeds", "description"]))
-        print("run one with `imgbench run NAME`; a suite file of your own with `imgbench run PATH.toml`")
+        print(wrap("run one with `imgbench run NAME`; a suite file of your own with `imgbench run PATH.toml`"))
     return 0
 
 
@@ -232,10 +232,10 @@ def cmd_params(args: argparse.Namespace) -> int:
              "help": help_text} for name, (kind, help_text) in RECIPE_FIELDS.items()]
     own = spec is not None and (spec.recipe.from_scratch or spec.recipe.from_weights)
     print(table(rows, ["name", "type", "default", "from_weights", "help"]))
-    print(f"defaults for {args.dataset or 'any dataset without its own'} "
-          f"({'its own recipe' if own else 'the generic recipe'}); FROM_WEIGHTS: where a job that starts from "
-          f"trained weights (pretrained=true, weights=...) differs; a suite's [params] and "
-          f"`imgbench run -p KEY=VALUE` (a TOML literal) override them")
+    print(wrap(f"defaults for {args.dataset or 'any dataset without its own'} "
+               f"({'its own recipe' if own else 'the generic recipe'}); FROM_WEIGHTS: where a job that starts from "
+               f"trained weights (pretrained=true, weights=...) differs; a suite's [params] and "
+               f"`imgbench run -p KEY=VALUE` (a TOML literal) override them"))
     return 0
 
 
@@ -244,7 +244,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
     for path in copy_notebooks(args.folder, overwrite=args.force):
         print(path)
-    print("open them with `jupyter lab`; benchmark.ipynb runs one job as is, report.ipynb wants a results folder")
+    print(wrap("open them with `jupyter lab`; benchmark.ipynb runs one job as is, report.ipynb wants a results folder"))
     return 0
 
 
@@ -261,9 +261,10 @@ def plugin_folders_searched(registry: Registry) -> str:
 
 def _warn_plugin_errors(registry: Registry) -> None:
     if registry.errors:
-        print(f"warning: {plural(len(registry.errors), 'plugin error')}; see `imgbench plugins`:", file=sys.stderr)
+        print(wrap(f"warning: {plural(len(registry.errors), 'plugin error')}; see `imgbench plugins`:"),
+              file=sys.stderr)
         for error in registry.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(wrap(f"  {error}"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
