@@ -81,9 +81,10 @@ class Suite:
         return f"the default recipe of dataset {dataset}" if dataset else "the default recipe"
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"source": self.source, "description": self.description, "models": list(self.models),
-                "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
-                "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
+        data: dict[str, Any] = {
+            "source": self.source, "description": self.description, "models": list(self.models),
+            "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
+            "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
         if self.grids:
             data["grids"] = [{"name": g.name, "published": dict(g.published),
                               **{k: v for k, v in g.to_dict().items() if k in GRID_KEYS}} for g in self.grids]
