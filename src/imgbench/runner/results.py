@@ -37,8 +37,8 @@ def make_row(job: Job, *, status: str, error: str, metrics: Mapping[str, Any] | 
     """One results.csv row: the job's identity and the runner's verdict, the measurements from metrics.json,
     and ``load`` (:meth:`imgbench.runner.machine.MachineLoad.columns`), the machine's load when it started."""
     metrics = metrics or {}
-    row: dict[str, Any] = {column: _scalar(metrics.get(column)) for column in schema.ENGINE_COLUMNS}
-    row.update(dict.fromkeys(("load_average", "free_cores")), **(load or {}))
+    row: dict[str, Any] = dict.fromkeys(schema.RESULT_COLUMNS)
+    row.update({column: _scalar(metrics.get(column)) for column in schema.ENGINE_COLUMNS}, **(load or {}))
     row.update(
         job_id=job.job_id, model=job.model, family=metrics.get("family") or job.family, dataset=job.dataset,
         seed=job.seed, status=status, error=" ".join(str(error or "").split())[:MAX_ERROR_CHARS],
