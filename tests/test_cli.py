@@ -155,3 +155,78 @@ def test_log_output_streams_cell_output_prefixed_and_run_json_says_what_was_inhe
     assert re.search(r"^\[1/1\] ok\s+" + re.escape(job_id), err, re.M) and "\r" not in err
     inherited = json.loads((out / "run.json").read_text(encoding="utf-8"))["inherited"]
     assert inherited["suite"] == "quick" and inherited["params"]["train_samples"] == 8000
+
+
+# -- the terminal's width, plurals --------------------------------------------------------------------------------
+
+def test_params_fits_the_terminal_and_loses_no_word(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert cli.main(["params"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 80
+    table = lines[:next(i for i, line in enumerate(lines) if line.startswith("defaults for "))]
+    start = table[0].index("HELP")
+    helps, current = [], ""
+    for line in table[1:]:
+        if line[:start].strip():  # a new parameter's row
+            helps.append(current)
+            current = line[start:]
+        else:
+            current += " " + line[start:]
+    helps = [h.strip() for h in [*helps, current][1:]]
+    assert helps == [help_text for _kind, help_text in RECIPE_FIELDS.values()]
+
+
+def test_without_a_terminal_lines_are_left_whole(monkeypatch, capsys):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert cli.main(["params"]) == 0  # capsys is no terminal
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(RECIPE_FIELDS) + 2
+
+
+def test_the_inherited_suite_notice_and_errors_wrap_to_the_terminal(monkeypatch, capsys):
+    from imgbench.terminal import wrap
+
+    _, inherited = grid_suite(None, models=["keras/mnist_convnet"], datasets=["mnist"])
+    assert len(inherited["message"]) > 300  # the notice of the issue
+    wrapped = wrap(inherited["message"], 60)
+    assert max(map(len, wrapped.splitlines())) <= 60 and " ".join(wrapped.split()) == inherited["message"]
+    monkeypatch.setenv("COLUMNS", "60")
+    assert cli.main(["params", "no-such-dataset-at-all"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) > 1 and max(map(len, err.splitlines())) <= 60
+
+
+def test_a_failed_jobs_line_is_cut_to_the_terminal(monkeypatch):
+    from imgbench.runner.progress import job_line
+
+    row = {"status": "failed", "job_id": "testkit-linear__tinygray__s0__6d97e449", "duration_s": 3.0,
+           "error": "RuntimeError: " + "x " * 200}
+    monkeypatch.setenv("COLUMNS", "200")
+    assert len(job_line(row, "[1/1] ")) == 200 and job_line(row).endswith("...")
+    monkeypatch.setenv("COLUMNS", "100")  # too narrow to hold the error beside the job: it goes below
+    head, error = job_line(row, "[1/1] ").splitlines()
+    assert head.endswith("3 s") and error.startswith("    RuntimeError: x x") and len(error) == 100
+    monkeypatch.delenv("COLUMNS")
+    assert len(job_line(row)) < 200  # no terminal: a readable prefix; the summary has it whole
+
+
+def test_counts_are_singular_for_one():
+    from imgbench.runner.grid import GridResult
+
+    row = {"status": "ok", "job_id": "a", "did_not_learn": "", "error": ""}
+    assert GridResult(Path("/out"), [row], jobs=["a"]).summary().startswith("1 job: 1 ok\n")
+    assert GridResult(Path("/out"), [row, row], jobs=["a", "b"]).summary().startswith("2 jobs: 2 ok\n")
+
+
+def test_a_pattern_that_matches_nothing_names_the_plugin_folders_searched(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)  # not a checkout: its plugins/ is not searched
+    assert cli.main(["models", "tinycnn/*"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no model matches 'tinycnn/*'" in err and "Drop-in plugin folders searched: none" in err
+    assert f"searched only when imgbench runs inside that checkout, and {tmp_path} is not inside one" in err
+    assert "--plugins-dir DIR or IMGBENCH_PLUGINS_DIR=DIR" in err
+    assert cli.main(["models", "--plugins-dir", str(REPO / "plugins"), "tinycnn/*"]) == 0
+    assert "tinycnn/small" in capsys.readouterr().out
+    monkeypatch.chdir(REPO)
+    assert cli.main(["models", "tinycnn/*"]) == 0 and "\n2 models\n" in capsys.readouterr().out

@@ -5,6 +5,7 @@ same way when a job is run through the Python API (``run_job``)."""
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import sys
 import time
@@ -22,7 +23,7 @@ from imgbench.errors import UsageError
 from imgbench.registry import get_registry
 from imgbench.runner import execute
 from imgbench.runner.preflight import HostProbe, preflight
-from imgbench.runner.suite import GridError, suite_from_dict
+from imgbench.runner.suite import GridError, load_suite, suite_from_dict
 
 TESTKIT = Path(__file__).parent / "fixtures" / "runner_plugins"
 GOOD = ["-m", "testkit/linear", "-d", "tinygray"]
@@ -120,7 +121,17 @@ def gpus(monkeypatch):
 def test_cuda_without_cuda_is_refused(tmp_path, capsys, gpus):
     gpus(0)
     err = refused(tmp_path, capsys, *GOOD, "-p", "device=cuda")
-    assert "device='cuda': CUDA is not available here" in err
+    assert "error: -p device=cuda: parameter device='cuda': CUDA is not available here" in err
+
+
+def test_a_missing_device_set_by_a_grid_of_a_suite_is_refused_naming_it(tmp_path, gpus, registry):
+    gpus(0)
+    suite = tmp_path / "g.toml"
+    suite.write_text('models = ["testkit/linear"]\n[[grids]]\nname = "gpu"\ndatasets = ["tinygray"]\n'
+                     '[grids.params]\ndevice = "cuda"\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=rf"suite {re.escape(str(suite))} grid 'gpu' \[params\]: parameter "
+                                         rf"device='cuda': CUDA is not available here"):
+        preflight(load_suite(suite), registry)
 
 
 def test_a_gpu_index_past_the_last_gpu_is_refused(tmp_path, capsys, gpus):
@@ -260,7 +271,7 @@ def test_a_registered_name_with_glob_characters_is_matched_exactly(registry):
 def test_imgbench_models_matches_a_registered_name_exactly(capsys):
     assert cli.main(["models", "--plugins-dir", str(TESTKIT), "crashkit/odd[1]"]) == 0
     out = capsys.readouterr().out
-    assert "crashkit/odd[1]" in out and "crashkit/odd1 " not in out and "1 models" in out
+    assert "crashkit/odd[1]" in out and "crashkit/odd1 " not in out and "\n1 model\n" in out
 
 
 # -- the Python API refuses the same input ---------------------------------------------------------------------

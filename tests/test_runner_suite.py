@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import papermill
 import pytest
@@ -230,8 +231,58 @@ def test_a_bad_value_for_one_dataset_is_caught_before_any_job(tmp_path, capsys):
     suite.write_text('models = ["testkit/linear"]\ndatasets = ["tinygray", "tinyrgb"]\n'
                      '[overrides.tinyrgb]\nlabel_smoothing = 1.5\n', encoding="utf-8")
     code, err, out = _run_cli(tmp_path, capsys, str(suite))
-    assert code == 2 and "dataset tinyrgb" in err and "label_smoothing=1.5 must be in [0, 1)" in err
+    assert code == 2 and f"suite {suite} [overrides.tinyrgb]: parameter label_smoothing=1.5 must be in [0, 1)" in err
     assert not out.exists()
+
+
+def test_a_bad_p_value_is_blamed_on_p_not_on_the_default_suite(tmp_path, capsys):
+    code, err, out = _run_cli(tmp_path, capsys, *GOOD, "-p", "learnin_rate=0.1")  # no suite: quick's params
+    assert code == 2 and "imgbench run: error: -p learnin_rate=0.1: unknown parameter 'learnin_rate'" in err
+    assert "quick.toml" not in err.split("error:", 1)[1] and not out.exists()
+
+
+def test_each_parameter_problem_names_where_it_was_set(tmp_path, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text('models = ["testkit/linear"]\ndatasets = ["tinygray", "tinyrgb"]\n[params]\nepoch = 3\n'
+                     '[overrides.tinyrgb]\nlr = -1.0\n', encoding="utf-8")
+    code, err, out = _run_cli(tmp_path, capsys, str(suite), "-p", "batch_size=0", "-p", "train_samples=2")
+    assert code == 2 and not out.exists()
+    problems = [line.removeprefix("  - ") for line in err.splitlines()[1:]]
+    assert problems == [
+        f"suite {suite} [params]: unknown parameter 'epoch'; did you mean epochs?",
+        "-p batch_size=0: parameter batch_size=0 must be 1 or more (batch_size: images per training step; also "
+        "the inference-throughput batch)",
+        f"suite {suite} [overrides.tinyrgb]: parameter lr=-1.0 must be greater than 0 (lr: peak learning rate)",
+    ]
+    code, err, _ = _run_cli(tmp_path, capsys, str(suite), "-p", "epoch=1")
+    assert "-p epoch=1: unknown parameter 'epoch'" in err  # -p names its own mistakes, the suite its own
+
+
+def test_a_problem_of_the_inherited_default_suite_names_it_as_such(tmp_path, capsys, monkeypatch):
+    default = tmp_path / "default.toml"
+    default.write_text('models = ["testkit/linear"]\ndatasets = ["tinygray"]\n[params]\ntrain_samples = 2\n',
+                       encoding="utf-8")
+    monkeypatch.setattr("imgbench.runner.grid.suite_path", lambda name: default)
+    code, err, _ = _run_cli(tmp_path, capsys, *GOOD)
+    assert code == 2
+    assert (f"error: the default suite 'default' ({default}, inherited: no suite was given) [params]: dataset "
+            f"tinygray has 3 classes: train_samples=2 is fewer than the 3 classes") in err
+    code, err, _ = _run_cli(tmp_path, capsys, *GOOD, "-p", "train_samples=1")
+    assert "error: -p train_samples=1: dataset tinygray has 3 classes: train_samples=1 is fewer" in err
+
+
+def test_parameters_fine_alone_but_not_together_name_both_sources(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"weight": np.zeros(3, dtype=np.float32)}, str(weights))
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'models = ["testkit/linear"]\ndatasets = ["tinygray"]\n[params]\nweights = "{weights}"\n',
+                     encoding="utf-8")
+    code, err, _ = _run_cli(tmp_path, capsys, str(suite), "-p", "pretrained=true")
+    assert code == 2
+    assert "dataset tinygray: parameters pretrained=true and weights=... both name starting weights" in err
+    assert f"(weights from suite {suite} [params]; pretrained from -p pretrained=true)" in err
 
 
 # -- results.csv --------------------------------------------------------------------------------------------
@@ -243,10 +294,14 @@ def _job(seed: int) -> Job:
 
 
 def _finish(out: Path, job: Job, status: str, **metrics) -> dict:
+    """A finished job as execute_job leaves it: its files, then job.json with their checksums."""
     row = results.make_row(job, status=status, error="", metrics=metrics, duration_s=1.5,
                            notebook=f"jobs/{job.job_id}/notebook.ipynb")
-    (results.job_dir(out, job)).mkdir(parents=True, exist_ok=True)
-    (results.job_dir(out, job) / schema.JOB_RECORD).write_text(json.dumps({"row": row}), encoding="utf-8")
+    folder = results.job_dir(out, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in results.REQUIRED_FILES:
+        (folder / name).write_text(f"{name} of {job.job_id}\n", encoding="utf-8")
+    results.write_record(folder, job, row)
     return row
 
 
@@ -261,8 +316,8 @@ def test_results_csv_has_one_row_per_finished_job_in_the_documented_columns(tmp_
     assert list(frame.job_id) == [jobs[0].job_id, jobs[1].job_id]
     assert frame.loc[0, "accuracy"] == 0.75 and frame.loc[0, "params"] == 435
     assert pd.isna(frame.loc[0, "log_loss"]) and frame.loc[1, "status"] == "crashed"
-    assert results.is_done(tmp_path, jobs[0]) and not results.is_done(tmp_path, jobs[1])
-    assert not results.is_done(tmp_path, jobs[2]) and not results.is_done(tmp_path, jobs[3])
+    assert results.check_finished(tmp_path, jobs[0]).skip and not results.check_finished(tmp_path, jobs[1]).skip
+    assert not results.check_finished(tmp_path, jobs[2]).skip and not results.check_finished(tmp_path, jobs[3]).skip
 
 
 def test_a_record_with_another_configuration_is_not_reused(tmp_path):

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from imgbench import __version__
 from imgbench.errors import UsageError
 from imgbench.paths import DATA_DIR_ENV, DataFolders
-from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV
+from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV, repo_plugins_dir
 from imgbench.registry import Registry, registry_with
 from imgbench.report import cli as report_cli
 from imgbench.runner import cli as run_cli
 from imgbench.runner.suite import is_glob
+from imgbench.terminal import plural, table, wrap
 
+BROKEN_PIPE = 141  # the shell's code for a process whose reader went away (128 + SIGPIPE)
 # Subcommands whose arguments and behaviour live with the code they drive (their modules import nothing heavy).
 DELEGATED = {
     "report": (report_cli, "build the comparison report of a results folder"),
@@ -106,13 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _table(rows: list[dict], columns: Sequence[str]) -> str:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     # a listed name is taken exactly, even when it holds glob characters; unlisted names may be resolved
@@ -123,7 +120,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for pattern in globs:
         if not registry.models([pattern]):
             raise UsageError(f"no model matches {pattern!r}; families: "
-                             f"{', '.join(sorted({s.family + '/*' for s in registry.models()}))}")
+                             f"{', '.join(sorted({s.family + '/*' for s in registry.models()}))}. "
+                             f"{plugin_folders_searched(registry)}")
     specs += [registry.model(name) for name in exact]
     rows = [{
         "name": s.name, "family": s.family, "plugin": registry.model_plugin(s.name)[0], "style": s.style,
@@ -133,8 +131,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows, ["name", "family", "plugin", "style", "min_size", "channels", "description"]))
-        print(f"{len(rows)} models")
+        print(table(rows, ["name", "family", "plugin", "style", "min_size", "channels", "description"]))
+        print(plural(len(rows), "model"))
     _warn_plugin_errors(registry)
     return 0
 
@@ -157,8 +155,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows, ["name", "classes", "shape", "splits", "source", "from"]))
-        print("splits are train/val/test image counts at the default validation size")
+        print(table(rows, ["name", "classes", "shape", "splits", "source", "from"]))
+        print(wrap("splits are train/val/test image counts at the default validation size"))
     _warn_plugin_errors(registry)
     return 0
 
@@ -176,17 +174,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         } for p in infos], indent=2))
     else:
         for p in infos:
-            print(f"{p.name}  [{p.source.kind}] {p.source.location}  {p.status}")
+            print(wrap(f"{p.name}  [{p.source.kind}] {p.source.location}  {p.status}"))
             if p.models:
-                print(f"    models ({len(p.models)}): {', '.join(p.models)}")
+                print(wrap(f"    models ({len(p.models)}): {', '.join(p.models)}"))
             if p.datasets:
-                print(f"    datasets: {', '.join(p.datasets)}")
+                print(wrap(f"    datasets: {', '.join(p.datasets)}"))
             if p.executors:
-                print(f"    executors: {', '.join(p.executors)}")
+                print(wrap(f"    executors: {', '.join(p.executors)}"))
             for error in p.errors:
-                print(f"    error: {error}")
+                print(wrap(f"    error: {error}"))
         if registry.blocked:
-            print(f"blocked: {', '.join(registry.blocked)}")
+            print(wrap(f"blocked: {', '.join(registry.blocked)}"))
     return 1 if registry.errors else 0
 
 
@@ -206,8 +204,8 @@ def cmd_suites(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows, ["name", "models", "datasets", "seeds", "description"]))
-        print("run one with `imgbench run NAME`; a suite file of your own with `imgbench run PATH.toml`")
+        print(table(rows, ["name", "models", "datasets", "seeds", "description"]))
+        print(wrap("run one with `imgbench run NAME`; a suite file of your own with `imgbench run PATH.toml`"))
     return 0
 
 
@@ -233,11 +231,11 @@ def cmd_params(args: argparse.Namespace) -> int:
              "from_weights": shown(kind, tuned[name]) if name != "pretrained" and tuned[name] != recipe[name] else "",
              "help": help_text} for name, (kind, help_text) in RECIPE_FIELDS.items()]
     own = spec is not None and (spec.recipe.from_scratch or spec.recipe.from_weights)
-    print(_table(rows, ["name", "type", "default", "from_weights", "help"]))
-    print(f"defaults for {args.dataset or 'any dataset without its own'} "
-          f"({'its own recipe' if own else 'the generic recipe'}); FROM_WEIGHTS: where a job that starts from "
-          f"trained weights (pretrained=true, weights=...) differs; a suite's [params] and "
-          f"`imgbench run -p KEY=VALUE` (a TOML literal) override them")
+    print(table(rows, ["name", "type", "default", "from_weights", "help"]))
+    print(wrap(f"defaults for {args.dataset or 'any dataset without its own'} "
+               f"({'its own recipe' if own else 'the generic recipe'}); FROM_WEIGHTS: where a job that starts from "
+               f"trained weights (pretrained=true, weights=...) differs; a suite's [params] and "
+               f"`imgbench run -p KEY=VALUE` (a TOML literal) override them"))
     return 0
 
 
@@ -246,15 +244,27 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
     for path in copy_notebooks(args.folder, overwrite=args.force):
         print(path)
-    print("open them with `jupyter lab`; benchmark.ipynb runs one job as is, report.ipynb wants a results folder")
+    print(wrap("open them with `jupyter lab`; benchmark.ipynb runs one job as is, report.ipynb wants a results folder"))
     return 0
+
+
+def plugin_folders_searched(registry: Registry) -> str:
+    """Which drop-in plugin folders were searched, and how to add one: a plugin file in no searched folder
+    is simply not there."""
+    searched = ", ".join(str(d) for d in registry.plugin_dirs) or "none"
+    checkout = "" if repo_plugins_dir() else (
+        f" (the plugins/ folder of an imgbench checkout is searched only when imgbench runs inside that checkout, "
+        f"and {Path.cwd()} is not inside one)")
+    return (f"Drop-in plugin folders searched: {searched}{checkout}; add one with --plugins-dir DIR or "
+            f"{PLUGINS_DIR_ENV}=DIR.")
 
 
 def _warn_plugin_errors(registry: Registry) -> None:
     if registry.errors:
-        print(f"warning: {len(registry.errors)} plugin error(s); see `imgbench plugins`:", file=sys.stderr)
+        print(wrap(f"warning: {plural(len(registry.errors), 'plugin error')}; see `imgbench plugins`:"),
+              file=sys.stderr)
         for error in registry.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(wrap(f"  {error}"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,8 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        print(f"imgbench {args.command}: error: {exc}", file=sys.stderr)
+        print(wrap(f"imgbench {args.command}: error: {exc}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `imgbench params | head`: the reader left; say nothing more, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

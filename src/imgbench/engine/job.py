@@ -251,6 +251,7 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
         logits = evaluate.predict_logits(runner, splits["test"], recipe.batch_size, precision.autocast)
         probs = evaluate.probabilities(logits)
         metrics.update(evaluate.classification_metrics(test.y, probs))
+        metrics["did_not_learn"] = evaluate.learning_finding(metrics["did_not_learn"], fitted.history, loaded.val.y)
         predictions = evaluate.predictions_frame(test_index, test.y, probs)
     memory.sample()
 

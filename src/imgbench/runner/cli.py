@@ -8,6 +8,7 @@ import sys
 from imgbench.resources import DEFAULT_SUITE, NO_SUITE
 
 INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
+WRITE_FAILED = 74  # sysexits' EX_IOERR: the results folder could not be written any more, the run stopped
 
 EPILOG = """\
 examples:
@@ -18,8 +19,11 @@ examples:
   imgbench run none -m timm/resnet18 -d cifar10  # no suite: cifar10's full default recipe
 -m/-d without a suite inherit the default suite's parameters (quick: short runs on subsets), and say so;
 the suite `none` gives the datasets' full default recipes instead (`imgbench params DATASET` lists them).
-Rerunning into the same --out skips jobs that already succeeded with the same configuration.
-Exit status: 0 when every job is ok, 1 when any is not, 2 on bad input (nothing is started).
+Rerunning into the same --out skips jobs that already succeeded with the same configuration and whose
+files still match their record; a job whose record is missing files or damaged runs again.
+Exit status: 0 when every job is ok, 1 when any is not, 2 on bad input (nothing is started), 74 when the
+results folder could not be written any more (full disk, read-only, deleted: finished jobs are kept),
+130 when interrupted. docs/troubleshooting.md says what each error means.
 """
 
 
@@ -54,8 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from imgbench.registry import registry_with
+    from imgbench.runner.folder import ResultsFolderError
     from imgbench.runner.grid import run_grid
     from imgbench.runner.suite import parse_param
+    from imgbench.terminal import wrap
 
     params = dict(parse_param(text) for text in args.params)
     registry = registry_with(args.plugins_dir, args.block_plugin, strict=args.strict)
@@ -67,9 +73,12 @@ def main(args: argparse.Namespace) -> int:
             executor_options=executor_options, report=not args.no_report, registry=registry, data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
         )
     except KeyboardInterrupt:
-        print("imgbench run: interrupted; finished jobs are kept, rerun the same command with the same --out "
-              "to run the rest", file=sys.stderr)
+        print(wrap("imgbench run: interrupted; finished jobs are kept, rerun the same command with the same --out "
+                   "to run the rest"), file=sys.stderr)
         return INTERRUPTED
+    except ResultsFolderError as exc:
+        print(wrap(f"imgbench run: error: {exc}"), file=sys.stderr)
+        return WRITE_FAILED
     print(result.summary())
     return result.exit_code
 

@@ -35,6 +35,7 @@ from imgbench import schema
 from imgbench.schema import Status
 from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
+from imgbench.runner.machine import measure_load
 from imgbench.runner.results import make_row, write_record
 
 CHILD_MODULE = "imgbench.jobrecord.child"  # started by name: it imports this module, never the reverse
@@ -88,6 +89,7 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
     atomic_write_json(job_dir / schema.REQUEST_JSON, task.to_dict())
+    load = measure_load()  # before the job's processes exist: the machine as the job finds it
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
            **task.env, **(extra_env or {})}
     started = time.monotonic()
@@ -106,7 +108,7 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         raise JobCancelled(task.job.job_id)
     status, error, metrics = _classify(task, ended, child.returncode)
     row = make_row(task.job, status=status, error=error, metrics=metrics, duration_s=duration,
-                   notebook=schema.job_file(task.job.job_id, schema.NOTEBOOK))
+                   notebook=schema.job_file(task.job.job_id, schema.NOTEBOOK), load=load.columns())
     write_record(job_dir, task.job, row)
     return row
 

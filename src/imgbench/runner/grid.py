@@ -1,9 +1,12 @@
 """``run_grid``: check a whole grid, run the jobs that have not succeeded yet, keep results.csv current.
 
 Order of events: load the suite and apply the options; the preflight (:mod:`.preflight`) checks every job, its
-devices and that its data can be had, and names every problem at once (nothing is written before it passes);
-write ``run.json``; skip jobs whose ``job.json`` says ok with the same configuration hash; run the rest through
-the chosen executor, rewriting ``results.csv`` after every job; build the report.
+devices, that its data can be had and that the results folder can be written, and names every problem at once
+(nothing is written before it passes); say so when the machine is already busy (:mod:`.machine`); write
+``run.json``; skip jobs whose ``job.json`` says ok with the same configuration hash and whose files check out
+(:func:`~.results.check_finished`); run the rest through the chosen executor, rewriting ``results.csv`` after
+every job; build the report. A results folder that cannot be written any more stops the run with one
+:class:`~.folder.ResultsFolderError` (:mod:`.folder`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import sys
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
@@ -24,12 +27,15 @@ from imgbench.errors import UsageError
 from imgbench.paths import DataFolders, atomic_write_json
 from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV
 from imgbench.runner.execute import JobTask
+from imgbench.runner.folder import FolderWatch, folder_problem, write_failure
 from imgbench.runner.jobs import Job
+from imgbench.runner.machine import measure_load
 from imgbench.runner.progress import GridProgress
 from imgbench.resources import NO_SUITE, notebook_path, suite_path
-from imgbench.runner.results import is_done, read_record, write_results
+from imgbench.runner.results import check_finished, forget_record, read_record, write_results
 from imgbench.runner.preflight import preflight, timeout_problem
 from imgbench.runner.suite import Suite, load_suite, with_options
+from imgbench.terminal import plural, wrap
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
@@ -50,6 +56,7 @@ class GridResult:
     report: Path | None = None
     report_error: str = ""
     jobs: list[Job] = field(default_factory=list)
+    rerun: dict[str, str] = field(default_factory=dict)  # job id -> why its record was not trusted on resume
 
     @property
     def results_csv(self) -> Path:
@@ -58,6 +65,11 @@ class GridResult:
     @property
     def not_ok(self) -> list[dict[str, Any]]:
         return [row for row in self.rows if row["status"] != schema.Status.OK]
+
+    @property
+    def did_not_learn(self) -> list[dict[str, Any]]:
+        """The ok rows flagged as not better than chance (``did_not_learn``)."""
+        return [row for row in self.rows if row["status"] == schema.Status.OK and row.get("did_not_learn")]
 
     @property
     def exit_code(self) -> int:
@@ -69,19 +81,28 @@ class GridResult:
         return pd.read_csv(self.results_csv)
 
     def summary(self) -> str:
+        """What the command line prints at the end, wrapped to the terminal."""
         counts = Counter(row["status"] for row in self.rows)
-        lines = [f"{len(self.jobs)} jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-                 + (f" ({self.skipped} skipped: already succeeded)" if self.skipped else "")]
+        notes = [f"{self.skipped} skipped: already succeeded"] if self.skipped else []
+        notes += [f"{len(self.rerun)} run again: record damaged"] if self.rerun else []
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        lines = [f"{plural(len(self.jobs), 'job')}: {statuses}"
+                 + (f", {len(self.did_not_learn)} of them did not learn" if self.did_not_learn else "")
+                 + (f" ({'; '.join(notes)})" if notes else "")]
         if self.not_ok:
             lines.append("did not succeed:")
             lines += [f"  {row['status']:<15} {row['job_id']}: {row['error'] or '(no message)'}" for row in self.not_ok]
+        if self.did_not_learn:
+            lines.append("did not learn (status ok, but not better than always predicting the most frequent class; "
+                         "the report does not rank them):")
+            lines += [f"  {row['job_id']}: {row['did_not_learn']}" for row in self.did_not_learn]
         lines.append(f"results: {self.results_csv}")
         if self.report:
             lines.append(f"report: {self.report}")
         if self.report_error:
             lines.append(f"report failed: {self.report_error}; the results are intact, rebuild the report with "
                          f"`imgbench report {self.out_dir}`")
-        return "\n".join(lines)
+        return wrap("\n".join(lines))
 
 
 def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Any:
@@ -109,19 +130,63 @@ def run_grid(
     command: Sequence[str] | None = None,
     log_output: bool = False,
 ) -> GridResult:
-    """Run a benchmark grid; see the module docstring. Raises UsageError before anything runs on bad input.
+    """Run a benchmark grid: every (model, dataset, seed) job of a suite, each in its own notebook and kernel,
+    into one results folder; return what it left.
 
-    ``suite`` is a :class:`Suite`, a TOML path or a shipped suite name (default ``quick``; ``"none"``: no
-    suite, the datasets' own default recipes); ``models``, ``datasets`` and ``seeds`` replace the suite's,
-    ``params`` go on top of its parameters. ``log_output`` streams every job's cell output to this process's
-    stderr, each line prefixed with the job id.
+    Parameters:
+        suite: a :class:`Suite`, the path of a suite TOML file, or a shipped suite's name (``imgbench suites``).
+            None: the default suite ``quick``; ``"none"``: no suite at all, so every job gets its dataset's full
+            default recipe. With ``models`` or ``datasets`` and no suite, the grid inherits the default suite's
+            parameters and says so on stderr (and in ``run.json`` under ``inherited``).
+        models, datasets, seeds: replace the suite's. Models are names or globs (``"timm/resnet*"``), datasets
+            names such as ``"mnist"`` or ``"imagefolder:/data/pets"``, seeds non-negative ints or ``"0,1,2"``.
+        params: recipe parameters (``imgbench params``) on top of the suite's ``[params]`` and
+            ``[overrides.DATASET]``; messages call them ``-p NAME=VALUE``.
+        out: the results folder (default ``./results/<timestamp>/``). A folder of an earlier run resumes it:
+            jobs that succeeded with the same configuration, and whose files still match the checksums in their
+            ``job.json``, are skipped; a job whose record is missing files or damaged runs again.
+        jobs: how many jobs run at once (the executor's slots); they share the CPU cores equally.
+        timeout: seconds after which a job is killed with its kernel (status ``timeout``); default: the suite's.
+        executor: ``"local"`` (this machine) or a plugin's executor (``"dask"``); ``executor_options`` are its
+            declared options (``{"scheduler": "tcp://host:8786"}``).
+        report: build ``report.html``/``report.md`` at the end. A failing report never loses results: it is
+            recorded in ``GridResult.report_error``.
+        registry: the plugin registry (default: the built-ins, ``./plugins`` of a checkout and
+            ``IMGBENCH_PLUGINS_DIR``); ``data_dir``: local dataset copies (default ``IMGBENCH_DATA_DIR``).
+        notebook: the notebook executed per job (default: the shipped ``benchmark.ipynb``).
+        progress: a progress bar (on a terminal) or one line per finished job on stderr, and the notices
+            (inherited suite, busy machine, resume); False: silent.
+        command: recorded in ``run.json`` (default ``sys.argv``).
+        log_output: stream every job's cell output to stderr, each line prefixed with the job id.
+
+    Returns:
+        :class:`GridResult`: the folder, one results.csv row per finished job (grid order), how many were skipped
+        and which were run again on resume, the report's path. ``exit_code`` is 0 when every job is ok, 1 when
+        any is not (a job that did not learn is ok, and flagged in its ``did_not_learn`` cell).
+
+    Raises:
+        UsageError (a :class:`~.suite.GridError` listing every problem at once) before anything is written: bad
+            names or parameters, each named with where it was set (``-p``, the suite file, the default suite);
+            missing data, devices or notebook; a results folder that cannot be written; another run writing
+            into ``out``.
+        :class:`~.folder.ResultsFolderError`: the results folder could not be written any more during the run (a full disk, a
+            folder made read-only, deleted or unmounted). The run stopped; the message says what was kept
+            (every finished job's record) and how to resume.
+        KeyboardInterrupt: passed on after the running jobs were killed; finished jobs are kept.
+
+    Files written into ``out``: ``run.json`` (command, suite, grid, the machine's load at the start, skipped and
+    rerun jobs), ``jobs/<job-id>/`` per job (``metrics.json``, ``predictions.csv``, ``history.csv``, the
+    executed ``notebook.ipynb``, ``runner.log``, ``job.json`` last), ``results.csv`` (rewritten after every
+    job) and the report. Before the first job it warns on stderr when the machine is already busy (its load
+    average above its free cores); every row records ``load_average`` and ``free_cores`` at its job's start.
     """
     from imgbench.registry import get_registry
 
     registry = registry or get_registry()
     grid, inherited = grid_suite(suite, models, datasets, seeds, params)
     timeout = grid.timeout if timeout is None else timeout
-    problems = [p for p in [timeout_problem(timeout)] if p]
+    out_dir = Path(out).expanduser().resolve() if out else default_out_dir()
+    problems = [p for p in [timeout_problem(timeout), folder_problem(out_dir)] if p]
     runner = None
     try:
         runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
@@ -130,14 +195,13 @@ def run_grid(
     notebook_file = Path(notebook).resolve() if notebook else notebook_path()
     if not notebook_file.is_file():
         problems.append(f"notebook {notebook_file} does not exist")
-    job_list = preflight(grid, registry, data_dir=data_dir, on_this_machine=executor in THIS_MACHINE_EXECUTORS,
-                         problems=problems)
-    out_dir = Path(out).expanduser().resolve() if out else default_out_dir()
+    on_this_machine = executor in THIS_MACHINE_EXECUTORS
+    job_list = preflight(grid, registry, data_dir=data_dir, on_this_machine=on_this_machine, problems=problems)
 
     env = job_env(registry, data_dir)
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
-    if hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
+    if runner is not None and hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
         runner.check(tasks)
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
@@ -147,37 +211,75 @@ def run_grid(
     }
     if inherited is not None:
         record["inherited"] = inherited
-        if progress:
-            print(inherited["message"], file=sys.stderr, flush=True)
+        _say(inherited["message"], progress)
+    if on_this_machine:  # elsewhere (a cluster) each job's own row says how busy its machine was
+        load = measure_load()
+        record["load_at_start"] = load.to_dict()
+        if load.overloaded:
+            _say(load.warning(), progress)
     # Everything is checked: from here on, write.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out_dir):
-        return _run(tasks, runner, out_dir, record, report=report, progress=progress)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(out_dir):
+            return _run(tasks, runner, out_dir, record, report=report, progress=progress)
+    except OSError as exc:
+        failure = write_failure(exc, out_dir, job_list)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _say(message: str, progress: bool) -> None:
+    if progress:
+        print(wrap(message), file=sys.stderr, flush=True)
+
+
+def _resume(tasks: list[JobTask], out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The jobs resume skips, and those whose record claimed success but cannot be trusted (job id -> why);
+    the latter lose their ``job.json``, so nothing counts them as finished before they run again."""
+    skipped, rerun = [], {}
+    for task in tasks:
+        found = check_finished(out_dir, task.job)
+        if found.skip:
+            skipped.append(task.job.job_id)
+        elif found.damaged:
+            rerun[task.job.job_id] = found.damaged
+            forget_record(out_dir, task.job)
+    return skipped, rerun
 
 
 def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any], *, report: bool,
          progress: bool) -> GridResult:
     job_list = [task.job for task in tasks]
-    skipped = [task.job.job_id for task in tasks if is_done(out_dir, task.job)]
+    skipped, rerun = _resume(tasks, out_dir)
     todo = [task for task in tasks if task.job.job_id not in skipped]
-    record.update(started_at=_now(), skipped=skipped)
+    record.update(started_at=_now(), skipped=skipped, rerun=rerun)
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     write_results(out_dir, job_list)
+    watch = FolderWatch(out_dir)
 
-    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["jobs"])
+    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["jobs"], rerun=rerun)
+
+    finished: list[str] = []
 
     def on_result(task: JobTask, row: dict[str, Any]) -> None:
+        finished.append(task.job.job_id)
+        # a vanished folder must not be silently recreated by the next write, nor a full disk meet the next job
+        watch.check(job_list, more_to_run=len(finished) < len(todo))
         write_results(out_dir, job_list)
         bar.finished(row)
 
     try:
         runner.run(todo, on_result, on_start=bar.started)
+    except KeyboardInterrupt:
+        write_results(out_dir, job_list)  # a job may have finished as the run was interrupted
+        raise
     finally:
         bar.close()
-        write_results(out_dir, job_list)
 
+    watch.check(job_list, more_to_run=False)
     rows = [found["row"] for job in job_list if (found := read_record(out_dir, job)) is not None]
-    result = GridResult(out_dir, rows, skipped=len(skipped), jobs=job_list)
+    result = GridResult(out_dir, rows, skipped=len(skipped), jobs=job_list, rerun=rerun)
     if report:
         try:
             from imgbench.report import build_report
@@ -227,8 +329,11 @@ def grid_suite(suite: Suite | str | os.PathLike | None, models: Iterable[str] = 
     elif suite is not None and str(suite) == NO_SUITE:
         base = Suite(source=NO_SUITE)
     else:
-        base = load_suite(suite_path(suite))
+        base = load_suite(suite_path(None if suite is None else os.fspath(suite)))
     inherited = inherited_settings(base, models, datasets) if suite is None and (models or datasets) else None
+    if inherited is not None:
+        base = replace(base, label=f"the default suite {inherited['suite']!r} ({base.source}, inherited: no suite "
+                                   f"was given)")
     return with_options(base, models, datasets, seeds, params), inherited
 
 

@@ -17,7 +17,7 @@ A machine that can download still downloads inside the job, as a load always doe
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -46,7 +46,8 @@ class HostProbe:
         return self.answers[host]
 
 
-def preflight(grid: Suite, registry: "Registry", *, data_dir: str | Path | None = None, on_this_machine: bool = True,
+def preflight(grid: Suite, registry: "Registry", *, data_dir: str | os.PathLike | None = None,
+              on_this_machine: bool = True,
               problems: Iterable[str] = (), probe: Callable[[str], str] | None = None) -> list[Job]:
     """The grid's jobs, or a GridError naming every problem (``problems``: those the caller found already)."""
     found = list(problems)
@@ -74,17 +75,24 @@ def timeout_problem(timeout: object) -> str:
 
 def device_problems(grid: Suite) -> list[str]:
     """Each device the grid asks for that this machine lacks (``cuda`` without CUDA, ``cuda:3`` with two GPUs,
-    ``mps`` off macOS). Malformed names are the recipe's to report."""
+    ``mps`` off macOS), named where it was set. Malformed names are the recipe's to report."""
     from imgbench.engine.recipe import DEVICE_PATTERN, device_problem
 
-    tables = [grid.params, *grid.overrides.values()]
-    asked = {table.get("device") for table in tables}
-    devices = {device for device in asked if isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)}
-    return [f"parameter device={device!r}: {problem}" for device in sorted(devices)
-            if (problem := device_problem(device))]
+    problems: dict[str, str] = {}  # device -> why not: asked for in several places, checked once
+    found = []
+    for part in grid.grids or (grid,):
+        for dataset, table in [("", part.params), *part.overrides.items()]:
+            device = table.get("device")
+            if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+                continue
+            if device not in problems:
+                problems[device] = device_problem(device)
+            if problems[device]:
+                found.append(f"{part.origin('device', dataset)}: parameter device={device!r}: {problems[device]}")
+    return found
 
 
-def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | Path | None = None,
+def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | os.PathLike | None = None,
                   can_download: Callable[[str], str] | None = None) -> list[str]:
     """What stops each dataset from loading, once per dataset. Without ``can_download`` (the jobs load their data
     elsewhere) only data that is missing outright counts."""

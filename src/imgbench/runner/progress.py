@@ -2,6 +2,8 @@
 
 On a terminal the bar redraws in place; written to a file or a pipe (a CI log, ``2> run.log``) there is no
 bar, only one plain line per finished job, numbered ``[done/total]``, so logs hold no carriage-return frames.
+Lines fit the terminal's width: a job's finding (did not learn) wraps, its error is cut (the summary at the end
+has it whole).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from imgbench.schema import Status
+from imgbench.terminal import plural, truncate, width, wrap
 
-ERROR_CHARS_IN_LINE = 120
+MIN_ERROR_CHARS = 40  # of a failed job's error beside its line; on a narrower terminal it goes below
+ERROR_INDENT = "    "
+ERROR_CHARS_OFF_TERMINAL = 120  # in a log: the summary at the end has the whole error
 
 
 class GridProgress:
@@ -25,7 +30,8 @@ class GridProgress:
     shown is therefore capped at ``slots``, the number that can really run.
     """
 
-    def __init__(self, total: int, skipped: int = 0, enabled: bool = True, slots: int | None = None) -> None:
+    def __init__(self, total: int, skipped: int = 0, enabled: bool = True, slots: int | None = None,
+                 rerun: Mapping[str, str] | None = None) -> None:
         self.lock = threading.Lock()
         self.running = 0
         self.not_ok = 0
@@ -37,7 +43,10 @@ class GridProgress:
         self.bar = tqdm(total=total, initial=skipped, unit="job", desc="imgbench run", disable=not self.interactive,
                         file=sys.stderr, dynamic_ncols=True)
         if skipped:
-            self._say(f"resuming: {skipped} of {total} jobs already succeeded with this configuration; skipped")
+            self._say(f"resuming: {skipped} of {plural(total, 'job')} already succeeded with this configuration and "
+                      f"their files check out; skipped")
+        for job_id, why in (rerun or {}).items():
+            self._say(f"running again: {job_id} succeeded before, but its record cannot be trusted ({why})")
         self._refresh()
 
     def started(self, task: Any) -> None:
@@ -50,8 +59,7 @@ class GridProgress:
             self.running = max(self.running - 1, 0)
             self.not_ok += row["status"] != Status.OK
             self.done += 1
-            line = job_line(row)
-            self._say(line if self.interactive else f"[{self.done}/{self.total}] {line}")
+            self._say(job_line(row, "" if self.interactive else f"[{self.done}/{self.total}] "))
             self._refresh(done=1)
 
     def close(self) -> None:
@@ -67,15 +75,24 @@ class GridProgress:
         if done:
             self.bar.update(done)
 
-    def _say(self, line: str) -> None:
+    def _say(self, text: str) -> None:
         if self.enabled:
-            tqdm.write(line, file=sys.stderr)
+            tqdm.write(wrap(text), file=sys.stderr)
 
 
-def job_line(row: Mapping[str, Any]) -> str:
-    """``ok        keras-mnist_convnet__mnist__s0__1a2b3c4d   41 s  accuracy 0.9812``"""
-    head = f"{row['status']:<15} {row['job_id']}  {float(row['duration_s'] or 0):6.0f} s"
+def job_line(row: Mapping[str, Any], prefix: str = "") -> str:
+    """``ok        keras-mnist_convnet__mnist__s0__1a2b3c4d   41 s  accuracy 0.9812``, then a finding that
+    wraps (``did not learn: ...``) or an error cut to the terminal's width."""
+    head = f"{prefix}{row['status']:<15} {row['job_id']}  {float(row['duration_s'] or 0):6.0f} s"
     if row["status"] == Status.OK and row.get("accuracy") is not None:
-        return f"{head}  accuracy {float(row['accuracy']):.4f}"
-    error = str(row.get("error") or "")
-    return f"{head}  {error[:ERROR_CHARS_IN_LINE]}" if error else head
+        line = f"{head}  accuracy {float(row['accuracy']):.4f}"
+        return f"{line}  did not learn: {row['did_not_learn']}" if row.get("did_not_learn") else line
+    error = " ".join(str(row.get("error") or "").split())
+    columns = width()
+    if not error:
+        return head
+    if columns is None:
+        return f"{head}  {truncate(error, ERROR_CHARS_OFF_TERMINAL)}"
+    if columns - len(head) - 2 >= MIN_ERROR_CHARS:
+        return f"{head}  {truncate(error, columns - len(head) - 2)}"
+    return f"{head}\n{ERROR_INDENT}{truncate(error, columns - len(ERROR_INDENT))}"  # too narrow beside it

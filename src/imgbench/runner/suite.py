@@ -21,11 +21,14 @@ recipe beside the defaults) lists several grids instead, each a ``[[grids]]`` ta
 ``published`` table (the figure it reproduces, with its source) is read by ``benchmarks/reference_table.py``.
 
 ``-p key=value`` from the command line goes on top of both. :func:`expand` checks the whole grid (names,
-types, ranges) and raises :class:`~imgbench.errors.UsageError` before anything runs.
+types, ranges) and raises :class:`~imgbench.errors.UsageError` before anything runs. Every message about a
+parameter names where it was set (:meth:`Suite.origin`): ``-p``, a suite file's table, the default suite a
+grid without a suite inherits, or the dataset's own default recipe.
 """
 
 from __future__ import annotations
 
+import json
 import keyword
 import math
 import re
@@ -59,11 +62,29 @@ class Suite:
     grids: tuple["Suite", ...] = ()  # [[grids]]: sub-grids, each with its own recipe; the suite is their union
     name: str = ""  # a grid's name
     published: Mapping[str, Any] = field(default_factory=dict)  # a grid's published figure (reference suite)
+    origins: Mapping[str, str] = field(default_factory=dict)  # where a [params] value came from, if not this table
+    label: str = ""  # how messages name the suite; default "suite <source>"
+
+    @property
+    def where(self) -> str:
+        """The suite (and grid) as messages name it."""
+        text = self.label or (f"suite {self.source}" if self.source else "grid")
+        return text + (f" grid {self.name!r}" if self.name else "")
+
+    def origin(self, name: str, dataset: str = "") -> str:
+        """Where parameter ``name`` of ``dataset``'s jobs was set: ``-p``, a suite's table, or nowhere (the
+        dataset's default recipe)."""
+        if dataset and name in self.overrides.get(dataset, {}):
+            return f"{self.where} [overrides.{dataset}]"
+        if name in self.params:
+            return self.origins.get(name) or f"{self.where} [params]"
+        return f"the default recipe of dataset {dataset}" if dataset else "the default recipe"
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"source": self.source, "description": self.description, "models": list(self.models),
-                "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
-                "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
+        data: dict[str, Any] = {
+            "source": self.source, "description": self.description, "models": list(self.models),
+            "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
+            "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
         if self.grids:
             data["grids"] = [{"name": g.name, "published": dict(g.published),
                               **{k: v for k, v in g.to_dict().items() if k in GRID_KEYS}} for g in self.grids]
@@ -127,7 +148,8 @@ def _with_grids(data: Mapping[str, Any], where: str, description: str, timeout: 
         published = _table(table.get("published", {}), f"{where}: grid {name!r} published")
         grid = suite_from_dict({k: v for k, v in merged.items() if k not in ("name", "published")},
                                source=f"{source} grid {name!r}")
-        grids.append(replace(grid, name=name, source=source, published=dict(published)))
+        inherited = {k: f"{where} [params]" for k in merged["params"] if k not in table.get("params", {})}
+        grids.append(replace(grid, name=name, source=source, published=dict(published), origins=inherited))
     if len({g.name for g in grids}) < len(grids):
         raise UsageError(f"{where}: two grids share a name; each [[grids]] needs its own name")
     return Suite(models=_union(g.models for g in grids), datasets=_union(g.datasets for g in grids),
@@ -162,7 +184,15 @@ def with_options(
         seeds=parse_seeds(seeds if isinstance(seeds, str) else list(seeds), "--seeds") if seeds is not None else suite.seeds,
         params={**suite.params, **params},
         overrides=overrides,
+        origins={**suite.origins, **{name: f"-p {name}={_literal(value)}" for name, value in params.items()}},
     )
+
+
+def _literal(value: Any) -> str:
+    """A -p value as it was typed: ``true``, ``0.1``, ``adamw``, ``[1, 2]``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _grids_with_options(suite: Suite, models: tuple[str, ...], datasets: tuple[str, ...],
@@ -248,9 +278,7 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
 
     if suite.grids:  # the union, once per job: two grids may give a job the same recipe
         return list({job.job_id: job for grid in suite.grids for job in expand(grid, registry)}.values())
-    where = f"suite {suite.source}" if suite.source else "grid"
-    if suite.name:
-        where += f" grid {suite.name!r}"
+    where = suite.where
     problems = []
     if not suite.models:
         problems.append(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
@@ -268,25 +296,32 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
             registry.dataset(dataset)
         except UsageError as exc:
             problems.append(f"{where}: [overrides.{dataset}]: {exc}")
-    # each parameter on its own, so that every bad one is named (the same -p once, not once per dataset)
-    tables = [("", suite.params)]
-    tables += [(f"dataset {ds} ([overrides.{ds}]): ", table) for ds, table in suite.overrides.items()]
-    for prefix, table in tables:
+    # each parameter on its own, so that every bad one is named where it was set (the same -p once, not once
+    # per dataset)
+    tables = [("", suite.params), *suite.overrides.items()]
+    for dataset, table in tables:
         for name, value in table.items():
             try:
                 check_parameter(name, value)
             except UsageError as exc:
-                problems.append(f"{where}: {prefix}{exc}")
+                problems.append(f"{suite.origin(name, dataset)}: {exc}")
     if problems:
         raise GridError(problems)
     jobs = []
     for dataset, spec in datasets.items():
         overrides = {**suite.params, **suite.overrides.get(dataset, {})}
-        recipe = resolve_recipe(spec, overrides)  # the only resolution: the job carries it as it is
+        try:
+            recipe = resolve_recipe(spec, overrides)  # the only resolution: the job carries it as it is
+        except UsageError as exc:  # parameters that are fine alone but not together
+            sources = "; ".join(f"{name} from {suite.origin(name, dataset)}" for name in overrides
+                                if re.search(rf"\b{name}\b", str(exc)))
+            problems.append(f"dataset {dataset}: {exc}" + (f" ({sources})" if sources else ""))
+            continue
         for parameter in ("train_samples", "test_samples"):
             problem = subset_problem(parameter, getattr(recipe, parameter), [0] * len(spec.classes))
             if problem:
-                problems.append(f"{where}, dataset {dataset} ({len(spec.classes)} classes): {problem}")
+                problems.append(f"{suite.origin(parameter, dataset)}: dataset {dataset} has {len(spec.classes)} "
+                                f"classes: {problem}")
         located = absolute_dataset(dataset, registry)
         for model in models:
             family = registry.model(model).family
