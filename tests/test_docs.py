@@ -479,3 +479,17 @@ def test_the_readme_stays_short_and_keeps_the_quickstart():
     assert ci in (REPO / ".ci" / "run").read_text(encoding="utf-8")
     for command in (f"{ci} -e bench -- demo", f"{ci} -e bench", ci):
         assert f"\n{command}\n" in readme, f"the README's quickstart lost `{command}`"
+
+
+def test_the_defaults_every_recipe_shares_are_the_recipes_own():
+    from imgbench.engine.recipe import resolve_recipe
+    from imgbench.registry import get_registry
+    from imgbench.runner.suite import parse_param
+
+    page = (REPO / "docs" / "reference" / "recipes.md").read_text(encoding="utf-8")
+    shared = page[page.index("Shared by every recipe:"):].split("\n\n", 1)[0]
+    stated = dict(parse_param(text) for text in re.findall(r"`(\w+=[^`]*)`", shared))
+    assert len(stated) >= 10
+    for spec in [None, *get_registry().datasets()]:
+        recipe = resolve_recipe(spec, {}).to_dict()
+        assert {name: recipe[name] for name in stated} == stated, spec and spec.name
