@@ -1,17 +1,17 @@
-"""The README's "published vs measured" table, generated from the results of the ``reference`` suite.
+"""The "published vs measured" table of docs/reproducing.md, generated from the results of the ``reference`` suite.
 
 Each grid of ``benchmarks/suites/reference.toml`` names the figure it reproduces (its ``published`` table, with
 the source). A results row belongs to a grid when its ``config_hash`` is one of the grid's jobs (same model,
 dataset, seed and full recipe), so nothing is matched by name and no measured number is typed in: run the
 suite, then this script. Several results folders may be given (e.g. the MNIST grids run on a CPU, the
-flowers grids on a GPU). With ``--readme``, a row none of the folders has results for keeps the line the README
+flowers grids on a GPU). With ``--page``, a row none of the folders has results for keeps the line the page
 already shows for it, as long as that line names the same grid, model, dataset and recipe: grids measured at
 different times, or on different machines, fill the table one run at a time, and a recipe change still
 empties the row it made stale.
 
     imgbench run reference --out results/reference
     python benchmarks/reference_table.py results/reference                      # print the table
-    python benchmarks/reference_table.py results/reference --readme README.md   # fill the README section
+    python benchmarks/reference_table.py results/reference --page docs/reproducing.md   # fill the page's table
 """
 
 from __future__ import annotations
@@ -134,32 +134,33 @@ def _against(mean: float, pub: dict) -> str:
     return f"{100 * (mean - edge):+.2f} pt from the range"
 
 
-def readme_section(readme: Path) -> tuple[str, str, str]:
-    """The README's text before the table, the table, and the text after it."""
-    text = readme.read_text(encoding="utf-8")
+def page_section(page: Path) -> tuple[str, str, str]:
+    """The page's text before the table, the table, and the text after it."""
+    text = page.read_text(encoding="utf-8")
     if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} section to fill")
+        raise SystemExit(f"{page} has no {START} ... {END} section to fill")
     head, rest = text.split(START, 1)
     table, tail = rest.split(END, 1)
     return head, table.strip(), tail
 
 
-def fill_readme(readme: Path, table: str) -> None:
-    head, _, tail = readme_section(readme)
-    atomic_write_text(readme, f"{head}{START}\n{table}\n{END}{tail}")
+def fill_page(page: Path, table: str) -> None:
+    head, _, tail = page_section(page)
+    atomic_write_text(page, f"{head}{START}\n{table}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results folder(s) of `imgbench run reference`")
     parser.add_argument("--suite", default=SUITE, help="suite file or shipped name (default: reference)")
-    parser.add_argument("--readme", type=Path, help="replace this file's reference-table section")
+    parser.add_argument("--page", type=Path, help="replace this Markdown file's reference-table section "
+                                                  "(docs/reproducing.md)")
     args = parser.parse_args(argv)
     suite = load_suite(suite_path(args.suite))
-    kept = measured_lines(readme_section(args.readme)[1]) if args.readme else None
+    kept = measured_lines(page_section(args.page)[1]) if args.page else None
     table = markdown(collect(suite, args.results), kept)
-    if args.readme:
-        fill_readme(args.readme, table)
+    if args.page:
+        fill_page(args.page, table)
     print(table)
     return 0
 

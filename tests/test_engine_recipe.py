@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,6 @@ from imgbench.engine.recipe import FROM_WEIGHTS_DEFAULTS, HEAD_ONLY_LR
 from imgbench.errors import UsageError
 from imgbench.registry import Registry, get_registry
 
-REPO = Path(__file__).resolve().parents[1]
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "flowers", "digits")
 
 
@@ -211,15 +209,6 @@ def test_a_default_recipe_loads_the_split_sizes_its_listing_states(tmp_path, mak
     data = spec.load(image_size=recipe.image_size, val_size=recipe.val_size, data_dir=tmp_path,
                      cache_dir=tmp_path / "cache", arg="")
     assert {"train": len(data.train), "val": len(data.val), "test": len(data.test)} == dict(spec.split_sizes)
-
-
-def test_readme_default_recipe_tables_are_the_generated_ones():
-    from imgbench.engine.recipe_tables import from_scratch_table, from_weights_table
-
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for table in (from_scratch_table(), from_weights_table()):
-        assert table in readme, ("README's default-recipe tables differ from the datasets' own defaults: "
-                                 "replace them with `python -m imgbench.engine.recipe_tables`")
 
 
 def _file_datasets():

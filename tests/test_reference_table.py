@@ -1,4 +1,4 @@
-"""benchmarks/reference_table.py: the README's published-vs-measured table comes from a results folder, row by
+"""benchmarks/reference_table.py: docs/reproducing.md's published-vs-measured table comes from a results folder, row by
 row matched on the jobs' configuration hashes; every published figure carries its source."""
 
 from __future__ import annotations
@@ -83,20 +83,23 @@ def test_the_table_is_read_from_results_folders_by_configuration_hash(suite, tmp
     assert "180 px, 15 epochs, batch 32, adam 0.001 constant" in lines["TF flowers tutorial cnn"]
 
 
-def test_the_readme_section_is_replaced_and_nothing_else(tmp_path):
-    readme = tmp_path / "README.md"
+def test_the_page_section_is_replaced_and_nothing_else(tmp_path):
+    page = tmp_path / "page.md"
     start, end = reference_table.START, reference_table.END
-    readme.write_text(f"# Title\n\nbefore\n{start}\nold table\n{end}\nafter\n", encoding="utf-8")
-    reference_table.fill_readme(readme, "| new |")
-    reference_table.fill_readme(readme, "| newer |")
-    assert readme.read_text(encoding="utf-8") == f"# Title\n\nbefore\n{start}\n| newer |\n{end}\nafter\n"
+    page.write_text(f"# Title\n\nbefore\n{start}\nold table\n{end}\nafter\n", encoding="utf-8")
+    reference_table.fill_page(page, "| new |")
+    reference_table.fill_page(page, "| newer |")
+    assert page.read_text(encoding="utf-8") == f"# Title\n\nbefore\n{start}\n| newer |\n{end}\nafter\n"
     (tmp_path / "plain.md").write_text("no markers", encoding="utf-8")
     with pytest.raises(SystemExit, match="no .*reference-table:start"):
-        reference_table.fill_readme(tmp_path / "plain.md", "| x |")
+        reference_table.fill_page(tmp_path / "plain.md", "| x |")
 
 
-def test_the_readme_has_the_generated_section():
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+PAGE = REPO / "docs" / "reproducing.md"
+
+
+def test_the_page_has_the_generated_section():
+    text = PAGE.read_text(encoding="utf-8")
     section = text.split(reference_table.START, 1)[1].split(reference_table.END, 1)[0]
     assert section.strip().startswith(reference_table.HEADER)
 
@@ -108,7 +111,7 @@ def test_distance_from_a_published_range_is_measured_from_its_nearer_end():
     assert reference_table._against(0.9900, {"value": 0.9922}) == "-0.22 pt"
 
 
-def test_rows_without_results_keep_the_readme_line_of_the_same_grid_model_and_recipe(suite, tmp_path):
+def test_rows_without_results_keep_the_page_line_of_the_same_grid_model_and_recipe(suite, tmp_path):
     by_grid = {g.name: expand(g, get_registry()) for g in suite.grids}
     earlier = reference_table.markdown(reference_table.collect(suite, [write_results(tmp_path / "cpu", [
         result_row(by_grid["keras-io mnist_convnet"][0], 0.9925),
@@ -127,8 +130,8 @@ def test_rows_without_results_keep_the_readme_line_of_the_same_grid_model_and_re
     assert "not run yet | 0 of 3" in lines["defaults flowers_cnn"]
 
 
-def test_the_readme_table_survives_a_run_that_measured_none_of_its_rows(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
-    assert reference_table.main([str(write_results(tmp_path / "empty", [])), "--readme", str(readme)]) == 0
-    assert readme.read_text(encoding="utf-8") == (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_page_table_survives_a_run_that_measured_none_of_its_rows(tmp_path):
+    page = tmp_path / "reproducing.md"
+    page.write_text(PAGE.read_text(encoding="utf-8"), encoding="utf-8")
+    assert reference_table.main([str(write_results(tmp_path / "empty", [])), "--page", str(page)]) == 0
+    assert page.read_text(encoding="utf-8") == PAGE.read_text(encoding="utf-8")

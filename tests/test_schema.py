@@ -1,13 +1,10 @@
-"""The results schema is defined once (imgbench.schema); results.csv, metrics.json and the README follow it."""
+"""The results schema is defined once (imgbench.schema); results.csv, metrics.json and the docs follow it (the docs'
+table: tests/test_docs.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from imgbench import schema
 from imgbench.engine.record import empty_metrics
-
-REPO = Path(__file__).resolve().parents[1]
 
 CONTRACT = (
     "job_id, model, family, plugin, dataset, seed, status, error, accuracy, top5_accuracy, f1_macro, "
@@ -24,12 +21,6 @@ CONTRACT = (
 
 def test_results_columns_match_the_contract():
     assert schema.RESULT_COLUMNS == tuple(CONTRACT.split(", "))
-
-
-def test_readme_results_table_is_the_generated_one():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert schema.markdown_table() in readme, (
-        "README's results.csv table differs from imgbench.schema: replace it with `python -m imgbench.schema`")
 
 
 def test_metrics_json_carries_every_engine_column_and_the_job_identity():

@@ -3,7 +3,8 @@
 This module is the bottom of the import graph (it imports nothing from imgbench): the engine, the runner,
 the executors and the report all take their file names and columns from here. To add a column, add one
 :class:`Column` to ``COLUMNS`` and have the engine (or the runner) fill it; ``results.csv``, the report's
-reader, the README's table (``python -m imgbench.schema`` prints it) and the tests follow.
+reader, the docs' table (docs/reference/results-schema.md, where ``python tests/doc_regions.py`` writes it)
+and the tests follow.
 
 Layout of a results folder ``OUT/``::
 
@@ -90,7 +91,7 @@ class Column:
     name: str
     kind: type  # str, int or float
     origin: str  # RUNNER or ENGINE
-    meaning: str  # one line, as the README's table shows it
+    meaning: str  # one line, as the docs' table shows it
     unit: str = ""  # FRACTION, "img/s", "ms", "MB", "s", "FLOPs" or "" (a count, a name)
     better: str = ""  # HIGHER, LOWER, or "" where neither is better
     spread: str = ""  # the column holding this figure's spread within its job (a relative IQR), if any
@@ -211,11 +212,11 @@ def higher_is_better(name: str) -> bool:
 
 
 def markdown_table() -> str:
-    """The README's results.csv table, generated from ``COLUMNS``."""
+    """The results.csv table of docs/reference/results-schema.md, generated from ``COLUMNS``."""
     lines = ["| column | type | meaning |", "| --- | --- | --- |"]
     lines += [f"| `{c.name}` | {c.kind.__name__} | {c.meaning} |" for c in COLUMNS]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m imgbench.schema > table.md: paste it into the README
+if __name__ == "__main__":  # python -m imgbench.schema: print it
     sys.stdout.write(markdown_table() + "\n")

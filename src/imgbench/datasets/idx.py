@@ -29,7 +29,7 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 # a few epochs, no augmentation (a flipped digit is another digit), no label smoothing. Fine-tuning from
 # trained weights needs only a couple of epochs at a tenth of the rate.
 # 12 epochs: with 5 the keras-io convnet reached 98.91% (seed 0) against keras-io's published 99.22%; with 12,
-# 99.29% (the reference suite's "defaults mnist_convnet" grid, README "Published results reproduced")
+# 99.29% (the reference suite's "defaults mnist_convnet" grid, docs/reproducing.md)
 MNIST_RECIPE = RecipeDefaults(
     from_scratch=dict(epochs=12, batch_size=128, lr=2e-3, weight_decay=0.01, warmup_epochs=0.5, label_smoothing=0.0,
                       augment="none", val_size=0.1),

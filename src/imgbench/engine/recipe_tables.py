@@ -1,7 +1,7 @@
-"""The README's default-recipe tables, generated from the built-in datasets' own recipe defaults.
+"""The default-recipe tables of docs/reference/recipes.md, generated from the built-in datasets' own defaults.
 
-``python -m imgbench.engine.recipe_tables`` prints both; ``tests/test_engine_recipe.py`` fails when the
-README's copies differ. Datasets whose rows read the same share one row.
+``python -m imgbench.engine.recipe_tables`` prints both; ``tests/test_docs.py`` fails when the page's copies
+differ (``python tests/doc_regions.py`` rewrites them). Datasets whose rows read the same share one row.
 """
 
 from __future__ import annotations
@@ -82,5 +82,5 @@ def _share(value: float) -> str:
     return f"{value:g}" if len(f"{value:g}") <= 5 else f"{fraction.numerator}/{fraction.denominator}"
 
 
-if __name__ == "__main__":  # python -m imgbench.engine.recipe_tables > tables.md: paste them into the README
+if __name__ == "__main__":  # python -m imgbench.engine.recipe_tables: print them
     sys.stdout.write(f"{from_scratch_table()}\n\n{from_weights_table()}\n")
