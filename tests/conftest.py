@@ -41,6 +41,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("IMGBENCH_DATA_DIR", raising=False)
     monkeypatch.delenv("IMGBENCH_PLUGINS_DIR", raising=False)
     monkeypatch.delenv("IMGBENCH_BLOCK_PLUGINS", raising=False)
+    monkeypatch.delenv("IMGBENCH_TRACK", raising=False)  # a developer's tracker must not log the tests' grids
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     # the grid's preflight probes dataset hosts; tests never touch the network, so every host is unreachable
     monkeypatch.setattr("imgbench.datasets.download.probe", lambda url, timeout=0: "offline (tests never probe)")

@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", metavar="NAME", help="how to run jobs (default: local)")
     _add_executor_options(parser)
     parser.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    parser.add_argument("--track", action="append", metavar="NAME[,NAME]",
+                        help="record the grid and every job in these experiment trackers, e.g. mlflow (pip install "
+                             "\"imgbench[mlflow]\"); default: $IMGBENCH_TRACK")
+    parser.add_argument("--track-uri", metavar="URI", help="where the trackers record: the MLflow tracking URI "
+                                                           "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--log-output", action="store_true",
                         help="stream every job's cell output (prints, warnings) to this terminal, each line "
                              "prefixed with [job id]; with --executor dask it goes to the worker's log")
@@ -65,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
             args.suite, models=args.models, datasets=args.datasets, seeds=args.seeds, params=params, out=args.out,
             jobs=args.jobs, timeout=args.timeout, executor=args.executor,
             executor_options=executor_options, report=not args.no_report, registry=registry, data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
+            track=args.track, track_uri=args.track_uri,
         )
     except KeyboardInterrupt:
         print("imgbench run: interrupted; finished jobs are kept, rerun the same command with the same --out "

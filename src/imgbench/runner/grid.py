@@ -2,8 +2,10 @@
 
 Order of events: load the suite and apply the options; the preflight (:mod:`.preflight`) checks every job, its
 devices and that its data can be had, and names every problem at once (nothing is written before it passes);
-write ``run.json``; skip jobs whose ``job.json`` says ok with the same configuration hash; run the rest through
-the chosen executor, rewriting ``results.csv`` after every job; build the report.
+skip jobs whose ``job.json`` says ok with the same configuration hash; call ``imgbench_grid_started``
+(:mod:`imgbench.tracking.lifecycle`: each plugin's and ``--track`` tracker's implementation on its own); write
+``run.json``; run the rest through the chosen executor, rewriting ``results.csv`` after every job (then
+``imgbench_job_finished``); build the report; ``imgbench_grid_finished``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from imgbench.resources import NO_SUITE, notebook_path, suite_path
 from imgbench.runner.results import is_done, read_record, write_results
 from imgbench.runner.preflight import preflight, timeout_problem
 from imgbench.runner.suite import Suite, load_suite, with_options
+from imgbench.tracking.lifecycle import Lifecycle, create_trackers
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
@@ -108,13 +111,16 @@ def run_grid(
     progress: bool = True,
     command: Sequence[str] | None = None,
     log_output: bool = False,
+    track: str | Sequence[str] | None = None,
+    track_uri: str | None = None,
 ) -> GridResult:
     """Run a benchmark grid; see the module docstring. Raises UsageError before anything runs on bad input.
 
     ``suite`` is a :class:`Suite`, a TOML path or a shipped suite name (default ``quick``; ``"none"``: no
     suite, the datasets' own default recipes); ``models``, ``datasets`` and ``seeds`` replace the suite's,
     ``params`` go on top of its parameters. ``log_output`` streams every job's cell output to this process's
-    stderr, each line prefixed with the job id.
+    stderr, each line prefixed with the job id. ``track`` names the experiment trackers to switch on (None:
+    ``IMGBENCH_TRACK``), ``track_uri`` where they record (MLflow: the tracking URI).
     """
     from imgbench.registry import get_registry
 
@@ -125,6 +131,11 @@ def run_grid(
     runner = None
     try:
         runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
+    except UsageError as exc:
+        problems.append(str(exc))
+    trackers: dict[str, object] = {}
+    try:
+        trackers = create_trackers(registry, track, track_uri)
     except UsageError as exc:
         problems.append(str(exc))
     notebook_file = Path(notebook).resolve() if notebook else notebook_path()
@@ -151,16 +162,18 @@ def run_grid(
             print(inherited["message"], file=sys.stderr, flush=True)
     # Everything is checked: from here on, write.
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out_dir):
-        return _run(tasks, runner, out_dir, record, report=report, progress=progress)
+    with _exclusive(out_dir), Lifecycle(registry.pm, trackers, out_dir) as lifecycle:
+        return _run(tasks, runner, out_dir, record, report=report, progress=progress, lifecycle=lifecycle)
 
 
 def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any], *, report: bool,
-         progress: bool) -> GridResult:
+         progress: bool, lifecycle: Lifecycle) -> GridResult:
     job_list = [task.job for task in tasks]
     skipped = [task.job.job_id for task in tasks if is_done(out_dir, task.job)]
     todo = [task for task in tasks if task.job.job_id not in skipped]
     record.update(started_at=_now(), skipped=skipped)
+    grid = lifecycle.grid_started(job_list, skipped, record)
+    record.update(lifecycle.run_record())
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     write_results(out_dir, job_list)
 
@@ -169,6 +182,7 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
     def on_result(task: JobTask, row: dict[str, Any]) -> None:
         write_results(out_dir, job_list)
         bar.finished(row)
+        lifecycle.job_finished(task.job, row)
 
     try:
         runner.run(todo, on_result, on_start=bar.started)
@@ -185,8 +199,9 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
             result.report = Path(build_report(out_dir))
         except Exception as exc:  # the results are already on disk; a broken report must not lose them
             result.report_error = f"{type(exc).__name__}: {exc}"
+    lifecycle.grid_finished(grid, result)
     record.update(finished_at=_now(), statuses=dict(Counter(row["status"] for row in rows)),
-                  report=str(result.report or ""), report_error=result.report_error)
+                  report=str(result.report or ""), report_error=result.report_error, **lifecycle.run_record())
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     return result
 
