@@ -14,6 +14,7 @@ examples:
   imgbench run                                   # the default suite (benchmarks/suites/quick.toml)
   imgbench run benchmarks/suites/standard.toml --jobs 2 --out results/standard
   imgbench run demo                              # 4 small jobs on the bundled digits: no download
+  imgbench run demo --track mlflow               # ... and every job as a run in MLflow (`mlflow ui` shows them)
   imgbench run -m timm/resnet18 -m keras/mnist_convnet -d mnist --seeds 0,1,2 -p epochs=3 -p lr=1e-3
   imgbench run none -m timm/resnet18 -d cifar10  # no suite: cifar10's full default recipe
 -m/-d without a suite inherit the default suite's parameters (quick: short runs on subsets), and say so;
