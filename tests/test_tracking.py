@@ -78,6 +78,10 @@ class WrongAnswer:
     def imgbench_grid_started(self, grid: GridInfo) -> str:
         return "not a list of links"
 
+    @hookimpl
+    def imgbench_job_finished(self, job: JobInfo, record: JobOutcome) -> RunLink:
+        raise AssertionError("never called: left out after its first wrong answer")
+
 
 class FakeResult:
     def __init__(self, out_dir: Path, rows: list[dict]) -> None:
@@ -188,14 +192,9 @@ def test_the_report_section_links_each_row_to_its_run(tmp_path):
     assert links.html_section(tmp_path / "none", table) == "" and links.markdown_lines(tmp_path / "none", table) == []
 
 
-def test_the_example_package_offers_its_tracker_through_the_entry_point(tmp_path, monkeypatch):
-    """As `pip install plugins/example-package` would: its entry point now offers the jsonl tracker too."""
-    dist_info = tmp_path / "imgbench_example-0.1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: imgbench-example\nVersion: 0.1.0\n")
-    (dist_info / "entry_points.txt").write_text("[imgbench]\nexample = imgbench_example.plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(REPO / "plugins" / "example-package" / "src"))
+def test_the_installed_example_package_offers_its_tracker_through_its_entry_point(example_package_site,
+                                                                                  monkeypatch):
+    monkeypatch.syspath_prepend(str(example_package_site))
     assert [spec.name for spec in Registry().trackers()] == ["jsonl", "mlflow"]
 
 

@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
-EXAMPLE_PACKAGE = PLUGINS / "example-package"
 TINY = {"epochs": 1, "bench_seconds": 0.05, "train_samples": 200, "test_samples": 100, "device": "cpu"}
 MODEL, DATASET = "tinycnn/small", "digits"
 SERVER_START_S = 240  # `mlflow server` takes half a minute to answer on a busy 2-core machine
@@ -98,12 +97,9 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Module-wide isolation, and the example package installed as pip would (its entry point, in this process)."""
-    dist_info = tmp_path_factory.mktemp("site") / "imgbench_example-0.1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: imgbench-example\nVersion: 0.1.0\n")
-    (dist_info / "entry_points.txt").write_text("[imgbench]\nexample = imgbench_example.plugin\n")
+def env(tmp_path_factory, example_package_site):
+    """Module-wide isolation, the example package pip-installed (on sys.path: the launcher alone uses its tracker)
+    and a drop-in plugin whose tracker raises."""
     raising = tmp_path_factory.mktemp("raising-plugin")
     (raising / "raising_tracker.py").write_text(RAISING_TRACKER)
     with pytest.MonkeyPatch.context() as patch:
@@ -112,8 +108,7 @@ def env(tmp_path_factory):
         for name in ("IMGBENCH_DATA_DIR", "IMGBENCH_PLUGINS_DIR", "IMGBENCH_BLOCK_PLUGINS", "IMGBENCH_TRACK",
                      "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
             patch.delenv(name, raising=False)
-        patch.syspath_prepend(str(dist_info.parent))
-        patch.syspath_prepend(str(EXAMPLE_PACKAGE / "src"))
+        patch.syspath_prepend(str(example_package_site))
         patch.chdir(tmp_path_factory.mktemp("cwd"))  # MLflow's default store would land here, never in the repo
         yield Registry(plugin_dirs=[PLUGINS, raising])
 

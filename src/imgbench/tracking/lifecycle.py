@@ -136,8 +136,7 @@ class Lifecycle:
                         command=tuple(map(str, record["command"])), started_at=str(record["started_at"]),
                         trackers=tuple(self.trackers))
         for plugin, value in self._call(GRID_STARTED, grid=grid):
-            if value is not None and not (isinstance(value, (list, tuple)) and
-                                          all(isinstance(link, RunLink) for link in value)):
+            if value is not None and not (isinstance(value, (list, tuple)) and all(map(is_link, value))):
                 self._fail(plugin, GRID_STARTED, f"returned {type(value).__name__}, not a list of RunLink")
                 continue
             for link in value or ():
@@ -150,7 +149,7 @@ class Lifecycle:
         """Call ``imgbench_job_finished`` for a job this invocation ran."""
         outcome = self._outcome(job) or JobOutcome(frozen_mapping(row), schema.job_dir(self.out_dir, job.job_id), "")
         for plugin, value in self._call(JOB_FINISHED, job=job_info(job), record=outcome):
-            if value is not None and not isinstance(value, RunLink):
+            if value is not None and not is_link(value):
                 self._fail(plugin, JOB_FINISHED, f"returned {type(value).__name__}, not a RunLink")
             elif value is not None:
                 links.record(self.out_dir, self._name(plugin), [RunLink(value.url, job.job_id, value.note)])
@@ -204,6 +203,11 @@ class Lifecycle:
 
     def _label(self, plugin: str) -> str:
         return f"tracker {self._name(plugin)}" if plugin.startswith(TRACKER_PREFIX) else f"plugin {plugin}"
+
+
+def is_link(value: object) -> bool:
+    """A RunLink of strings: what tracking.json can hold."""
+    return isinstance(value, RunLink) and all(isinstance(text, str) for text in (value.url, value.job_id, value.note))
 
 
 def job_info(job: Job) -> JobInfo:
