@@ -34,6 +34,22 @@ def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("session-cache")
 
 
+@pytest.fixture(scope="session")
+def example_package_site(tmp_path_factory) -> Path:
+    """plugins/example-package really pip-installed (no dependencies) into a folder of its own: put the folder on
+    sys.path and its entry points are found as any installed package's."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path_factory.mktemp("example-package") / "src-tree"  # pip builds in the tree: not the repo's
+    shutil.copytree(REPO / "plugins" / "example-package", source)
+    site = tmp_path_factory.mktemp("example-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    return site
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache and no ambient data dir, so nothing leaks between tests or from ~."""
@@ -41,6 +57,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("IMGBENCH_DATA_DIR", raising=False)
     monkeypatch.delenv("IMGBENCH_PLUGINS_DIR", raising=False)
     monkeypatch.delenv("IMGBENCH_BLOCK_PLUGINS", raising=False)
+    monkeypatch.delenv("IMGBENCH_TRACK", raising=False)  # a developer's tracker must not log the tests' grids
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     # the grid's preflight probes dataset hosts; tests never touch the network, so every host is unreachable
     monkeypatch.setattr("imgbench.datasets.download.probe", lambda url, timeout=0: "offline (tests never probe)")

@@ -11,6 +11,7 @@ from typing import Any
 
 from imgbench.hookspecs import hookimpl
 from imgbench.specs import DataConfig, DatasetSpec, ExecutorSpec, LoadedDataset, ModelSpec, RecipeDefaults, Split
+from imgbench.tracking.records import RunLink, TrackerSpec
 
 __version__ = "0.1.0"
 
@@ -28,7 +29,9 @@ __all__ = [
     "LoadedDataset",
     "ModelSpec",
     "RecipeDefaults",
+    "RunLink",
     "Split",
+    "TrackerSpec",
     "hookimpl",
     *_LAZY,
 ]

@@ -23,6 +23,7 @@ from imgbench.plugins import (
     make_plugin_manager,
 )
 from imgbench.specs import DatasetSpec, ExecutorSpec, ModelSpec
+from imgbench.tracking.records import TrackerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -208,6 +209,15 @@ class Registry:
         if name not in specs:
             raise UnknownNameError("executor", name, list(specs))
         return specs[name]
+
+    # -- trackers -------------------------------------------------------------------------------------
+    @cached_property
+    def _trackers(self) -> _Collected:
+        return self._collect("imgbench_trackers", TrackerSpec, "tracker")
+
+    def trackers(self) -> list[TrackerSpec]:
+        """The experiment trackers plugins offer (``imgbench run --track NAME``)."""
+        return [self._trackers.by_name[n] for n in sorted(self._trackers.by_name)]
 
     # -- plugins --------------------------------------------------------------------------------------
     @cached_property

@@ -8,7 +8,7 @@ and the tests follow.
 
 Layout of a results folder ``OUT/``::
 
-    results.csv  run.json  report.html  report.md  report.ipynb  summary.csv  figures/
+    results.csv  run.json  tracking.json  report.html  report.md  report.ipynb  summary.csv  figures/
     jobs/<job-id>/{metrics.json, predictions.csv, history.csv, notebook.ipynb,
                                           runner.log, request.json, execution.json, model.safetensors, job.json}
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 # -- the results folder -------------------------------------------------------------------------------------
 RESULTS_CSV = "results.csv"  # one row per job, rebuilt from the job records after every job
 RUN_JSON = "run.json"  # the command, suite, grid and versions of the run
+TRACKING_JSON = "tracking.json"  # where the trackers (--track) recorded the grid and each job: the report links them
 JOBS_DIR = "jobs"
 # the report of the folder (imgbench.report)
 REPORT_HTML = "report.html"  # self-contained: inline CSS, figures as base64 PNG

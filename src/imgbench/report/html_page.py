@@ -18,6 +18,7 @@ from imgbench.report.findings import Report
 from imgbench.report.figures import slug
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, CONFIDENCE, LEADERBOARD_METRICS
+from imgbench.tracking import links as tracking_links
 
 SECTIONS = {"verdict": "Verdict", "leaderboards": "Leaderboards", "figures": "Figures",
             "statistics": "Is the leader really better?", "baseline": "Against the baseline",
@@ -60,6 +61,7 @@ dt{color:#5b6473} dd{margin:0;overflow-wrap:anywhere}
 def render_html(report: Report) -> str:
     body = [_header(report), _verdict(report), _leaderboards(report), _figures(report), _statistics(report),
             _baseline(report), _failures(report), _provenance(report)]
+    body.append(tracking_links.html_section(report.out_dir, report.results.table))  # imgbench.tracking's section
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>imgbench report: {escape(report.out_dir.name)}</title>"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

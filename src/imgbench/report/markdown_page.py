@@ -18,6 +18,7 @@ from imgbench.report import fmt
 from imgbench.report.findings import Report
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, LEADERBOARD_METRICS
+from imgbench.tracking import links as tracking_links
 
 # Markdown's inline syntax; "_" only where it could open or close emphasis (never inside a word: mnist_convnet)
 MARKDOWN_SYNTAX = re.compile(r"[\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -75,6 +76,7 @@ def render_markdown(report: Report) -> str:
     for title, items in report.provenance().items():
         if items:
             lines += [f"### {escape(title)}", ""] + [f"- {escape(key)}: {escape(value)}" for key, value in items] + [""]
+    lines += tracking_links.markdown_lines(report.out_dir, report.results.table)  # imgbench.tracking's section
     return "\n".join(lines).rstrip() + "\n"
 
 

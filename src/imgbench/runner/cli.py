@@ -15,6 +15,7 @@ examples:
   imgbench run                                   # the default suite (benchmarks/suites/quick.toml)
   imgbench run benchmarks/suites/standard.toml --jobs 2 --out results/standard
   imgbench run demo                              # 4 small jobs on the bundled digits: no download
+  imgbench run demo --track mlflow               # ... and every job as a run in MLflow (`mlflow ui` shows them)
   imgbench run -m timm/resnet18 -m keras/mnist_convnet -d mnist --seeds 0,1,2 -p epochs=3 -p lr=1e-3
   imgbench run none -m timm/resnet18 -d cifar10  # no suite: cifar10's full default recipe
 -m/-d without a suite inherit the default suite's parameters (quick: short runs on subsets), and say so;
@@ -51,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", metavar="NAME", help="how to run jobs (default: local)")
     _add_executor_options(parser)
     parser.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    parser.add_argument("--track", action="append", metavar="NAME[,NAME]",
+                        help="record the grid and every job in these experiment trackers, e.g. mlflow (pip install "
+                             "\"imgbench[mlflow]\"); default: $IMGBENCH_TRACK")
+    parser.add_argument("--track-uri", metavar="URI", help="where the trackers record: the MLflow tracking URI "
+                                                           "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--log-output", action="store_true",
                         help="stream every job's cell output (prints, warnings) to this terminal, each line "
                              "prefixed with [job id]; with --executor dask it goes to the worker's log")
@@ -71,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
             args.suite, models=args.models, datasets=args.datasets, seeds=args.seeds, params=params, out=args.out,
             jobs=args.jobs, timeout=args.timeout, executor=args.executor,
             executor_options=executor_options, report=not args.no_report, registry=registry, data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
+            track=args.track, track_uri=args.track_uri,
         )
     except KeyboardInterrupt:
         print(wrap("imgbench run: interrupted; finished jobs are kept, rerun the same command with the same --out "

@@ -2,10 +2,12 @@
 
 Order of events: load the suite and apply the options; the preflight (:mod:`.preflight`) checks every job, its
 devices, that its data can be had and that the results folder can be written, and names every problem at once
-(nothing is written before it passes); say so when the machine is already busy (:mod:`.machine`); write
-``run.json``; skip jobs whose ``job.json`` says ok with the same configuration hash and whose files check out
-(:func:`~.results.check_finished`); run the rest through the chosen executor, rewriting ``results.csv`` after
-every job; build the report. A results folder that cannot be written any more stops the run with one
+(nothing is written before it passes); say so when the machine is already busy (:mod:`.machine`); skip jobs
+whose ``job.json`` says ok with the same configuration hash and whose files check out
+(:func:`~.results.check_finished`); call ``imgbench_grid_started`` (:mod:`imgbench.tracking.lifecycle`: each
+plugin's and ``--track`` tracker's implementation on its own); write ``run.json``; run the rest through the
+chosen executor, rewriting ``results.csv`` after every job (then ``imgbench_job_finished``); build the report;
+``imgbench_grid_finished``. A results folder that cannot be written any more stops the run with one
 :class:`~.folder.ResultsFolderError` (:mod:`.folder`).
 """
 
@@ -36,6 +38,7 @@ from imgbench.runner.results import check_finished, forget_record, read_record, 
 from imgbench.runner.preflight import preflight, timeout_problem
 from imgbench.runner.suite import Suite, load_suite, with_options
 from imgbench.terminal import plural, wrap
+from imgbench.tracking.lifecycle import Lifecycle, create_trackers
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
@@ -129,6 +132,8 @@ def run_grid(
     progress: bool = True,
     command: Sequence[str] | None = None,
     log_output: bool = False,
+    track: str | Sequence[str] | None = None,
+    track_uri: str | None = None,
 ) -> GridResult:
     """Run a benchmark grid: every (model, dataset, seed) job of a suite, each in its own notebook and kernel,
     into one results folder; return what it left.
@@ -158,6 +163,8 @@ def run_grid(
             (inherited suite, busy machine, resume); False: silent.
         command: recorded in ``run.json`` (default ``sys.argv``).
         log_output: stream every job's cell output to stderr, each line prefixed with the job id.
+        track: the experiment trackers to switch on, by name (``"mlflow"``, ``["mlflow", "jsonl"]``; None:
+            ``IMGBENCH_TRACK``); ``track_uri``: where they record (MLflow: the tracking URI).
 
     Returns:
         :class:`GridResult`: the folder, one results.csv row per finished job (grid order), how many were skipped
@@ -192,6 +199,11 @@ def run_grid(
         runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
     except UsageError as exc:
         problems.append(str(exc))
+    trackers: dict[str, object] = {}
+    try:
+        trackers = create_trackers(registry, track, track_uri)
+    except UsageError as exc:
+        problems.append(str(exc))
     notebook_file = Path(notebook).resolve() if notebook else notebook_path()
     if not notebook_file.is_file():
         problems.append(f"notebook {notebook_file} does not exist")
@@ -220,8 +232,8 @@ def run_grid(
     # Everything is checked: from here on, write.
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive(out_dir):
-            return _run(tasks, runner, out_dir, record, report=report, progress=progress)
+        with _exclusive(out_dir), Lifecycle(registry.pm, trackers, out_dir) as lifecycle:
+            return _run(tasks, runner, out_dir, record, report=report, progress=progress, lifecycle=lifecycle)
     except OSError as exc:
         failure = write_failure(exc, out_dir, job_list)
         if failure is None:
@@ -249,11 +261,13 @@ def _resume(tasks: list[JobTask], out_dir: Path) -> tuple[list[str], dict[str, s
 
 
 def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any], *, report: bool,
-         progress: bool) -> GridResult:
+         progress: bool, lifecycle: Lifecycle) -> GridResult:
     job_list = [task.job for task in tasks]
     skipped, rerun = _resume(tasks, out_dir)
     todo = [task for task in tasks if task.job.job_id not in skipped]
     record.update(started_at=_now(), skipped=skipped, rerun=rerun)
+    grid = lifecycle.grid_started(job_list, skipped, record)
+    record.update(lifecycle.run_record())
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     write_results(out_dir, job_list)
     watch = FolderWatch(out_dir)
@@ -268,6 +282,7 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
         watch.check(job_list, more_to_run=len(finished) < len(todo))
         write_results(out_dir, job_list)
         bar.finished(row)
+        lifecycle.job_finished(task.job, row)
 
     try:
         runner.run(todo, on_result, on_start=bar.started)
@@ -287,8 +302,9 @@ def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any
             result.report = Path(build_report(out_dir))
         except Exception as exc:  # the results are already on disk; a broken report must not lose them
             result.report_error = f"{type(exc).__name__}: {exc}"
+    lifecycle.grid_finished(grid, result)
     record.update(finished_at=_now(), statuses=dict(Counter(row["status"] for row in rows)),
-                  report=str(result.report or ""), report_error=result.report_error)
+                  report=str(result.report or ""), report_error=result.report_error, **lifecycle.run_record())
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     return result
 

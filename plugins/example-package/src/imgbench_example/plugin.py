@@ -1,10 +1,11 @@
 """The hook module named by this package's `imgbench` entry point.
 
 It registers `example/mlp`, a two-layer perceptron over the flattened image: a useful floor for any
-benchmark (a convnet that cannot beat it on a dataset is not learning spatial structure).
+benchmark (a convnet that cannot beat it on a dataset is not learning spatial structure), and the `jsonl`
+experiment tracker (tracker.py), switched on by `imgbench run --track jsonl`.
 """
 
-from imgbench import ModelSpec, hookimpl
+from imgbench import ModelSpec, TrackerSpec, hookimpl
 
 HIDDEN = 256
 
@@ -23,3 +24,10 @@ def build_mlp(*, num_classes: int, in_chans: int, image_size: int, pretrained: b
 @hookimpl
 def imgbench_models():
     return [ModelSpec("example/mlp", build_mlp, f"two-layer perceptron, {HIDDEN} hidden units (example package)", style="mlp")]
+
+
+@hookimpl
+def imgbench_trackers():
+    from imgbench_example.tracker import JsonLinesTracker
+
+    return [TrackerSpec("jsonl", JsonLinesTracker, "one JSON line per grid and job event in OUT/runs.jsonl (example package)")]
