@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgbench.engine.recipe import BOUNDS
 from imgbench.errors import UsageError
+from imgbench.recipe_fields import RECIPE_FIELDS
 
 SPLIT_SEED = 0  # fixed, and independent of a job's seed: every job of a grid sees the same validation set
 METHOD = "content-hash-stratified-v1"  # recorded in fingerprints; bump when the algorithm changes
@@ -31,7 +31,7 @@ class SplitIndices:
 
 def check_val_size(val_size: float) -> float:
     if not isinstance(val_size, numbers.Real) or isinstance(val_size, bool) \
-            or BOUNDS["val_size"].problem(float(val_size)):
+            or RECIPE_FIELDS["val_size"].problem(float(val_size)):
         raise UsageError(f"val_size={val_size!r} must be a fraction of the training set in [0, 1), e.g. 0.1")
     return float(val_size)
 

@@ -25,9 +25,9 @@ from filelock import FileLock
 
 from imgbench.datasets import splits
 from imgbench.datasets.checksums import fingerprint_of
-from imgbench.engine.recipe import BOUNDS, MAX_IMAGE_SIZE
 from imgbench.errors import UsageError
 from imgbench.paths import atomic_write_bytes
+from imgbench.recipe_fields import MAX_IMAGE_SIZE, RECIPE_FIELDS
 from imgbench.specs import LoadedDataset, Split
 
 FORMAT = 1  # bump when the files of a decoded folder change meaning
@@ -161,7 +161,7 @@ def hex_digests(hashes: list[str]) -> np.ndarray:
 def check_image_size(image_size: int, default: int) -> int:
     """``image_size`` validated; 0 means ``default`` (the native or documented size)."""
     if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool) \
-            or BOUNDS["image_size"].problem(image_size):
+            or RECIPE_FIELDS["image_size"].problem(image_size):
         raise UsageError(f"image_size={image_size!r} must be an integer in [1, {MAX_IMAGE_SIZE}], "
                          f"or 0 for the dataset's own size")
     return int(image_size) or default

@@ -1,15 +1,18 @@
-"""The README's default-recipe tables, generated from the built-in datasets' own recipe defaults.
+"""The README's recipe tables: the built-in datasets' own defaults, and every field as declared.
 
-``python -m imgbench.engine.recipe_tables`` prints both; ``tests/test_engine_recipe.py`` fails when the
-README's copies differ. Datasets whose rows read the same share one row.
+``python -m imgbench.engine.recipe_tables`` prints the two default tables and the fields table;
+``tests/test_engine_recipe.py`` fails when the README's copies of the default tables differ. Datasets whose
+rows read the same share one row.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from fractions import Fraction
 
-from imgbench.engine.recipe import Recipe, resolve_recipe
+from imgbench.engine.recipe import resolve_recipe
+from imgbench.recipe_fields import RECIPE_FIELDS, Recipe
 from imgbench.specs import DatasetSpec
 
 OTHERS = "any other dataset (plugins without their own)"
@@ -26,6 +29,17 @@ def from_weights_table() -> str:
     """The defaults of jobs that start from trained weights, where they differ from the from-scratch ones."""
     return _table(["dataset", "image size", "epochs", "peak lr (`finetune=full`)", "peak lr (`finetune=head`)",
                    "warm-up"], [(s, _from_weights_cells(s)) for s in _specs()])
+
+
+def fields_table() -> str:
+    """Every recipe field as declared: its type, generic default, range or choices, and what it does."""
+    rows = [(f"`{f.name}`", f.kind.__name__, f"`{json.dumps(f.default)}`",
+             f.bound.interval if f.bound else ", ".join(f"`{c}`" for c in f.choices or f.forms),
+             f.description + "".join(f"; `{c}`: {note}" for c, note in f.notes.items()))
+            for f in RECIPE_FIELDS.values()]
+    header = ["field", "type", "generic default", "range or choices", "what it does"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                     + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _specs() -> list[DatasetSpec | None]:
@@ -83,4 +97,4 @@ def _share(value: float) -> str:
 
 
 if __name__ == "__main__":  # python -m imgbench.engine.recipe_tables > tables.md: paste them into the README
-    sys.stdout.write(f"{from_scratch_table()}\n\n{from_weights_table()}\n")
+    sys.stdout.write(f"{from_scratch_table()}\n\n{from_weights_table()}\n\n{fields_table()}\n")

@@ -75,7 +75,8 @@ def timeout_problem(timeout: object) -> str:
 def device_problems(grid: Suite) -> list[str]:
     """Each device the grid asks for that this machine lacks (``cuda`` without CUDA, ``cuda:3`` with two GPUs,
     ``mps`` off macOS). Malformed names are the recipe's to report."""
-    from imgbench.engine.recipe import DEVICE_PATTERN, device_problem
+    from imgbench.engine.recipe import device_problem
+    from imgbench.recipe_fields import DEVICE_PATTERN
 
     tables = [grid.params, *grid.overrides.values()]
     asked = {table.get("device") for table in tables}
