@@ -1,15 +1,23 @@
 """The hook module named by this package's `imgbench` entry point.
 
 It registers `example/mlp`, a two-layer perceptron over the flattened image: a useful floor for any
-benchmark (a convnet that cannot beat it on a dataset is not learning spatial structure).
+benchmark (a convnet that cannot beat it on a dataset is not learning spatial structure). The builder and the
+hook are annotated, so a type checker holds them to imgbench's contracts (`imgbench.specs.ModelBuilder`).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from imgbench import ModelSpec, hookimpl
+
+if TYPE_CHECKING:
+    import torch
 
 HIDDEN = 256
 
 
-def build_mlp(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+def build_mlp(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False) -> torch.nn.Module:
     import torch.nn as nn
 
     return nn.Sequential(
@@ -21,5 +29,5 @@ def build_mlp(*, num_classes: int, in_chans: int, image_size: int, pretrained: b
 
 
 @hookimpl
-def imgbench_models():
+def imgbench_models() -> list[ModelSpec]:
     return [ModelSpec("example/mlp", build_mlp, f"two-layer perceptron, {HIDDEN} hidden units (example package)", style="mlp")]
