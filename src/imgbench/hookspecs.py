@@ -1,7 +1,11 @@
 """Every hook imgbench calls. Plugins implement them with ``@imgbench.hookimpl``.
 
 Registration hooks return data (lists of frozen specs from :mod:`imgbench.specs`); they never mutate shared
-state, so a plugin that raises only loses its own contribution.
+state, so a plugin that raises only loses its own contribution. Each hook is typed: an implementation takes
+the parameters of its hookspec (any subset, by name) and returns its type. ``hookimpl`` keeps the decorated
+function's own type, so a type checker holds an implementation annotated as its hookspec is
+(``-> list[ModelSpec]``) to that type, and every spec it builds to the :mod:`imgbench.specs` protocols of
+its callables. An implementation whose name matches no hookspec fails its plugin at registration.
 """
 
 from __future__ import annotations
@@ -19,34 +23,59 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def imgbench_models() -> list[ModelSpec]:
     """Called once per plugin when the registry is first built (``imgbench models``, ``run``, the API).
 
-    Return the model architectures this plugin offers. Names are namespaced (``<plugin>/<arch>``) and must
-    be unique across all plugins; a name two plugins claim is reported as an error of the later one.
-    Do not import a deep-learning framework here: do that inside ``ModelSpec.build``.
+    Returns:
+        The model architectures this plugin offers, as :class:`~imgbench.specs.ModelSpec` records. Names are
+        namespaced (``<plugin>/<arch>``) and must be unique across all plugins; a name two plugins claim is
+        reported as an error of the later one (built-ins, then entry points, then plugin files), which keeps
+        its other models.
+
+    Do not import a deep-learning framework here: do that inside ``ModelSpec.build``
+    (:class:`~imgbench.specs.ModelBuilder`). A hook that raises, or returns anything but a list of
+    ``ModelSpec``, loses only this plugin's models, and ``imgbench plugins`` reports it.
     """
+    return []
 
 
 @hookspec(firstresult=True)
 def imgbench_resolve_model(name: str) -> ModelSpec | None:
     """Called when a model name is asked for that no plugin listed in ``imgbench_models``.
 
-    Return a spec for open-ended families (``timm/<any timm architecture>``), or None to pass. The first
-    non-None answer wins. This hook may import its framework, since it runs only for unlisted names.
+    Args:
+        name: the full name asked for, with its namespace (``timm/resnet26d``).
+
+    Returns:
+        A spec for open-ended families (``timm/<any timm architecture>``), or None to pass. The first non-None
+        answer wins; the name is usable from then on (and records the plugin that answered) but is never
+        added to the listing. A hook that raises makes the name unknown.
+
+    This hook may import its framework, since it runs only for unlisted names.
     """
+    return None
 
 
 @hookspec
 def imgbench_datasets() -> list[DatasetSpec]:
     """Called once per plugin when the registry is first built.
 
-    Return the datasets this plugin offers. Names are plain (``mnist``, ``flowers``) and unique across
-    plugins. Loading happens later, through ``DatasetSpec.load``. ``DatasetSpec.recipe`` carries the
-    dataset's own recipe defaults (none: its jobs take the generic recipe).
+    Returns:
+        The datasets this plugin offers, as :class:`~imgbench.specs.DatasetSpec` records. Names are plain
+        (``mnist``, ``flowers``) and unique across plugins; a spec with ``takes_arg=True`` is asked for as
+        ``name:arg``. Loading happens later, through ``DatasetSpec.load``
+        (:class:`~imgbench.specs.DatasetLoader`); ``DatasetSpec.recipe`` carries the dataset's own recipe
+        defaults (none: its jobs take the generic recipe). Folder-per-class trees need no code of their
+        own: return :func:`imgbench.datasets.imagefolder_dataset`.
     """
+    return []
 
 
 @hookspec
 def imgbench_executors() -> list[ExecutorSpec]:
     """Called once per plugin when ``imgbench run`` chooses how to execute its grid (``--executor``).
 
-    Return the executors this plugin offers (``local`` is built in; ``dask`` comes with the dask extra).
+    Returns:
+        The executors this plugin offers, as :class:`~imgbench.specs.ExecutorSpec` records (``local`` is
+        built in; ``dask`` comes with the dask extra). ``ExecutorSpec.create``
+        (:class:`~imgbench.specs.ExecutorFactory`) returns an :class:`~imgbench.specs.Executor`; each of the
+        spec's ``options`` becomes an ``imgbench run`` option.
     """
+    return []

@@ -14,8 +14,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Mapping, TypeVar, cast, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Literal, Mapping, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from imgbench.errors import UsageError
 
@@ -91,7 +91,7 @@ def declare(default: T, help: str, bound: Bound | None = None, *, notes: Mapping
     that a type checker holds the default to the field's annotation.
     """
     declared = _Declared(help, bound, dict(notes or {}), pattern, forms)
-    return cast(T, field(default=default, metadata={_DECLARATION: declared}))
+    return field(default=default, metadata={_DECLARATION: declared})
 
 
 @dataclass(frozen=True)
@@ -153,12 +153,16 @@ class Recipe:
                         if names]
             raise UsageError(f"a recipe holds exactly the fields of Recipe: {'; '.join(problems)}")
         for name, value in values.items():
-            declared = RECIPE_FIELDS[name]
-            if type(value) is not declared.kind:  # exact: True is no int and 1 no float, or the hash would change
-                raise UsageError(f"recipe field {name} must be {declared.kind.__name__}, "
-                                 f"got {type(value).__name__} {value!r}")
-            declared.refuse_out_of_range(cast(RecipeValue, value))
-        return cls(**cast(Mapping[str, Any], values))
+            kind = RECIPE_FIELDS[name].kind
+            if type(value) is not kind:  # exact: True is no int and 1 no float, or the hash would change
+                raise UsageError(f"recipe field {name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+        return cls().updated(values)
+
+    def updated(self, values: Mapping[str, object]) -> Recipe:
+        """This recipe with ``values`` in place, each checked (:func:`checked_value`): ``UsageError`` names the
+        first unknown name, wrong type or value out of range."""
+        checked = {name: checked_value(name, value) for name, value in values.items()}
+        return replace(self, **checked)  # type: ignore[arg-type]  # each value is of its field's type, checked
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Generic, Iterable, Literal, Sequence, TypeVar
 
 from imgbench.errors import UsageError
 from imgbench.plugins import (
@@ -25,7 +25,12 @@ from imgbench.plugins import (
 from imgbench.specs import DatasetSpec, ExecutorSpec, ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    import importlib.metadata
+
     import torch
+
+Spec = TypeVar("Spec", ModelSpec, DatasetSpec, ExecutorSpec)
+PluginStatus = Literal["ok", "PARTIAL", "FAILED"]
 
 
 class UnknownNameError(UsageError, LookupError):
@@ -55,7 +60,7 @@ class PluginInfo:
     errors: tuple[str, ...] = ()
 
     @property
-    def status(self) -> str:
+    def status(self) -> PluginStatus:
         """``ok``; ``PARTIAL`` when something it offers was left out (a clashing name, a raising hook) but the
         rest registered; ``FAILED`` when nothing of it registered."""
         if not self.errors:
@@ -64,8 +69,8 @@ class PluginInfo:
 
 
 @dataclass
-class _Collected:
-    by_name: dict[str, Any] = field(default_factory=dict)
+class _Collected(Generic[Spec]):
+    by_name: dict[str, Spec] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
 
 
@@ -77,20 +82,20 @@ class Registry:
         plugin_dirs: Iterable[Path | str] = (),
         blocked: Iterable[str] = (),
         strict: bool = False,
-        entry_points: Iterable[Any] | None = None,
+        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
     ) -> None:
         self.plugin_dirs = tuple(Path(d) for d in plugin_dirs)
         self.blocked = tuple(sorted(set(blocked)))
         self.pm, self.sources, self.errors = make_plugin_manager(self.plugin_dirs, self.blocked, entry_points)
         self._models = self._collect("imgbench_models", ModelSpec, "model")
-        self._resolved = _Collected()  # open-ended names (timm/<any>) asked for: usable, never listed
+        self._resolved: _Collected[ModelSpec] = _Collected()  # open-ended names (timm/<any>) asked for: usable, never listed
         self._datasets = self._collect("imgbench_datasets", DatasetSpec, "dataset")
-        self._executors: _Collected | None = None
+        self._executors: _Collected[ExecutorSpec] | None = None
         if strict and self.errors:
             raise PluginsFailedError("plugin errors (strict mode):\n  " + "\n  ".join(map(str, self.errors)))
 
-    def _collect(self, hook_name: str, spec_type: type, kind: str) -> _Collected:
-        collected = _Collected()
+    def _collect(self, hook_name: str, spec_type: type[Spec], kind: str) -> _Collected[Spec]:
+        collected: _Collected[Spec] = _Collected()
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order: built-ins, entry points, files
             plugin = impl.plugin_name
@@ -240,7 +245,7 @@ def registry_with(plugin_dirs: Iterable[Path | str] = (), blocked: Iterable[str]
                         strict=strict)
 
 
-_CACHE: dict[tuple, Registry] = {}
+_CACHE: dict[tuple[tuple[Path, ...], tuple[str, ...], bool], Registry] = {}
 
 
 def get_registry(

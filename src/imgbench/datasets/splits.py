@@ -50,7 +50,7 @@ def stratified_pick(labels: np.ndarray, digests: np.ndarray, fraction: float, sa
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0 or fraction <= 0:
         return np.zeros(len(labels), dtype=bool)
-    keys = np.ascontiguousarray(digests).reshape(len(labels), -1)
+    keys: np.ndarray = np.ascontiguousarray(digests).reshape(len(labels), -1)
     keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
     unique, inverse = np.unique(keys, return_inverse=True)
     group_label = np.full(len(unique), np.iinfo(np.int64).max)

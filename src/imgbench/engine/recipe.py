@@ -29,7 +29,7 @@ HASH_CHARS = 12
 # short warm-up, fewer epochs, and the weights' own input size (image_size=0). A dataset's
 # RecipeDefaults.from_weights goes on top of these. A linear probe trains only a freshly initialised head,
 # which takes a from-scratch rate. Fields set explicitly win over all of them.
-FROM_WEIGHTS_DEFAULTS: dict[str, RecipeValue] = dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5)
+FROM_WEIGHTS_DEFAULTS: dict[str, object] = dict(image_size=0, epochs=10, lr=1e-4, warmup_epochs=0.5)
 HEAD_ONLY_LR = 1e-3
 
 
@@ -43,7 +43,7 @@ def resolve_recipe(dataset: DatasetSpec | str | None, overrides: Mapping[str, ob
     """
     defaults = _dataset_defaults(dataset, registry)
     checked = {name: checked_value(name, value) for name, value in overrides.items()}
-    recipe = replace(Recipe(**defaults.from_scratch), **checked)
+    recipe = Recipe().updated({**defaults.from_scratch, **checked})
     return _transfer_recipe(defaults, recipe, checked)
 
 
@@ -89,7 +89,7 @@ def _transfer_recipe(defaults: RecipeDefaults, recipe: Recipe, checked: Mapping[
     tuned = {**FROM_WEIGHTS_DEFAULTS, **defaults.from_weights}
     if recipe.finetune == "head":
         tuned["lr"] = HEAD_ONLY_LR
-    return replace(recipe, **{k: v for k, v in tuned.items() if k not in checked})
+    return recipe.updated({k: v for k, v in tuned.items() if k not in checked})
 
 
 def device_problem(device: str) -> str:

@@ -33,6 +33,7 @@ from imgbench.runner.suite import Suite, load_suite, with_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
+    from imgbench.specs import Executor
 
 LOCK_FILE = ".imgbench-run.lock"
 RESULTS_ROOT = "results"  # default OUT is ./results/<timestamp>/
@@ -84,7 +85,7 @@ class GridResult:
         return "\n".join(lines)
 
 
-def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Any:
+def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Executor[JobTask]:
     spec = registry.executor(name)
     return spec.create(jobs=jobs, **spec.resolve_options(options, os.environ))
 
@@ -122,7 +123,7 @@ def run_grid(
     grid, inherited = grid_suite(suite, models, datasets, seeds, params)
     timeout = grid.timeout if timeout is None else timeout
     problems = [p for p in [timeout_problem(timeout)] if p]
-    runner = None
+    runner: Executor[JobTask] | None = None
     try:
         runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
     except UsageError as exc:
@@ -137,8 +138,8 @@ def run_grid(
     env = job_env(registry, data_dir)
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
-    if hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
-        runner.check(tasks)
+    assert runner is not None  # preflight raised the problem of an executor that could not be made
+    runner.check(tasks)  # e.g. local refuses to put several jobs on one GPU
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
         "suite": grid.to_dict(), "executor": executor, "executor_options": dict(executor_options or {}),
@@ -155,7 +156,7 @@ def run_grid(
         return _run(tasks, runner, out_dir, record, report=report, progress=progress)
 
 
-def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any], *, report: bool,
+def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record: dict[str, Any], *, report: bool,
          progress: bool) -> GridResult:
     job_list = [task.job for task in tasks]
     skipped = [task.job.job_id for task in tasks if is_done(out_dir, task.job)]

@@ -17,7 +17,7 @@ A machine that can download still downloads inside the job, as a load always doe
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -46,7 +46,7 @@ class HostProbe:
         return self.answers[host]
 
 
-def preflight(grid: Suite, registry: "Registry", *, data_dir: str | Path | None = None, on_this_machine: bool = True,
+def preflight(grid: Suite, registry: "Registry", *, data_dir: str | os.PathLike[str] | None = None, on_this_machine: bool = True,
               problems: Iterable[str] = (), probe: Callable[[str], str] | None = None) -> list[Job]:
     """The grid's jobs, or a GridError naming every problem (``problems``: those the caller found already)."""
     found = list(problems)
@@ -85,7 +85,7 @@ def device_problems(grid: Suite) -> list[str]:
             if (problem := device_problem(device))]
 
 
-def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | Path | None = None,
+def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | os.PathLike[str] | None = None,
                   can_download: Callable[[str], str] | None = None) -> list[str]:
     """What stops each dataset from loading, once per dataset. Without ``can_download`` (the jobs load their data
     elsewhere) only data that is missing outright counts."""

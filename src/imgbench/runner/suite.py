@@ -61,7 +61,7 @@ class Suite:
     published: Mapping[str, Any] = field(default_factory=dict)  # a grid's published figure (reference suite)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"source": self.source, "description": self.description, "models": list(self.models),
+        data: dict[str, Any] = {"source": self.source, "description": self.description, "models": list(self.models),
                 "datasets": list(self.datasets), "seeds": list(self.seeds), "timeout": self.timeout,
                 "params": dict(self.params), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
         if self.grids:
