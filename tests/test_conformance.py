@@ -25,6 +25,16 @@ from imgbench.conformance import (
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_PACKAGE = REPO / "plugins" / "example-package"
+# A colour-only model with one logit too many.
+OFF_BY_ONE = (
+    "from imgbench import ModelSpec, hookimpl\n"
+    "def build(*, num_classes, in_chans, image_size, pretrained=False):\n"
+    "    import torch.nn as nn\n"
+    "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, num_classes + 1))\n"
+    "@hookimpl\n"
+    "def imgbench_models():\n"
+    "    return [ModelSpec('bad/offbyone', build, 'one logit too many', channels=(3,))]\n"
+)
 # A model with two faults: a layer its forward never uses, and noise in eval mode.
 TWO_FAULTS = (
     "from imgbench import ModelSpec, hookimpl\n"
@@ -65,38 +75,15 @@ def test_model_conforms_at_every_dataset_shape(name):
 
 
 def test_check_catches_a_model_with_the_wrong_output(tmp_path):
-    (tmp_path / "bad.py").write_text(
-        "from imgbench import ModelSpec, hookimpl\n"
-        "def build(*, num_classes, in_chans, image_size, pretrained=False):\n"
-        "    import torch.nn as nn\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, num_classes + 1))\n"
-        "@hookimpl\n"
-        "def imgbench_models():\n"
-        "    return [ModelSpec('bad/offbyone', build, 'one logit too many')]\n"
-    )
+    (tmp_path / "bad.py").write_text(OFF_BY_ONE)
     with pytest.raises(ConformanceError, match=r"expected logits \(2, 10\)"):
         check_model("bad/offbyone", shapes=[CIFAR], registry=Registry(plugin_dirs=[tmp_path]))
 
 
 def test_check_catches_parameters_without_gradient(tmp_path):
-    (tmp_path / "unused.py").write_text(
-        "from imgbench import ModelSpec, hookimpl\n"
-        "def build(*, num_classes, in_chans, image_size, pretrained=False):\n"
-        "    import torch.nn as nn\n"
-        "    class M(nn.Module):\n"
-        "        def __init__(self):\n"
-        "            super().__init__()\n"
-        "            self.used = nn.Linear(in_chans * image_size * image_size, num_classes)\n"
-        "            self.unused = nn.Linear(3, 3)\n"
-        "        def forward(self, x):\n"
-        "            return self.used(x.flatten(1))\n"
-        "    return M()\n"
-        "@hookimpl\n"
-        "def imgbench_models():\n"
-        "    return [ModelSpec('bad/unused', build, 'a dangling layer')]\n"
-    )
+    (tmp_path / "twofaults.py").write_text(TWO_FAULTS)
     with pytest.raises(ConformanceError, match="got no gradient"):
-        check_model("bad/unused", shapes=[CIFAR], registry=Registry(plugin_dirs=[tmp_path]))
+        check_model("bad/twofaults", shapes=[CIFAR], registry=Registry(plugin_dirs=[tmp_path]))
 
 
 def test_shapes_come_from_the_datasets_default_recipes():
@@ -125,14 +112,7 @@ def test_every_failing_check_is_reported_not_only_the_first(tmp_path):
 
 
 def test_each_check_runs_alone_as_an_item_of_its_own(tmp_path):
-    (tmp_path / "bad.py").write_text(
-        "from imgbench import ModelSpec, hookimpl\n"
-        "def build(*, num_classes, in_chans, image_size, pretrained=False):\n"
-        "    import torch.nn as nn\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, num_classes + 1))\n"
-        "@hookimpl\n"
-        "def imgbench_models():\n"
-        "    return [ModelSpec('bad/offbyone', build, 'one logit too many', channels=(3,))]\n")
+    (tmp_path / "bad.py").write_text(OFF_BY_ONE)
     items = model_checks(["bad/offbyone"], registry=Registry(plugin_dirs=[tmp_path]))
     assert [item.id for item in items] == [f"bad/offbyone-{shape}-{check.name}" for shape in ("cifar10", "flowers")
                                            for check in CHECKS]  # mnist's one channel is not taken

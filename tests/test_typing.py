@@ -71,7 +71,8 @@ def test_a_type_checker_holds_a_plugin_to_the_contracts(tmp_path, monkeypatch):
     path.write_text(PLUGIN)
     stdout, stderr, _ = mypy_api.run([str(path), "--config-file", str(REPO / "pyproject.toml"),
                                       "--cache-dir", str(REPO / ".mypy_cache"), "--no-error-summary"])
-    flagged = {int(line) for line in re.findall(rf"^{re.escape(str(path))}:(\d+): error", stdout, re.M)}
+    # by the file's name: mypy's cache may replay a previous run's findings under that run's folder
+    flagged = {int(line) for line in re.findall(r"^\S*typed_plugin\.py:(\d+): error", stdout, re.M)}
     wrong = {number for number, line in enumerate(PLUGIN.splitlines(), start=1) if "# wrong:" in line}
     assert flagged == wrong, stdout + stderr
     assert '"ModelBuilder"' in stdout and '"DatasetLocator"' in stdout and '"ExecutorFactory"' in stdout

@@ -52,6 +52,8 @@ class PluginsFailedError(UsageError):
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """One plugin as ``imgbench plugins`` lists it: where it came from, what it registered, what went wrong."""
+
     name: str
     source: PluginSource
     models: tuple[str, ...] = ()
@@ -185,6 +187,7 @@ class Registry:
 
     # -- datasets -------------------------------------------------------------------------------------
     def datasets(self, patterns: Sequence[str] = ()) -> list[DatasetSpec]:
+        """Datasets whose names match any glob; all when none given."""
         names = sorted(self._datasets.by_name)
         if patterns:
             names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
@@ -204,11 +207,13 @@ class Registry:
 
     # -- executors ------------------------------------------------------------------------------------
     def executors(self) -> list[ExecutorSpec]:
+        """Every executor, collected on first use (only ``imgbench run`` needs them)."""
         if self._executors is None:
             self._executors = self._collect("imgbench_executors", ExecutorSpec, "executor")
         return [self._executors.by_name[n] for n in sorted(self._executors.by_name)]
 
     def executor(self, name: str) -> ExecutorSpec:
+        """The spec of one executor; an unknown name suggests close ones."""
         specs = {s.name: s for s in self.executors()}
         if name not in specs:
             raise UnknownNameError("executor", name, list(specs))
