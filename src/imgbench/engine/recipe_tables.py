@@ -12,11 +12,11 @@ import sys
 from fractions import Fraction
 
 from imgbench.engine.recipe import resolve_recipe
-from imgbench.recipe_fields import RECIPE_FIELDS, Recipe
+from imgbench.recipe_fields import RECIPE_FIELDS, Optimizer, Recipe
 from imgbench.specs import DatasetSpec
 
 OTHERS = "any other dataset (plugins without their own)"
-OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
+OPTIMIZER_NAMES: dict[Optimizer, str] = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 
 
 def from_scratch_table() -> str:
