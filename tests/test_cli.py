@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from imgbench import cli, resources
-from imgbench.engine.recipe import RECIPE_FIELDS, resolve_recipe
+from imgbench.engine.recipe import resolve_recipe
+from imgbench.recipe_fields import RECIPE_FIELDS
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
 from imgbench.runner.grid import grid_suite
@@ -70,8 +71,8 @@ def test_params_lists_every_field_with_the_datasets_default_and_imports_no_frame
     rows = {row["name"]: row for row in json.loads("\n".join(listing))}
     assert list(rows) == list(RECIPE_FIELDS)
     digits = resolve_recipe("digits", {}).to_dict()
-    for name, (kind, help_text) in RECIPE_FIELDS.items():
-        assert rows[name] == {"name": name, "type": kind.__name__, "default": digits[name], "help": help_text}
+    for name, field in RECIPE_FIELDS.items():
+        assert rows[name] == {"name": name, "type": field.kind.__name__, "default": digits[name], "help": field.help}
     assert rows["epochs"]["default"] != resolve_recipe("cifar10", {}).epochs
 
 

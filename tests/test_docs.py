@@ -310,7 +310,7 @@ def _resolve(node: ast.expr, names: dict[str, Any]) -> Any:
 
 def _check_keywords(function: Callable[..., Any], call: ast.Call, block: Block) -> None:
     from imgbench.engine.job import run_job
-    from imgbench.engine.recipe import RECIPE_FIELDS
+    from imgbench.recipe_fields import RECIPE_FIELDS
 
     parameters = inspect.signature(function).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from typing import Literal
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_every_builtin_default_is_a_valid_recipe_value(name):
         assert set(values) <= set(RECIPE_FIELDS)
         for field_name, value in values.items():
             check_parameter(field_name, value)
-            assert type(value) is RECIPE_FIELDS[field_name][0]  # typed as the field, so config hashes stay put
+            assert type(value) is RECIPE_FIELDS[field_name].kind  # typed as the field, so config hashes stay put
 
 
 def test_a_plugin_dataset_brings_its_own_defaults(tmp_path):
@@ -152,8 +153,36 @@ def test_bad_values_raise_usage_error_naming_the_parameter(name, value, words):
 def test_recipe_fields_describe_every_field_with_its_type():
     assert list(RECIPE_FIELDS) == [f.name for f in fields(Recipe)]
     defaults = Recipe()
-    for name, (kind, help_text) in RECIPE_FIELDS.items():
-        assert isinstance(getattr(defaults, name), kind) and help_text
+    for name, field in RECIPE_FIELDS.items():
+        assert isinstance(getattr(defaults, name), field.kind) and field.help
+
+
+def test_each_field_is_declared_once_with_its_choices_range_and_help():
+    """Choices come from the Literal annotation, ranges from the declaration; both reach the checks, the help
+    and the generated table (the README's own table lists the same optimizers and shares)."""
+    from imgbench.engine.recipe_tables import fields_table
+
+    assert RECIPE_FIELDS["optimizer"].choices == ("adamw", "adam", "sgd")
+    assert RECIPE_FIELDS["finetune"].help.startswith("full (train everything) | head (linear probe")
+    assert RECIPE_FIELDS["device"].help.startswith("auto | cpu | cuda | cuda:N | mps: ")
+    assert RECIPE_FIELDS["epochs"].bound is not None and RECIPE_FIELDS["epochs"].bound.interval == "[0, 1000]"
+    assert {name for name, f in RECIPE_FIELDS.items() if f.kind is str and not (f.choices or f.forms)} == {"weights"}
+    table = fields_table()
+    assert "| `momentum` | float | `0.9` | [0, 1) |" in table
+    assert "| `schedule` | str | `\"cosine\"` | `cosine`, `onecycle`, `step`, `constant` |" in table
+    assert "| `lr` | float | `0.001` | (0, inf) |" in table
+    assert len(table.splitlines()) == 2 + len(fields(Recipe))
+
+
+def test_notes_on_a_value_that_is_not_a_choice_are_refused():
+    from imgbench.recipe_fields import declare, read_declarations
+
+    @dataclass(frozen=True)
+    class Declared:
+        mode: Literal["a", "b"] = declare("a", "a mode", notes={"c": "no such mode"})
+
+    with pytest.raises(TypeError, match=r"Declared.mode has notes on \['c'\]"):
+        read_declarations(Declared)
 
 
 def test_config_hash_is_short_stable_and_sensitive_to_every_input():
@@ -221,7 +250,7 @@ def _file_datasets():
 
 
 def test_the_upper_bounds_themselves_are_accepted():
-    from imgbench.engine.recipe import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_EPOCHS, MAX_IMAGE_SIZE
+    from imgbench.recipe_fields import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_EPOCHS, MAX_IMAGE_SIZE
 
     recipe = resolve_recipe("mnist", {"epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE, "image_size": MAX_IMAGE_SIZE,
                                       "bench_seconds": MAX_BENCH_SECONDS})

@@ -1,10 +1,31 @@
-"""The command line and the launcher stay light: no pandas, seaborn, Jupyter or framework until a job needs it."""
+"""The command line and the launcher stay light (no pandas, seaborn, Jupyter or framework until a job needs
+it), and the import graph is layered: no circles, and no module importing a layer above its own."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+# The layers of src/imgbench, bottom first, by the name under ``imgbench`` (a top-level module or a package).
+# A module may import its own layer and those below it, never one above. The bottom holds the contracts and
+# leaf helpers everything shares. The report sits below the runner because ``run_grid`` builds the report
+# when its jobs are done (the report reads only results files); the job record sits above it because the
+# runner starts the job process by name (``python -m imgbench.jobrecord.child``) and never imports it, while
+# the job process reads its task from the runner. Tools that nothing imports are at the top.
+# A name not listed here yet counts as the top layer: it may import anything, and a lower layer that
+# imports it fails this test until it is placed.
+LAYERS = (
+    ("schema", "specs", "errors", "paths", "recipe_fields", "kernel", "resources", "wrappers", "energy", "terminal"),
+    ("hookspecs", "plugins", "registry"),
+    ("datasets",),
+    ("families",),
+    ("engine",),
+    ("inference",),
+    ("report", "tracking"),
+    ("runner",),
+    ("jobrecord",),
+    ("cli", "conformance", "__main__"),
+)
 HEAVY = ("pandas", "seaborn", "matplotlib", "torch", "keras", "timm", "papermill", "jupyter_client", "sklearn")
 
 
@@ -72,3 +93,30 @@ def test_no_import_circles_between_the_project_s_modules():
                 elif nxt not in path and len(path) < 12:
                     stack.append((nxt, path + [nxt]))
     assert not circles, "import circles:\n" + "\n".join(sorted(set(circles))[:10])
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of ``imgbench.<name>...``; a name not listed counts as the top layer."""
+    name = module.split(".")[1] if "." in module else ""
+    return next((rank for rank, names in enumerate(LAYERS) if name in names), len(LAYERS) - 1)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                  if layer_of(target) > layer_of(module))
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = upward_imports(_project_imports())
+    assert not upward, ("imports of a higher layer (move the shared piece down, or place a new module in "
+                        "tests/test_imports.py LAYERS):\n" + "\n".join(upward))
+
+
+def test_the_layer_check_catches_an_upward_import_and_places_new_modules_at_the_top():
+    graph = _project_imports()
+    graph["imgbench.datasets.splits"].add("imgbench.engine.recipe")  # the import issue 21 removed
+    graph["imgbench.registry"].add("imgbench.someday")  # a module the layers do not know yet
+    graph["imgbench.someday"] = {"imgbench.report.load", "imgbench.schema"}
+    assert upward_imports(graph) == ["imgbench.datasets.splits -> imgbench.engine.recipe",
+                                     "imgbench.registry -> imgbench.someday"]
+    assert len({name for names in LAYERS for name in names}) == sum(map(len, LAYERS))  # each named once

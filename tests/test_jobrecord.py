@@ -18,7 +18,7 @@ from imgbench import schema
 from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe, run_job
 from imgbench.errors import UsageError
 from imgbench.jobrecord import display
-from imgbench.jobrecord.kernel import CurrentPythonKernelManager, KernelHandle
+from imgbench.kernel import CurrentPythonKernelManager, KernelHandle
 from imgbench.registry import get_registry
 from imgbench.runner.jobs import Job
 from imgbench.runner.suite import expand, suite_from_dict

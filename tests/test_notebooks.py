@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 import papermill
 
 from imgbench.cli import main
-from imgbench.jobrecord.kernel import CurrentPythonKernelManager
+from imgbench.kernel import CurrentPythonKernelManager
 from imgbench.resources import notebook_path
 from report_synthetic import PLAN, make_results
 

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from imgbench.errors import UsageError
-from imgbench.jobrecord.kernel import CurrentPythonKernelManager
+from imgbench.kernel import CurrentPythonKernelManager
 from imgbench.report import build_report
 from imgbench.resources import notebook_path
 from report_synthetic import PLAN, ReportPage, make_results

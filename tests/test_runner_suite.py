@@ -358,6 +358,9 @@ def test_notebook_parameters_are_the_job_fields_and_every_recipe_field():
     inferred = papermill.inspect_notebook(str(notebook_path()))
     assert set(inferred) == {"model", "dataset", "seed", "out_dir", "data_dir", *RECIPE_FIELDS}
     assert all(p["help"] for p in inferred.values())  # every parameter carries a comment
+    # and a recipe field's comment starts with the type the field is declared with
+    assert {name: inferred[name]["help"].partition(":")[0] for name in RECIPE_FIELDS} == {
+        name: field.kind.__name__ for name, field in RECIPE_FIELDS.items()}
 
 
 def test_notebook_defaults_are_a_small_valid_run():

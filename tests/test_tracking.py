@@ -19,8 +19,8 @@ from imgbench.registry import Registry
 from imgbench.runner.jobs import Job
 from imgbench.runner.results import make_row, write_record
 from imgbench.tracking import links
-from imgbench.tracking.lifecycle import Lifecycle, tracker_names
-from imgbench.tracking.records import GridInfo, JobInfo, JobOutcome, RunLink
+from imgbench.runner.lifecycle import Lifecycle, tracker_names
+from imgbench.specs import GridInfo, JobInfo, JobOutcome, RunLink
 
 REPO = Path(__file__).resolve().parents[1]
 GRID_ARGS = ["run", "none", "-m", "tinycnn/small", "-d", "digits", "-p", "epochs=1",

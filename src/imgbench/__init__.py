@@ -11,7 +11,7 @@ from typing import Any
 
 from imgbench.hookspecs import hookimpl
 from imgbench.specs import DataConfig, DatasetSpec, ExecutorSpec, LoadedDataset, ModelSpec, RecipeDefaults, Split
-from imgbench.tracking.records import RunLink, TrackerSpec
+from imgbench.specs import GridInfo, GridOutcome, JobInfo, JobOutcome, RunLink, TrackerSpec
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,10 @@ __all__ = [
     "DataConfig",
     "DatasetSpec",
     "ExecutorSpec",
+    "GridInfo",
+    "GridOutcome",
+    "JobInfo",
+    "JobOutcome",
     "LoadedDataset",
     "ModelSpec",
     "RecipeDefaults",

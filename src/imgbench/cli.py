@@ -210,7 +210,8 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from imgbench.engine.recipe import RECIPE_FIELDS, resolve_recipe
+    from imgbench.engine.recipe import resolve_recipe
+    from imgbench.recipe_fields import RECIPE_FIELDS
 
     spec = None
     if args.dataset:  # by its base name, so `imgbench params imagefolder` needs no folder
@@ -219,17 +220,17 @@ def cmd_params(args: argparse.Namespace) -> int:
         spec = {s.name: s for s in registry.datasets()}.get(base) or registry.dataset(base)[0]  # unknown: raises
     recipe = resolve_recipe(spec, {}).to_dict()
     if args.json:
-        print(json.dumps([{"name": name, "type": kind.__name__, "default": recipe[name], "help": help_text}
-                          for name, (kind, help_text) in RECIPE_FIELDS.items()], indent=2))
+        print(json.dumps([{"name": name, "type": field.kind.__name__, "default": recipe[name], "help": field.help}
+                          for name, field in RECIPE_FIELDS.items()], indent=2))
         return 0
     tuned = resolve_recipe(spec, {"pretrained": True}).to_dict()
 
     def shown(kind: type, value: object) -> object:
         return json.dumps(value) if kind is str else str(value).lower() if kind is bool else value
 
-    rows = [{"name": name, "type": kind.__name__, "default": shown(kind, recipe[name]),
-             "from_weights": shown(kind, tuned[name]) if name != "pretrained" and tuned[name] != recipe[name] else "",
-             "help": help_text} for name, (kind, help_text) in RECIPE_FIELDS.items()]
+    rows = [{"name": name, "type": field.kind.__name__, "default": shown(field.kind, recipe[name]),
+             "from_weights": shown(field.kind, tuned[name]) if name != "pretrained" and tuned[name] != recipe[name]
+             else "", "help": field.help} for name, field in RECIPE_FIELDS.items()]
     own = spec is not None and (spec.recipe.from_scratch or spec.recipe.from_weights)
     print(table(rows, ["name", "type", "default", "from_weights", "help"]))
     print(wrap(f"defaults for {args.dataset or 'any dataset without its own'} "

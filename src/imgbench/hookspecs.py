@@ -1,11 +1,15 @@
 """Every hook imgbench calls. Plugins implement them with ``@imgbench.hookimpl``.
 
 Registration hooks return data (lists of frozen specs from :mod:`imgbench.specs`); they never mutate shared
-state, so a plugin that raises only loses its own contribution.
+state, so a plugin that raises only loses its own contribution. Each hook is typed: an implementation takes
+the parameters of its hookspec (any subset, by name) and returns its type. ``hookimpl`` keeps the decorated
+function's own type, so a type checker holds an implementation annotated as its hookspec is
+(``-> list[ModelSpec]``) to that type, and every spec it builds to the :mod:`imgbench.specs` protocols of
+its callables. An implementation whose name matches no hookspec fails its plugin at registration.
 
 Lifecycle hooks (``imgbench_grid_started``, ``imgbench_job_finished``, ``imgbench_grid_finished``) are called in
 the launcher, the one process that writes the results folder, also when the jobs run on Dask workers. They get
-read-only records (:mod:`imgbench.tracking.records`) and are called one implementation at a time: one that
+read-only records (:mod:`imgbench.specs`) and are called one implementation at a time: one that
 raises is reported once, in the launcher's output and in run.json's ``hook_errors``, and is not called again
 for that grid; the others still run, and no row, file or exit status changes.
 """
@@ -14,8 +18,8 @@ from __future__ import annotations
 
 import pluggy
 
-from imgbench.specs import DatasetSpec, ExecutorSpec, ModelSpec
-from imgbench.tracking.records import GridInfo, GridOutcome, JobInfo, JobOutcome, RunLink, TrackerSpec
+from imgbench.specs import (DatasetSpec, ExecutorSpec, GridInfo, GridOutcome, JobInfo, JobOutcome, ModelSpec, RunLink,
+                            TrackerSpec)
 
 PROJECT = "imgbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -26,37 +30,62 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def imgbench_models() -> list[ModelSpec]:
     """Called once per plugin when the registry is first built (``imgbench models``, ``run``, the API).
 
-    Return the model architectures this plugin offers. Names are namespaced (``<plugin>/<arch>``) and must
-    be unique across all plugins; a name two plugins claim is reported as an error of the later one.
-    Do not import a deep-learning framework here: do that inside ``ModelSpec.build``.
+    Returns:
+        The model architectures this plugin offers, as :class:`~imgbench.specs.ModelSpec` records. Names are
+        namespaced (``<plugin>/<arch>``) and must be unique across all plugins; a name two plugins claim is
+        reported as an error of the later one (built-ins, then entry points, then plugin files), which keeps
+        its other models.
+
+    Do not import a deep-learning framework here: do that inside ``ModelSpec.build``
+    (:class:`~imgbench.specs.ModelBuilder`). A hook that raises, or returns anything but a list of
+    ``ModelSpec``, loses only this plugin's models, and ``imgbench plugins`` reports it.
     """
+    return []
 
 
 @hookspec(firstresult=True)
 def imgbench_resolve_model(name: str) -> ModelSpec | None:
     """Called when a model name is asked for that no plugin listed in ``imgbench_models``.
 
-    Return a spec for open-ended families (``timm/<any timm architecture>``), or None to pass. The first
-    non-None answer wins. This hook may import its framework, since it runs only for unlisted names.
+    Args:
+        name: the full name asked for, with its namespace (``timm/resnet26d``).
+
+    Returns:
+        A spec for open-ended families (``timm/<any timm architecture>``), or None to pass. The first non-None
+        answer wins; the name is usable from then on (and records the plugin that answered) but is never
+        added to the listing. A hook that raises makes the name unknown.
+
+    This hook may import its framework, since it runs only for unlisted names.
     """
+    return None
 
 
 @hookspec
 def imgbench_datasets() -> list[DatasetSpec]:
     """Called once per plugin when the registry is first built.
 
-    Return the datasets this plugin offers. Names are plain (``mnist``, ``flowers``) and unique across
-    plugins. Loading happens later, through ``DatasetSpec.load``. ``DatasetSpec.recipe`` carries the
-    dataset's own recipe defaults (none: its jobs take the generic recipe).
+    Returns:
+        The datasets this plugin offers, as :class:`~imgbench.specs.DatasetSpec` records. Names are plain
+        (``mnist``, ``flowers``) and unique across plugins; a spec with ``takes_arg=True`` is asked for as
+        ``name:arg``. Loading happens later, through ``DatasetSpec.load``
+        (:class:`~imgbench.specs.DatasetLoader`); ``DatasetSpec.recipe`` carries the dataset's own recipe
+        defaults (none: its jobs take the generic recipe). Folder-per-class trees need no code of their
+        own: return :func:`imgbench.datasets.imagefolder_dataset`.
     """
+    return []
 
 
 @hookspec
 def imgbench_executors() -> list[ExecutorSpec]:
     """Called once per plugin when ``imgbench run`` chooses how to execute its grid (``--executor``).
 
-    Return the executors this plugin offers (``local`` is built in; ``dask`` comes with the dask extra).
+    Returns:
+        The executors this plugin offers, as :class:`~imgbench.specs.ExecutorSpec` records (``local`` is
+        built in; ``dask`` comes with the dask extra). ``ExecutorSpec.create``
+        (:class:`~imgbench.specs.ExecutorFactory`) returns an :class:`~imgbench.specs.Executor`; each of the
+        spec's ``options`` becomes an ``imgbench run`` option.
     """
+    return []
 
 
 @hookspec
@@ -67,6 +96,7 @@ def imgbench_trackers() -> list[TrackerSpec]:
     A tracker is created only when named, before any job starts; the object ``TrackerSpec.create`` returns
     implements the lifecycle hooks below and is registered as a plugin for that one grid.
     """
+    return []
 
 
 @hookspec
@@ -77,6 +107,7 @@ def imgbench_grid_started(grid: GridInfo) -> list[RunLink] | None:
     ``grid`` is the whole grid: its folder, every job, and the recorded outcome of the jobs a resume skips.
     Return links to where the grid (``RunLink.job_id`` empty) and any of its jobs are recorded, or None.
     """
+    return None
 
 
 @hookspec
@@ -87,6 +118,7 @@ def imgbench_job_finished(job: JobInfo, record: JobOutcome) -> RunLink | None:
     ``record`` holds the job's results.csv row and its folder. Return a link to where the job is recorded, or
     None.
     """
+    return None
 
 
 @hookspec
@@ -96,3 +128,4 @@ def imgbench_grid_finished(grid: GridInfo, results: GridOutcome) -> None:
 
     ``results`` holds every row of results.csv, the report's path and the exit status. Return None.
     """
+    return None

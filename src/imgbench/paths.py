@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import platformdirs
 
@@ -15,6 +15,13 @@ DATA_DIR_ENV = "IMGBENCH_DATA_DIR"  # local copies: <dir>/mnist, <dir>/cifar10, 
 CACHE_DIR_ENV = "IMGBENCH_CACHE_DIR"  # downloads and decoded arrays
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the umask can only be read by setting it
+
+
+class FolderKwargs(TypedDict):
+    """``data_dir`` and ``cache_dir``, as every ``DatasetSpec.load``/``locate``/``check`` takes them."""
+
+    data_dir: Path | None
+    cache_dir: Path
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class DataFolders:
         return cls(Path(local).expanduser().resolve() if local else None,
                    Path(cache).expanduser().resolve() if cache else Path(platformdirs.user_cache_dir("imgbench")))
 
-    def as_kwargs(self) -> dict[str, Path | None]:
+    def as_kwargs(self) -> FolderKwargs:
         return {"data_dir": self.data_dir, "cache_dir": self.cache_dir}
 
     def env(self) -> dict[str, str]:

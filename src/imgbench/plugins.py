@@ -15,9 +15,10 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
+from typing import Callable, Iterable, Literal
 
 import pluggy
 
@@ -30,11 +31,15 @@ BLOCK_ENV = "IMGBENCH_BLOCK_PLUGINS"  # comma-separated plugin names to leave ou
 OWN_DISTRIBUTION = "imgbench"
 
 
+PluginKind = Literal["built-in", "entry point", "file", "failed"]
+
+
 @dataclass(frozen=True)
 class PluginSource:
-    """Where a plugin came from: ``built-in``, ``entry point`` or ``file``, and the details to find it."""
+    """Where a plugin came from: ``built-in``, ``entry point`` or ``file`` (``failed``: it never loaded), and
+    the details to find it."""
 
-    kind: str
+    kind: PluginKind
     location: str  # module path, "dist==version: module", or a file path
     distribution: str = ""
     version: str = ""
@@ -118,7 +123,7 @@ def make_plugin_manager(
     sources: dict[str, PluginSource] = {}
     errors: list[PluginError] = []
 
-    def register(name: str, load, source: PluginSource) -> None:
+    def register(name: str, load: Callable[[], object], source: PluginSource) -> None:
         if name in blocked:
             return
         if name in sources:
@@ -151,7 +156,7 @@ def make_plugin_manager(
     ordered = sorted(entry_points, key=lambda ep: (_dist_name(ep) != OWN_DISTRIBUTION, ep.name))
     for ep in ordered:
         dist, version = _dist_name(ep), _dist_version(ep)
-        kind = "built-in" if dist == OWN_DISTRIBUTION else "entry point"
+        kind: PluginKind = "built-in" if dist == OWN_DISTRIBUTION else "entry point"
         location = f"{dist}=={version}: {ep.value}" if dist else ep.value
         register(ep.name, ep.load, PluginSource(kind, location, dist, version))
 
@@ -167,7 +172,7 @@ def make_plugin_manager(
         for path in sorted(folder.glob("*.py")):
             if path.name.startswith("_"):
                 continue
-            register(path.stem, lambda path=path: _load_file(path), PluginSource("file", str(path)))
+            register(path.stem, partial(_load_file, path), PluginSource("file", str(path)))
     return pm, sources, errors
 
 

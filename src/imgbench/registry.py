@@ -12,7 +12,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Generic, Iterable, Literal, Sequence, TypeVar
 
 from imgbench.errors import UsageError
 from imgbench.plugins import (
@@ -22,11 +22,15 @@ from imgbench.plugins import (
     default_plugin_dirs,
     make_plugin_manager,
 )
-from imgbench.specs import DatasetSpec, ExecutorSpec, ModelSpec
-from imgbench.tracking.records import TrackerSpec
+from imgbench.specs import DatasetSpec, ExecutorSpec, ModelSpec, TrackerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    import importlib.metadata
+
     import torch
+
+Spec = TypeVar("Spec", ModelSpec, DatasetSpec, ExecutorSpec, TrackerSpec)
+PluginStatus = Literal["ok", "PARTIAL", "FAILED"]
 
 
 class UnknownNameError(UsageError, LookupError):
@@ -48,6 +52,8 @@ class PluginsFailedError(UsageError):
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """One plugin as ``imgbench plugins`` lists it: where it came from, what it registered, what went wrong."""
+
     name: str
     source: PluginSource
     models: tuple[str, ...] = ()
@@ -56,7 +62,7 @@ class PluginInfo:
     errors: tuple[str, ...] = ()
 
     @property
-    def status(self) -> str:
+    def status(self) -> PluginStatus:
         """``ok``; ``PARTIAL`` when something it offers was left out (a clashing name, a raising hook) but the
         rest registered; ``FAILED`` when nothing of it registered."""
         if not self.errors:
@@ -65,8 +71,8 @@ class PluginInfo:
 
 
 @dataclass
-class _Collected:
-    by_name: dict[str, Any] = field(default_factory=dict)
+class _Collected(Generic[Spec]):
+    by_name: dict[str, Spec] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,20 +84,20 @@ class Registry:
         plugin_dirs: Iterable[Path | str] = (),
         blocked: Iterable[str] = (),
         strict: bool = False,
-        entry_points: Iterable[Any] | None = None,
+        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
     ) -> None:
         self.plugin_dirs = tuple(Path(d) for d in plugin_dirs)
         self.blocked = tuple(sorted(set(blocked)))
         self.pm, self.sources, self.errors = make_plugin_manager(self.plugin_dirs, self.blocked, entry_points)
         self._models = self._collect("imgbench_models", ModelSpec, "model")
-        self._resolved = _Collected()  # open-ended names (timm/<any>) asked for: usable, never listed
+        self._resolved: _Collected[ModelSpec] = _Collected()  # open-ended names (timm/<any>) asked for: usable, never listed
         self._datasets = self._collect("imgbench_datasets", DatasetSpec, "dataset")
-        self._executors: _Collected | None = None
+        self._executors: _Collected[ExecutorSpec] | None = None
         if strict and self.errors:
             raise PluginsFailedError("plugin errors (strict mode):\n  " + "\n  ".join(map(str, self.errors)))
 
-    def _collect(self, hook_name: str, spec_type: type, kind: str) -> _Collected:
-        collected = _Collected()
+    def _collect(self, hook_name: str, spec_type: type[Spec], kind: str) -> _Collected[Spec]:
+        collected: _Collected[Spec] = _Collected()
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order: built-ins, entry points, files
             plugin = impl.plugin_name
@@ -181,6 +187,7 @@ class Registry:
 
     # -- datasets -------------------------------------------------------------------------------------
     def datasets(self, patterns: Sequence[str] = ()) -> list[DatasetSpec]:
+        """Datasets whose names match any glob; all when none given."""
         names = sorted(self._datasets.by_name)
         if patterns:
             names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
@@ -200,11 +207,13 @@ class Registry:
 
     # -- executors ------------------------------------------------------------------------------------
     def executors(self) -> list[ExecutorSpec]:
+        """Every executor, collected on first use (only ``imgbench run`` needs them)."""
         if self._executors is None:
             self._executors = self._collect("imgbench_executors", ExecutorSpec, "executor")
         return [self._executors.by_name[n] for n in sorted(self._executors.by_name)]
 
     def executor(self, name: str) -> ExecutorSpec:
+        """The spec of one executor; an unknown name suggests close ones."""
         specs = {s.name: s for s in self.executors()}
         if name not in specs:
             raise UnknownNameError("executor", name, list(specs))
@@ -212,7 +221,7 @@ class Registry:
 
     # -- trackers -------------------------------------------------------------------------------------
     @cached_property
-    def _trackers(self) -> _Collected:
+    def _trackers(self) -> _Collected[TrackerSpec]:
         return self._collect("imgbench_trackers", TrackerSpec, "tracker")
 
     def trackers(self) -> list[TrackerSpec]:
@@ -250,7 +259,7 @@ def registry_with(plugin_dirs: Iterable[Path | str] = (), blocked: Iterable[str]
                         strict=strict)
 
 
-_CACHE: dict[tuple, Registry] = {}
+_CACHE: dict[tuple[tuple[Path, ...], tuple[str, ...], bool], Registry] = {}
 
 
 def get_registry(

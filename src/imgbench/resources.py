@@ -6,6 +6,7 @@ they are the top-level ``notebooks/`` and ``benchmarks/suites/`` folders.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -41,7 +42,7 @@ def notebook_path(name: str = NOTEBOOK_NAME) -> Path:
     return found
 
 
-def suite_path(name_or_path: str | Path | None = None) -> Path:
+def suite_path(name_or_path: str | os.PathLike[str] | None = None) -> Path:
     """A suite file: a path, or the name of a shipped suite (``quick``, ``standard``); default ``quick``."""
     name = str(name_or_path or DEFAULT_SUITE)
     path = Path(name).expanduser()

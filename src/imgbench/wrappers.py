@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -46,10 +48,11 @@ class KerasModule(torch.nn.Module):
             raise TypeError("Keras is not on the torch backend: its models are not torch modules")
         import keras
 
-        self.net = net
+        keras_net: Any = net  # a Keras model on a torch module; Keras' own API is untyped
+        self.net = keras_net
         self.channels_first = keras.config.image_data_format() == "channels_first"
         self._device_scope = keras.device
-        for layer in net._flatten_layers(include_self=False, recursive=True):
+        for layer in keras_net._flatten_layers(include_self=False, recursive=True):
             # exactly Dropout: its subclasses (SpatialDropout2D...) compute their own noise shapes
             if type(layer) is keras.layers.Dropout and (layer.noise_shape is not None or layer.seed is not None):
                 layer.call = _DeviceDropout(layer)
@@ -57,6 +60,20 @@ class KerasModule(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._device_scope(str(x.device)):
             return self.net(x if self.channels_first else x.permute(0, 2, 3, 1), training=self.training)
+
+    def weighted_layers(self) -> list[Any]:
+        """The Keras layers that hold weights, in order, nested models flattened: the last one makes the logits
+        (the classifier), and their places name the weights in a checkpoint
+        (:func:`imgbench.engine.weights.keras_variables`)."""
+        return list(_weighted_layers(self.net))
+
+
+def _weighted_layers(model: Any) -> Iterator[Any]:
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _weighted_layers(layer)
+        elif layer.weights:
+            yield layer
 
 
 class FrozenBackbone(torch.nn.Module):

@@ -24,7 +24,7 @@ from imgbench.datasets.errors import DatasetError, UnsafeArchiveError, UnsafePic
 try:  # numpy >= 2 moved the pickling helpers to numpy._core; old pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
 
 
 

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imgbench.datasets.errors import ChecksumError
 from imgbench.paths import atomic_write_json
@@ -88,7 +89,7 @@ def cache_record(cache_dir: Path, folder: str, path: Path) -> Path:
     return Path(cache_dir) / folder / f"{key}.json"
 
 
-def _read_memo(memo_path: Path) -> dict | None:
+def _read_memo(memo_path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

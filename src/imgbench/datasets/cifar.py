@@ -19,10 +19,10 @@ from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.errors import ChecksumError, DatasetError
 from imgbench.datasets.file_dataset import FileDataset, files_fingerprint
 from imgbench.datasets.images import resize_array
-from imgbench.datasets.sources import CanDownload, checksum_problems, files_problems, find_files, local_folder, obtain
+from imgbench.datasets.sources import checksum_problems, files_problems, find_files, local_folder, obtain
 from imgbench.datasets.store import Decoded, decoded_in_cache, row_digests
 from imgbench.datasets.tree import is_split_layout, load_tree, scan_tree, tree_problems
-from imgbench.specs import LoadedDataset, RecipeDefaults
+from imgbench.specs import CanDownload, LoadedDataset, RecipeDefaults, Where
 
 NATIVE_SIZE = 32
 PIXELS = NATIVE_SIZE * NATIVE_SIZE * 3
@@ -74,7 +74,7 @@ class CifarDataset(FileDataset):
             return "png", local
         return None
 
-    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[Where, str]:
         layout = self._local_layout(data_dir)
         if layout is not None:
             return "local", str(layout[1])

@@ -19,9 +19,8 @@ import numpy as np
 from imgbench.datasets.errors import DatasetError
 from imgbench.datasets.file_dataset import FileDataset
 from imgbench.datasets.images import resize_array
-from imgbench.datasets.sources import CanDownload
 from imgbench.datasets.store import Decoded, row_digests
-from imgbench.specs import LoadedDataset, RecipeDefaults
+from imgbench.specs import CanDownload, LoadedDataset, RecipeDefaults, Where
 
 NATIVE_SIZE = 8
 MAX_COUNT = 16  # the pixel values are counts of set pixels in 4x4 blocks of a 32x32 bitmap
@@ -79,7 +78,7 @@ class DigitsDataset(FileDataset):
     default_size = NATIVE_SIZE
     test_fraction = TEST_FRACTION
 
-    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[Where, str]:
         return "local", f"bundled with scikit-learn ({BUNDLED_FILE})"
 
     def check(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "",

@@ -18,7 +18,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 from urllib.parse import urlsplit
 
 from filelock import FileLock
@@ -40,7 +40,8 @@ TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, http.client.Incomple
 class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects, but never from https down to http (or anything else)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: http.client.HTTPMessage, newurl: str) -> urllib.request.Request | None:
         if urlsplit(newurl).scheme != "https":
             raise DownloadError(f"refusing the redirect from {req.full_url} to {newurl}: downloads must stay on https")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -49,8 +50,9 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_HttpsOnlyRedirects)
 
 
-def open_url(url: str, timeout: float):  # noqa: ANN201 (an http.client.HTTPResponse or a test double)
-    """Open ``url`` for reading; tests replace this to serve bytes without a network."""
+def open_url(url: str, timeout: float) -> http.client.HTTPResponse:
+    """Open ``url`` for reading; tests replace this (with a double of the response) to serve bytes without a
+    network."""
     return _OPENER.open(urllib.request.Request(url, headers={"User-Agent": USER_AGENT}), timeout=timeout)
 
 
@@ -132,7 +134,7 @@ def _download_verified(url: str, check: FileCheck, dest: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _stream(url: str, check: FileCheck, handle) -> None:  # noqa: ANN001
+def _stream(url: str, check: FileCheck, handle: IO[bytes]) -> None:
     with open_url(url, TIMEOUT_S) as response:
         total = int(response.headers.get("Content-Length") or 0) or check.size
         with tqdm(total=total, unit="B", unit_scale=True, desc=check.name, disable=None, leave=False) as bar:

@@ -15,9 +15,8 @@ from typing import Callable, ClassVar, Mapping, Sequence
 
 from imgbench.datasets import splits
 from imgbench.datasets.checksums import FileCheck
-from imgbench.datasets.sources import CanDownload
 from imgbench.datasets.store import Decoded, check_image_size, load_through_cache
-from imgbench.specs import DatasetSpec, LoadedDataset, RecipeDefaults
+from imgbench.specs import CanDownload, DatasetSpec, LoadedDataset, RecipeDefaults, Where
 
 
 class FileDataset(ABC):
@@ -34,7 +33,7 @@ class FileDataset(ABC):
     test_fraction: ClassVar[float] = 0.0  # share held out as test by content when there is no official test set
 
     @abstractmethod
-    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[Where, str]:
         """``("local" | "cache" | "download" | "missing", detail)``, without loading."""
 
     @abstractmethod
@@ -58,7 +57,7 @@ class FileDataset(ABC):
             name=self.name, load=self.load, locate=self.locate, check=self.check, description=self.description,
             classes=self.classes, image_shape=self.image_shape, recipe=self.recipe,
             split_sizes=splits.split_sizes(list(self.train_counts), test_counts=counts,
-                                           val_size=self.recipe.from_scratch["val_size"],
+                                           val_size=float(self.recipe.from_scratch["val_size"]),
                                            test_fraction=self.test_fraction),
         )
 

@@ -48,13 +48,13 @@ def tiny_mnist(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0,
     target = Path(folder) / name
     arrays = [rng.integers(0, 256, (n_train, 28, 28)), np.arange(n_train) % 10,
               rng.integers(0, 256, (n_test, 28, 28)), np.arange(n_test) % 10]
-    checks = tuple(checks_for(write_idx(target / f.name, a)) for f, a in zip(MNIST.files, arrays))
-    return replace(MNIST, name=name, files=checks, mirrors=("https://example.invalid/mnist/",),
+    train_x, train_y, test_x, test_y = (checks_for(write_idx(target / f.name, a)) for f, a in zip(MNIST.files, arrays))
+    return replace(MNIST, name=name, files=(train_x, train_y, test_x, test_y), mirrors=("https://example.invalid/mnist/",),
                    train_counts=tuple(np.bincount(arrays[1], minlength=10)),
                    test_counts=tuple(np.bincount(arrays[3], minlength=10)))
 
 
-def cifar_batch(images: np.ndarray, labels: Sequence[int], label_key: bytes = b"labels") -> bytes:
+def cifar_batch(images: np.ndarray, labels: Sequence[int] | np.ndarray, label_key: bytes = b"labels") -> bytes:
     """A pickled batch laid out like the official ones: channel-planar uint8 rows, protocol 2, byte keys."""
     rows = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)).reshape(len(images), -1)
     batch = {b"batch_label": b"tiny batch", label_key: [int(v) for v in labels], b"data": rows,

@@ -18,9 +18,9 @@ from filelock import FileLock
 from imgbench.datasets.archives import safe_extract
 from imgbench.datasets.checksums import FileCheck
 from imgbench.datasets.file_dataset import FileDataset
-from imgbench.datasets.sources import CanDownload, files_problems, find_files, local_folder, obtain
+from imgbench.datasets.sources import files_problems, find_files, local_folder, obtain
 from imgbench.datasets.tree import DEFAULT_SIZE, TEST_FRACTION, class_folders, load_tree, scan_tree, tree_problems
-from imgbench.specs import LoadedDataset, RecipeDefaults
+from imgbench.specs import CanDownload, LoadedDataset, RecipeDefaults, Where
 
 EXTRACTED = "extracted"
 LOCK_TIMEOUT_S = 3600
@@ -59,7 +59,7 @@ class FlowersDataset(FileDataset):
                 return candidate
         return None
 
-    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[Where, str]:
         local = local_folder(data_dir, self.name)
         if local is not None and local.is_dir():
             root = self._tree_root(local)

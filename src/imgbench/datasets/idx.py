@@ -17,9 +17,9 @@ from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.errors import DatasetError
 from imgbench.datasets.file_dataset import FileDataset, files_fingerprint
 from imgbench.datasets.images import resize_array
-from imgbench.datasets.sources import CanDownload, files_problems, find_files, local_folder, obtain
+from imgbench.datasets.sources import files_problems, find_files, local_folder, obtain
 from imgbench.datasets.store import Decoded, decoded_in_cache, row_digests
-from imgbench.specs import LoadedDataset, RecipeDefaults
+from imgbench.specs import CanDownload, LoadedDataset, RecipeDefaults, Where
 
 NATIVE_SIZE = 28
 IDX_UBYTE = 0x08
@@ -68,7 +68,7 @@ class IdxDataset(FileDataset):
     def urls(self) -> dict[str, list[str]]:
         return {f.name: [base + f.name for base in self.mirrors] for f in self.files}
 
-    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+    def locate(self, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[Where, str]:
         found = find_files(self.name, self.files, data_dir, cache_dir)
         if found is not None:
             return found[0], str(found[1])
@@ -110,7 +110,8 @@ class IdxDataset(FileDataset):
                                        source_fingerprint=self.source_fingerprint, decode=decode,
                                        source="" if where == "download" else f"{where}: {detail}")
 
-    def _decoded(self, train_x, train_y, test_x, test_y, *, size: int) -> Decoded:
+    def _decoded(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                 size: int) -> Decoded:
         for images, labels, part in ((train_x, train_y, "train"), (test_x, test_y, "test")):
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
                 raise DatasetError(f"{self.name} {part}: images {images.shape} and labels {labels.shape} do not match")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imgbench.datasets.tree import DEFAULT_SIZE, class_folders, is_split_layout, load_tree, scan_tree, tree_problems
 from imgbench.errors import UsageError
-from imgbench.specs import DatasetSpec, LoadedDataset, RecipeDefaults
+from imgbench.specs import DatasetSpec, LoadedDataset, RecipeDefaults, Where
 
 
 def _load_arg(*, image_size: int, val_size: float, data_dir: Path | None, cache_dir: Path,
@@ -30,7 +30,7 @@ def _check_root(root: str | Path, *, data_dir: Path | None, cache_dir: Path, arg
     return tree_problems(Path(root or arg))
 
 
-def _locate_root(root: str | Path, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[str, str]:
+def _locate_root(root: str | Path, *, data_dir: Path | None, cache_dir: Path, arg: str = "") -> tuple[Where, str]:
     folder = Path(root or arg).expanduser()
     if not str(root or arg):
         return "missing", "needs a folder: imagefolder:/path/to/root"

@@ -100,9 +100,9 @@ def decode_file(path: str | Path, size: int) -> np.ndarray:
     """One image file as uint8 ``(size, size, 3)``: made RGB by :func:`to_rgb8`, shorter side resized to
     ``size``, center-cropped."""
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (size, size))
-            image = to_rgb8(image)
+        with Image.open(path) as opened:
+            opened.draft("RGB", (size, size))
+            image = to_rgb8(opened)
             width, height = image.size
             side = min(width, height)
             left, top = (width - side) // 2, (height - side) // 2

@@ -7,13 +7,12 @@ Local copies live in ``<data dir>/<dataset>/`` (``IMGBENCH_DATA_DIR`` or ``--dat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Mapping, Sequence
 
 from imgbench.datasets.checksums import FileCheck, verify_file
 from imgbench.datasets.download import fetch
 from imgbench.datasets.errors import ChecksumError
-
-CanDownload = Callable[[str], str]  # url -> '' when this machine can download from its host, else why not
+from imgbench.specs import CanDownload, Where
 
 DOWNLOADS = "downloads"
 
@@ -33,15 +32,17 @@ def where_to_put(name: str, files: Sequence[FileCheck], data_dir: Path | None, c
             f"(set IMGBENCH_DATA_DIR or pass --data-dir) or into {download_folder(cache_dir, name)}/, then load again.")
 
 
-def find_files(name: str, files: Sequence[FileCheck], data_dir: Path | None, cache_dir: Path) -> tuple[str, Path] | None:
+def find_files(name: str, files: Sequence[FileCheck], data_dir: Path | None, cache_dir: Path) -> tuple[Where, Path] | None:
     """``("local" | "cache", folder)`` of the first place holding every file, or None."""
-    for where, folder in (("local", local_folder(data_dir, name)), ("cache", download_folder(cache_dir, name))):
+    places: tuple[tuple[Where, Path | None], ...] = (("local", local_folder(data_dir, name)),
+                                                    ("cache", download_folder(cache_dir, name)))
+    for where, folder in places:
         if folder is not None and all((folder / f.name).is_file() for f in files):
             return where, folder
     return None
 
 
-def obtain(name: str, files: Sequence[FileCheck], urls: dict[str, Sequence[str]], data_dir: Path | None,
+def obtain(name: str, files: Sequence[FileCheck], urls: Mapping[str, Sequence[str]], data_dir: Path | None,
            cache_dir: Path) -> tuple[str, dict[str, Path]]:
     """Every file verified in full (ready to parse), from the local copy, the cache or a download.
 
@@ -70,7 +71,7 @@ def checksum_problems(folder: Path, files: Sequence[FileCheck], cache_dir: Path)
     return problems
 
 
-def files_problems(name: str, files: Sequence[FileCheck], urls: dict[str, Sequence[str]], data_dir: Path | None,
+def files_problems(name: str, files: Sequence[FileCheck], urls: Mapping[str, Sequence[str]], data_dir: Path | None,
                    cache_dir: Path, can_download: CanDownload) -> list[str]:
     """What would stop :func:`obtain`, found without downloading: a local copy that fails its checksum (it is
     never changed), or files to download (absent, or a damaged cached copy) that this machine cannot download."""

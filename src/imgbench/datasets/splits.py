@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgbench.engine.recipe import BOUNDS
 from imgbench.errors import UsageError
+from imgbench.recipe_fields import RECIPE_FIELDS
 
 SPLIT_SEED = 0  # fixed, and independent of a job's seed: every job of a grid sees the same validation set
 METHOD = "content-hash-stratified-v1"  # recorded in fingerprints; bump when the algorithm changes
@@ -31,7 +31,7 @@ class SplitIndices:
 
 def check_val_size(val_size: float) -> float:
     if not isinstance(val_size, numbers.Real) or isinstance(val_size, bool) \
-            or BOUNDS["val_size"].problem(float(val_size)):
+            or RECIPE_FIELDS["val_size"].problem(float(val_size)):
         raise UsageError(f"val_size={val_size!r} must be a fraction of the training set in [0, 1), e.g. 0.1")
     return float(val_size)
 
@@ -50,7 +50,7 @@ def stratified_pick(labels: np.ndarray, digests: np.ndarray, fraction: float, sa
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0 or fraction <= 0:
         return np.zeros(len(labels), dtype=bool)
-    keys = np.ascontiguousarray(digests).reshape(len(labels), -1)
+    keys: np.ndarray = np.ascontiguousarray(digests).reshape(len(labels), -1)
     keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
     unique, inverse = np.unique(keys, return_inverse=True)
     group_label = np.full(len(unique), np.iinfo(np.int64).max)

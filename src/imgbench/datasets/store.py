@@ -18,16 +18,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from filelock import FileLock
 
 from imgbench.datasets import splits
 from imgbench.datasets.checksums import fingerprint_of
-from imgbench.engine.recipe import BOUNDS, MAX_IMAGE_SIZE
 from imgbench.errors import UsageError
 from imgbench.paths import atomic_write_bytes
+from imgbench.recipe_fields import MAX_IMAGE_SIZE, RECIPE_FIELDS
 from imgbench.specs import LoadedDataset, Split
 
 FORMAT = 1  # bump when the files of a decoded folder change meaning
@@ -46,7 +46,7 @@ class Decoded:
     source: str = ""  # where the files really came from, when only decoding found out (a download)
 
 
-def load_through_cache(*, name: str, classes: tuple[str, ...], source_fingerprint: str, preprocessing: dict,
+def load_through_cache(*, name: str, classes: tuple[str, ...], source_fingerprint: str, preprocessing: Mapping[str, object],
                        decode: Callable[[], Decoded], cache_dir: Path, val_size: float, test_fraction: float,
                        source: str) -> LoadedDataset:
     """Decode through the cache (``decode`` runs only on a miss), split, and return the dataset.
@@ -110,7 +110,7 @@ def _split_indices(path: Path, y: np.ndarray, digests: np.ndarray, n_official_tr
     return index
 
 
-def _open(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
+def _open(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]] | None:
     """The cached arrays memory-mapped, or None when absent; a damaged folder is removed (and rebuilt)."""
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -128,7 +128,7 @@ def _open(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | Non
     return loaded[0], loaded[1], loaded[2], meta
 
 
-def _write(folder: Path, decoded: Decoded, meta: dict) -> None:
+def _write(folder: Path, decoded: Decoded, meta: dict[str, Any]) -> None:
     arrays = {"x": decoded.x, "y": np.asarray(decoded.y, dtype=np.int64),
               "digests": np.asarray(decoded.digests, dtype=np.uint8)}
     if not (len(arrays["x"]) == len(arrays["y"]) == len(arrays["digests"])) or arrays["x"].dtype != np.uint8:
@@ -161,7 +161,7 @@ def hex_digests(hashes: list[str]) -> np.ndarray:
 def check_image_size(image_size: int, default: int) -> int:
     """``image_size`` validated; 0 means ``default`` (the native or documented size)."""
     if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool) \
-            or BOUNDS["image_size"].problem(image_size):
+            or RECIPE_FIELDS["image_size"].problem(image_size):
         raise UsageError(f"image_size={image_size!r} must be an integer in [1, {MAX_IMAGE_SIZE}], "
                          f"or 0 for the dataset's own size")
     return int(image_size) or default

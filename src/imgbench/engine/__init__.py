@@ -8,7 +8,8 @@ parameters without importing a framework (the runner calls it before any job sta
 from typing import Any
 
 from imgbench.engine.loading import load_dataset
-from imgbench.engine.recipe import RECIPE_FIELDS, Recipe, check_parameter, config_hash, resolve_recipe
+from imgbench.engine.recipe import check_parameter, config_hash, resolve_recipe
+from imgbench.recipe_fields import RECIPE_FIELDS, Recipe
 
 __all__ = ["JobResult", "RECIPE_FIELDS", "Recipe", "check_parameter", "config_hash", "load_dataset",
            "resolve_recipe", "run_job"]

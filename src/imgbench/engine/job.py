@@ -229,7 +229,7 @@ def _train_and_measure(metrics, registry, spec, start, loaded, train, test, test
             # every batch shape the compiled model will see, so no recompile lands in a timed phase
             eval_sizes = {*splits["val"].batch_sizes(fit_batch), *splits["test"].batch_sizes(recipe.batch_size),
                           recipe.batch_size, 1}
-            metrics["compile_time_s"] = warm_compile(net, runner, splits["train"], fit_batch, precision,
+            metrics["compile_time_s"] = warm_compile(net, runner, splits["train"], fit_batch, precision,  # type: ignore[arg-type]  # torch.compile of a module is one
                                                      sorted(eval_sizes))
 
     with phases("train"):

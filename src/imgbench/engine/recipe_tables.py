@@ -1,19 +1,23 @@
-"""The default-recipe tables of docs/reference/recipes.md, generated from the built-in datasets' own defaults.
+"""The recipe tables of docs/reference/recipes.md: the built-in datasets' own defaults, and every field as
+declared.
 
-``python -m imgbench.engine.recipe_tables`` prints both; ``tests/test_docs.py`` fails when the page's copies
-differ (``python tests/doc_regions.py`` rewrites them). Datasets whose rows read the same share one row.
+``python -m imgbench.engine.recipe_tables`` prints the two default tables and the fields table;
+``tests/test_docs.py`` fails when the page's copies differ (``python tests/doc_regions.py`` rewrites them).
+Datasets whose rows read the same share one row.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from fractions import Fraction
 
-from imgbench.engine.recipe import Recipe, resolve_recipe
+from imgbench.engine.recipe import resolve_recipe
+from imgbench.recipe_fields import RECIPE_FIELDS, Optimizer, Recipe
 from imgbench.specs import DatasetSpec
 
 OTHERS = "any other dataset (plugins without their own)"
-OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
+OPTIMIZER_NAMES: dict[Optimizer, str] = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 
 
 def from_scratch_table() -> str:
@@ -26,6 +30,17 @@ def from_weights_table() -> str:
     """The defaults of jobs that start from trained weights, where they differ from the from-scratch ones."""
     return _table(["dataset", "image size", "epochs", "peak lr (`finetune=full`)", "peak lr (`finetune=head`)",
                    "warm-up"], [(s, _from_weights_cells(s)) for s in _specs()])
+
+
+def fields_table() -> str:
+    """Every recipe field as declared: its type, generic default, range or choices, and what it does."""
+    rows = [(f"`{f.name}`", f.kind.__name__, f"`{json.dumps(f.default)}`",
+             f.bound.interval if f.bound else ", ".join(f"`{c}`" for c in f.choices or f.forms),
+             f.description + "".join(f"; `{c}`: {note}" for c, note in f.notes.items()))
+            for f in RECIPE_FIELDS.values()]
+    header = ["field", "type", "generic default", "range or choices", "what it does"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                     + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _specs() -> list[DatasetSpec | None]:
@@ -83,4 +98,4 @@ def _share(value: float) -> str:
 
 
 if __name__ == "__main__":  # python -m imgbench.engine.recipe_tables: print them
-    sys.stdout.write(f"{from_scratch_table()}\n\n{from_weights_table()}\n")
+    sys.stdout.write(f"{from_scratch_table()}\n\n{from_weights_table()}\n\n{fields_table()}\n")

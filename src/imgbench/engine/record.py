@@ -10,7 +10,7 @@ import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -87,11 +87,11 @@ def provenance(device: Any, precision: str, flags: Mapping[str, Any], plugin: st
     }
 
 
-def history_frame(history: list[Mapping[str, Any]]) -> pd.DataFrame:
+def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(history), columns=list(schema.HISTORY_COLUMNS))
 
 
-def write_job(out_dir: Path, metrics: Mapping[str, Any], history: list[Mapping[str, Any]],
+def write_job(out_dir: Path, metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
               predictions: pd.DataFrame) -> None:
     """history.csv and predictions.csv first, metrics.json last."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,7 @@ def relative_iqr(values: "list[float] | np.ndarray") -> float | None:
 
 def _warm_up(forward: Callable, x: torch.Tensor, device: torch.device, seconds: float) -> float:
     """Run until warm; the median seconds per call (a slow first call only makes the chunks smaller)."""
+    calls: list[float]
     start, calls = time.perf_counter(), []
     while len(calls) < WARMUP_ITERATIONS or time.perf_counter() - start < WARMUP_SHARE * seconds:
         call = time.perf_counter()
@@ -153,7 +154,7 @@ def inference_throughput(forward: Callable, batch: torch.Tensor, device: torch.d
             "infer_throughput_rel_iqr": relative_iqr(rates)}
 
 
-def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, seconds: float) -> dict[str, float]:
+def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, seconds: float) -> dict[str, float | None]:
     """Batch-1 latency percentiles in milliseconds, each call timed alone, and the samples' relative IQR."""
     _warm_up(forward, image, device, seconds)
     samples: list[float] = []
@@ -205,7 +206,7 @@ class SteadyTimer:
     def _close_window(self) -> None:
         synchronize(self.device)
         now = time.perf_counter()
-        took = now - self._started
+        took = now - self._started  # type: ignore[operator]  # called only while a window is open
         self.elapsed += took
         if self._window_images and took > 0:
             self.window_rates.append(self._window_images / took)
@@ -261,13 +262,13 @@ class PeakMemory:
     def end_window(self) -> None:
         if not self._in_window:
             return
-        peak = self.allocator.max_memory_allocated(self.device)
+        peak = self.allocator.max_memory_allocated(self.device)  # type: ignore[union-attr]  # a window needs one
         self.window_peak = max(self.window_peak or 0, peak)
         self.job_peak = max(self.job_peak, peak)
         self._in_window = False
 
     def _fold(self) -> None:
-        self.job_peak = max(self.job_peak, self.allocator.max_memory_allocated(self.device))
+        self.job_peak = max(self.job_peak, self.allocator.max_memory_allocated(self.device))  # type: ignore[union-attr]  # as above
 
     def sample(self) -> None:
         self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)

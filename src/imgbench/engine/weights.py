@@ -18,10 +18,15 @@ import struct
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from imgbench.errors import UsageError
-from imgbench.specs import DataConfig
+from imgbench.specs import DataConfig, ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from imgbench.wrappers import KerasModule
 
 METADATA_KEY = "imgbench"  # the safetensors metadata entry holding the JSON below
 CHECKPOINT_VERSION = 1
@@ -138,7 +143,7 @@ class Start:
                 "imgbench_checkpoint": self.metadata is not None}
 
 
-def plan_start(spec: Any, pretrained: bool, weights: str) -> Start:
+def plan_start(spec: ModelSpec, pretrained: bool, weights: str) -> Start:
     """Which preprocessing a job uses: an imgbench checkpoint's own, else the model's pretrained data config
     for pretrained or foreign weights, else none (the shared dataset normalisation)."""
     if not weights:
@@ -147,18 +152,18 @@ def plan_start(spec: Any, pretrained: bool, weights: str) -> Start:
     metadata = checkpoint_metadata(weights)
     if metadata is not None:
         saved = DataConfig.from_dict(metadata["preprocessing"])
-        config = replace(saved, source=f"imgbench checkpoint ({saved.source})")
+        config: DataConfig | None = replace(saved, source=f"imgbench checkpoint ({saved.source})")
     else:
         config = _pretrained_config(spec)
     return Start(config, weights, file_sha256(weights), kind, metadata)
 
 
-def _pretrained_config(spec: Any) -> DataConfig | None:
+def _pretrained_config(spec: ModelSpec) -> DataConfig | None:
     return spec.data_config() if spec.data_config is not None else None
 
 
 # -- loading and saving (torch from here on) -----------------------------------------------------------
-def core_module(net: Any) -> Any:
+def core_module(net: torch.nn.Module) -> torch.nn.Module:
     """The built model inside the registry's and the engine's wrappers: what a checkpoint holds."""
     from imgbench.wrappers import FrozenBackbone, ResizeInput
 
@@ -167,7 +172,7 @@ def core_module(net: Any) -> Any:
     return net
 
 
-def default_classifier(net: Any) -> Any:
+def default_classifier(net: torch.nn.Module) -> torch.nn.Module:
     """The last submodule that holds parameters of its own (a plain model's final linear layer)."""
     owners = [m for m in net.modules() if next(m.parameters(recurse=False), None) is not None]
     if not owners:
@@ -175,41 +180,33 @@ def default_classifier(net: Any) -> Any:
     return owners[-1]
 
 
-def model_state(core: Any) -> dict[str, Any]:
+def model_state(core: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Name -> live tensor for everything a checkpoint holds (Keras: every variable, by a stable name)."""
     from imgbench.wrappers import KerasModule
 
     if isinstance(core, KerasModule):
-        return {name: variable.value for name, variable in keras_variables(core.net).items()}
+        return {name: variable.value for name, variable in keras_variables(core).items()}
     return dict(core.state_dict(keep_vars=True))
 
 
-def keras_variables(keras_model: Any) -> dict[str, Any]:
-    """Every weight of a Keras model, named ``<n>.<layer class>.<variable>`` with ``n`` the layer's place
-    among the layers that hold weights. Keras' own names carry global counters (``dense_3``) that change
+def keras_variables(core: KerasModule) -> dict[str, Any]:
+    """Every weight of a wrapped Keras model, named ``<n>.<layer class>.<variable>`` with ``n`` the layer's
+    place among the layers that hold weights. Keras' own names carry global counters (``dense_3``) that change
     with every model built in a process; places do not."""
     named: dict[str, Any] = {}
-    for place, layer in enumerate(_weighted_layers(keras_model)):
+    for place, layer in enumerate(core.weighted_layers()):
         for variable in layer.weights:
             name = f"{place}.{type(layer).__name__}.{variable.name}"
             named[name if name not in named else f"{name}.{len(named)}"] = variable
     return named
 
 
-def _weighted_layers(model: Any):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _weighted_layers(layer)
-        elif layer.weights:
-            yield layer
-
-
-def head_keys(core: Any, head: Any) -> set[str]:
+def head_keys(core: torch.nn.Module, head: torch.nn.Module) -> set[str]:
     ids = {id(p) for p in head.parameters()} | {id(b) for b in head.buffers()}
     return {name for name, tensor in model_state(core).items() if id(tensor) in ids}
 
 
-def load_weights(core: Any, path: str, head: Any, model: str) -> dict[str, Any]:
+def load_weights(core: torch.nn.Module, path: str, head: torch.nn.Module, model: str) -> dict[str, Any]:
     """Load a checkpoint into ``core``; a head of another shape keeps its fresh initialisation.
 
     Returns which keys were loaded and which are new; raises ``UsageError`` naming the first keys that do
@@ -267,7 +264,7 @@ def _read_state(path: str, kind: str) -> dict[str, Any]:
     return state
 
 
-def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[str, Any]:
+def _load_keras_file(core: torch.nn.Module, path: str, heads: set[str], model: str) -> dict[str, Any]:
     """Keras' own loader, with every float variable set to NaN first: what is still NaN was not in the file
     (Keras' loader only warns about what it skipped)."""
     import warnings
@@ -278,7 +275,7 @@ def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[
 
     if not isinstance(core, KerasModule):
         raise UsageError(f"weights={path!r} is a Keras file; {model} is not a Keras model")
-    variables = {k: v for k, v in keras_variables(core.net).items() if v.value.is_floating_point()}
+    variables = {k: v for k, v in keras_variables(core).items() if v.value.is_floating_point()}
     fresh = {k: v.value.detach().clone() for k, v in variables.items()}
     for variable in variables.values():
         variable.assign(torch.full_like(variable.value, float("nan")))
@@ -297,7 +294,7 @@ def _load_keras_file(core: Any, path: str, heads: set[str], model: str) -> dict[
     return {"loaded_keys": [k for k in variables if k not in new], "new_keys": new}
 
 
-def save_checkpoint(core: Any, path: Path, metadata: Mapping[str, Any]) -> None:
+def save_checkpoint(core: torch.nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
     """``core``'s weights as safetensors with imgbench's metadata, written atomically."""
     from safetensors.torch import save
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Iterator, cast
 
 from imgbench import DataConfig, ModelSpec, hookimpl
 from imgbench.errors import UsageError
+from imgbench.specs import ChannelOrder
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from imgbench.wrappers import KerasModule
 
 # keras.applications constructors: (registry arch, keras name, style, min input size, description)
 APPLICATIONS = [
@@ -54,7 +61,7 @@ ENGINE_DATA_FORMAT = "channels_first"
 CHANNELS_LAST_ONLY = {"DenseNet121", "ConvNeXtTiny"}
 
 
-def _keras():
+def _keras() -> ModuleType:
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
 
@@ -84,7 +91,7 @@ def build_scope(device: str, precision: str) -> Iterator[None]:
 
 
 @contextmanager
-def _data_format(keras, data_format: str) -> Iterator[None]:
+def _data_format(keras: ModuleType, data_format: str) -> Iterator[None]:
     before = keras.config.image_data_format()
     keras.config.set_image_data_format(data_format)
     try:
@@ -93,19 +100,19 @@ def _data_format(keras, data_format: str) -> Iterator[None]:
         keras.config.set_image_data_format(before)
 
 
-def _input_shape(keras, image_size: int, in_chans: int) -> tuple[int, int, int]:
+def _input_shape(keras: ModuleType, image_size: int, in_chans: int) -> tuple[int, int, int]:
     if keras.config.image_data_format() == "channels_first":
         return (in_chans, image_size, image_size)
     return (image_size, image_size, in_chans)
 
 
-def _wrap(keras_model):
+def _wrap(keras_model: torch.nn.Module) -> KerasModule:
     from imgbench.wrappers import KerasModule
 
     return KerasModule(keras_model)
 
 
-def build_mnist_convnet(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+def build_mnist_convnet(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False) -> KerasModule:
     """The keras-io "Simple MNIST convnet" (conv32-pool-conv64-pool-dropout-dense)."""
     keras = _keras()
     layers = keras.layers
@@ -122,7 +129,7 @@ def build_mnist_convnet(*, num_classes: int, in_chans: int, image_size: int, pre
     return _wrap(net)
 
 
-def build_flowers_cnn(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+def build_flowers_cnn(*, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False) -> KerasModule:
     """The TensorFlow image-classification tutorial CNN (three conv-pool stages, dropout, dense 128).
 
     The tutorial's Rescaling layer is left out: imgbench feeds normalised inputs to every model.
@@ -145,7 +152,8 @@ def build_flowers_cnn(*, num_classes: int, in_chans: int, image_size: int, pretr
     return _wrap(net)
 
 
-def build_application(keras_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+def build_application(keras_name: str, *, num_classes: int, in_chans: int, image_size: int,
+                      pretrained: bool = False) -> KerasModule:
     """A ``keras.applications`` architecture, from scratch (or on ImageNet weights) for this input shape."""
     keras = _keras()
     constructor = getattr(keras.applications, keras_name)
@@ -194,17 +202,16 @@ def keras_data_config(keras_name: str) -> DataConfig:
     scale = change[order, np.arange(3)] / 255.0  # output units per 0-255 input unit = 1 / std(0-255)
     std = 1.0 / scale
     mean = -out[0] * std
-    channels = {(0, 1, 2): "RGB", (2, 1, 0): "BGR"}[tuple(int(c) for c in order)]
+    orders: dict[tuple[int, ...], ChannelOrder] = {(0, 1, 2): "RGB", (2, 1, 0): "BGR"}
+    channels = orders[tuple(int(c) for c in order)]
     return DataConfig(tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std),
                       PRETRAINED_SIZE.get(keras_name, IMAGENET_SIZE), channel_order=channels,
                       interpolation="bilinear", source=source)
 
 
-def keras_classifier(module):
+def keras_classifier(module: torch.nn.Module) -> torch.nn.Module:
     """The last Keras layer that holds weights: the Dense (or, in MobileNetV3, 1x1 Conv) making the logits."""
-    from imgbench.engine.weights import _weighted_layers
-
-    return list(_weighted_layers(module.net))[-1]
+    return cast("KerasModule", module).weighted_layers()[-1]  # every keras/ model is built wrapped
 
 
 @hookimpl

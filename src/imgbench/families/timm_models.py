@@ -7,9 +7,13 @@ only when a model is built, or when a name outside the curated list is resolved.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from imgbench import DataConfig, ModelSpec, hookimpl
 from imgbench.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 # (registry arch, timm name, style, min input size, description)
 CURATED = [
@@ -35,7 +39,8 @@ PATCH_SIZES = (16, 8, 4, 2)
 MIN_TOKENS_PER_SIDE = 7
 
 
-def build_timm(timm_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False, **extra):
+def build_timm(timm_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False,
+               **extra: Any) -> torch.nn.Module:  # extra: passed to timm.create_model as they are
     import timm
 
     if not pretrained:
@@ -74,9 +79,9 @@ def timm_data_config(timm_name: str) -> DataConfig | None:
                       source=f"timm pretrained_cfg {cfg.architecture}.{cfg.tag}")
 
 
-def timm_classifier(net):
+def timm_classifier(net: torch.nn.Module) -> torch.nn.Module:
     """timm's own answer: every timm model names its head."""
-    return net.get_classifier()
+    return net.get_classifier()  # type: ignore[operator]  # torch types unknown attributes as Tensor | Module
 
 
 def patch_size_for(image_size: int) -> int:
@@ -87,7 +92,8 @@ def patch_size_for(image_size: int) -> int:
     return 1
 
 
-def build_transformer(timm_name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False):
+def build_transformer(timm_name: str, *, num_classes: int, in_chans: int, image_size: int,
+                      pretrained: bool = False) -> torch.nn.Module:
     patch = patch_size_for(image_size)
     return build_timm(timm_name, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
                       pretrained=pretrained, img_size=image_size, patch_size=patch)

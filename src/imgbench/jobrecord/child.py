@@ -2,7 +2,7 @@
 
 :func:`imgbench.runner.execute.execute_job` starts it in the job folder, in a session of its own, with the
 job's :class:`~imgbench.runner.execute.JobTask` in ``REQUEST``. It executes the notebook with papermill in a
-kernel of this very Python (:mod:`.kernel`) and writes how that ended to ``execution.json`` (``schema.OUTCOME_JSON``): ``completed``,
+kernel of this very Python (:mod:`imgbench.kernel`) and writes how that ended to ``execution.json`` (``schema.OUTCOME_JSON``): ``completed``,
 ``failed`` (a cell raised) or ``crashed`` (the kernel died, or did not start); the supervisor turns that into
 the job's status. If the supervisor dies, even by SIGKILL, it takes the kernel down and leaves.
 """
@@ -21,7 +21,7 @@ import psutil
 
 from imgbench import schema
 from imgbench.schema import NOTEBOOK_COMPLETED, Status
-from imgbench.jobrecord.kernel import KernelHandle
+from imgbench.kernel import KernelHandle
 from imgbench.paths import atomic_write_json
 from imgbench.runner.execute import KILL_WAIT_S, POLL_S, JobTask, exit_text, while_running
 

@@ -1,6 +1,6 @@
 """Build the report by executing notebooks/report.ipynb with papermill in this Python's environment.
 
-The kernel is the one every job uses (:mod:`imgbench.jobrecord.kernel`): this very Python, whatever
+The kernel is the one every job uses (:mod:`imgbench.kernel`): this very Python, whatever
 kernelspecs are installed.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgbench import schema
-from imgbench.jobrecord.kernel import ReportKernelManager
+from imgbench.kernel import ReportKernelManager
 from imgbench.report.load import load_results
 from imgbench.resources import notebook_path
 

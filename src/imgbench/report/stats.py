@@ -93,7 +93,7 @@ def compare_top_two(results: Results, board: pd.DataFrame) -> list[Comparison]:
             continue
         first, second = ranked.iloc[0], ranked.iloc[1]
         margin = 100 * (first["accuracy_mean"] - second["accuracy_mean"])
-        comparisons.append(_compare(results, dataset, first["model"], second["model"], margin, test_set))
+        comparisons.append(_compare(results, dataset, first["model"], second["model"], margin, test_set))  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
     return comparisons
 
 

@@ -48,7 +48,7 @@ from imgbench.runner.execute import JobTask, execute_job
 from imgbench.engine.threads import thread_env
 from imgbench.runner.executors import OnResult, OnStart, check_device_indices, job_device, visible_gpus, wants_gpu
 from imgbench.runner.results import make_row, write_record
-from imgbench.specs import ExecutorOption, ExecutorSpec
+from imgbench.specs import Executor, ExecutorOption, ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client, Future, LocalCluster
@@ -89,7 +89,7 @@ def check_scheduler_address(address: str) -> str:
     return address
 
 
-class DaskExecutor:
+class DaskExecutor(Executor[JobTask]):
     """Runs every job as one Dask task, on the cluster at ``scheduler`` or on a LocalCluster it starts.
 
     ``workers`` and ``gpus`` shape the LocalCluster only; an existing cluster's workers decide for
@@ -102,6 +102,10 @@ class DaskExecutor:
         self.workers = workers
         self.gpus = tuple(gpus)
         self.local_directory = str(local_directory) if local_directory else None
+
+    def check(self, tasks: Sequence[JobTask]) -> None:
+        """Nothing to refuse yet: which jobs can have a GPU is known once the cluster's workers answer, so
+        ``run`` checks that."""
 
     def run(self, tasks: Sequence[JobTask], on_result: OnResult, on_start: OnStart | None = None) -> None:
         if not tasks:
@@ -156,9 +160,11 @@ class DaskExecutor:
         try:
             client.wait_for_workers(1, timeout=FIRST_WORKER_TIMEOUT_S)
         except TimeoutError as exc:
-            raise UsageError(f"no Dask worker joined the scheduler at {client.scheduler.address} within "
+            scheduler = client.scheduler
+            assert scheduler is not None  # a client that waited for workers is connected to one
+            raise UsageError(f"no Dask worker joined the scheduler at {scheduler.address} within "
                              f"{FIRST_WORKER_TIMEOUT_S} s; start workers with `dask worker "
-                             f"{client.scheduler.address}`") from exc
+                             f"{scheduler.address}`") from exc
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         return any(info.get("resources", {}).get(GPU_RESOURCE, 0) > 0 for info in workers)
 

@@ -1,27 +1,9 @@
 """Executors: how the jobs of a grid are run. ``local`` is built in; others (Dask, ...) come from plugins.
 
-The protocol
-------------
-A plugin returns ``ExecutorSpec(name, create, description)`` from its ``imgbench_executors`` hook.
-``imgbench run --executor NAME --jobs N`` calls ``create(jobs=N)`` and then, once::
-
-    executor.run(tasks, on_result, on_start=None)
-
-- ``tasks`` is a list of :class:`imgbench.runner.execute.JobTask` (frozen, picklable plain data).
-- Each task is run by calling :func:`imgbench.runner.execute.execute_job` ``(task, extra_env=..., stop=...)``
-  wherever the executor likes: a thread, a process, a Dask worker. It needs nothing from the launcher;
-  the worker needs the same Python environment, and either the task's ``out_dir`` on a shared filesystem
-  or an executor that ships the job folder back (as ``dask`` does).
-  ``extra_env`` is for per-slot settings: ``CUDA_VISIBLE_DEVICES``, and :func:`imgbench.engine.threads.thread_env`
-  (each job's share of the CPU cores and how many jobs run at once on the machine, which the job records).
-  Job faults (a crashed kernel, a timeout, a raising cell) are rows with a status, never exceptions.
-- An executor may have ``check(tasks)``: the runner calls it before it writes anything, and it raises
-  UsageError for a grid it cannot run fairly (``local`` refuses to share one GPU between jobs).
-- ``on_result(task, row)`` must be called in the thread that called ``run``, once per finished job, as
-  soon as it finishes (the runner rewrites results.csv there). ``on_start(task)``, when given, is called
-  when a job really starts, from any thread.
-- On KeyboardInterrupt the executor stops the running jobs (``stop`` event, or cancelling them) and
-  re-raises; unfinished jobs simply have no ``job.json`` and run again on resume.
+A plugin returns ``ExecutorSpec(name, create, description)`` from its ``imgbench_executors`` hook;
+``imgbench run --executor NAME --jobs N`` calls ``create(jobs=N)``, then the executor's ``check(tasks)`` and,
+once, its ``run(tasks, on_result, on_start=None)``. The contract, what each is given and must do, is
+:class:`imgbench.specs.Executor`; here its tasks are :class:`imgbench.runner.execute.JobTask`.
 """
 
 from __future__ import annotations
@@ -32,17 +14,20 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
-from imgbench.specs import ExecutorSpec
+from imgbench.specs import Executor, ExecutorSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgbench.runner.execute import JobTask
 
 NVIDIA_SMI_TIMEOUT_S = 10
 
-OnResult = Callable[[Any, dict], None]
-OnStart = Callable[[Any], None]
+OnResult = Callable[["JobTask", dict[str, Any]], None]
+OnStart = Callable[["JobTask"], None]
 
 
 def visible_gpus() -> list[str]:
@@ -60,7 +45,7 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
-def job_device(task: Any) -> str:
+def job_device(task: JobTask) -> str:
     return task.job.recipe.device
 
 
@@ -69,7 +54,7 @@ def wants_gpu(device: str, gpus_here: bool) -> bool:
     return device.startswith("cuda") or (device == "auto" and gpus_here)
 
 
-def check_device_indices(tasks: Sequence[Any]) -> None:
+def check_device_indices(tasks: Sequence[JobTask]) -> None:
     """Where each job sees only its slot's GPU (as cuda:0), ``device=cuda:N`` with N >= 1 names no GPU."""
     for task in tasks:
         device = job_device(task)
@@ -79,7 +64,7 @@ def check_device_indices(tasks: Sequence[Any]) -> None:
                              f"of its slot), or --jobs 1 to choose a GPU by its index")
 
 
-class LocalExecutor:
+class LocalExecutor(Executor["JobTask"]):
     """Runs ``jobs`` jobs at a time on this machine, each in its own process and kernel.
 
     CPU cores are shared equally: each job gets cores // (jobs at once) threads unless its recipe sets
@@ -103,7 +88,7 @@ class LocalExecutor:
             return {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]}
         return {}
 
-    def check(self, tasks: Sequence[Any]) -> None:
+    def check(self, tasks: Sequence[JobTask]) -> None:
         """Refuse GPU jobs that would share a GPU, or name a GPU index their slot cannot see."""
         gpu_jobs = [task for task in tasks if wants_gpu(job_device(task), bool(self.gpus))]
         at_once = min(self.jobs, len(tasks))

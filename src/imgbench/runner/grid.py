@@ -4,7 +4,7 @@ Order of events: load the suite and apply the options; the preflight (:mod:`.pre
 devices, that its data can be had and that the results folder can be written, and names every problem at once
 (nothing is written before it passes); say so when the machine is already busy (:mod:`.machine`); skip jobs
 whose ``job.json`` says ok with the same configuration hash and whose files check out
-(:func:`~.results.check_finished`); call ``imgbench_grid_started`` (:mod:`imgbench.tracking.lifecycle`: each
+(:func:`~.results.check_finished`); call ``imgbench_grid_started`` (:mod:`imgbench.runner.lifecycle`: each
 plugin's and ``--track`` tracker's implementation on its own); write ``run.json``; run the rest through the
 chosen executor, rewriting ``results.csv`` after every job (then ``imgbench_job_finished``); build the report;
 ``imgbench_grid_finished``. A results folder that cannot be written any more stops the run with one
@@ -38,10 +38,11 @@ from imgbench.runner.results import check_finished, forget_record, read_record, 
 from imgbench.runner.preflight import preflight, timeout_problem
 from imgbench.runner.suite import Suite, load_suite, with_options
 from imgbench.terminal import plural, wrap
-from imgbench.tracking.lifecycle import Lifecycle, create_trackers
+from imgbench.runner.lifecycle import Lifecycle, create_trackers
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
+    from imgbench.specs import Executor
 
 LOCK_FILE = ".imgbench-run.lock"
 RESULTS_ROOT = "results"  # default OUT is ./results/<timestamp>/
@@ -108,7 +109,7 @@ class GridResult:
         return wrap("\n".join(lines))
 
 
-def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Any:
+def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Executor[JobTask]:
     spec = registry.executor(name)
     return spec.create(jobs=jobs, **spec.resolve_options(options, os.environ))
 
@@ -194,7 +195,7 @@ def run_grid(
     timeout = grid.timeout if timeout is None else timeout
     out_dir = Path(out).expanduser().resolve() if out else default_out_dir()
     problems = [p for p in [timeout_problem(timeout), folder_problem(out_dir)] if p]
-    runner = None
+    runner: Executor[JobTask] | None = None
     try:
         runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
     except UsageError as exc:
@@ -213,8 +214,8 @@ def run_grid(
     env = job_env(registry, data_dir)
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
-    if runner is not None and hasattr(runner, "check"):  # e.g. local refuses to put several jobs on one GPU
-        runner.check(tasks)
+    assert runner is not None  # preflight raised the problem of an executor that could not be made
+    runner.check(tasks)  # e.g. local refuses to put several jobs on one GPU
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
         "suite": grid.to_dict(), "executor": executor, "executor_options": dict(executor_options or {}),
@@ -260,7 +261,7 @@ def _resume(tasks: list[JobTask], out_dir: Path) -> tuple[list[str], dict[str, s
     return skipped, rerun
 
 
-def _run(tasks: list[JobTask], runner: Any, out_dir: Path, record: dict[str, Any], *, report: bool,
+def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record: dict[str, Any], *, report: bool,
          progress: bool, lifecycle: Lifecycle) -> GridResult:
     job_list = [task.job for task in tasks]
     skipped, rerun = _resume(tasks, out_dir)

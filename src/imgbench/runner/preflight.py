@@ -46,7 +46,7 @@ class HostProbe:
         return self.answers[host]
 
 
-def preflight(grid: Suite, registry: "Registry", *, data_dir: str | os.PathLike | None = None,
+def preflight(grid: Suite, registry: "Registry", *, data_dir: str | os.PathLike[str] | None = None,
               on_this_machine: bool = True,
               problems: Iterable[str] = (), probe: Callable[[str], str] | None = None) -> list[Job]:
     """The grid's jobs, or a GridError naming every problem (``problems``: those the caller found already)."""
@@ -76,7 +76,8 @@ def timeout_problem(timeout: object) -> str:
 def device_problems(grid: Suite) -> list[str]:
     """Each device the grid asks for that this machine lacks (``cuda`` without CUDA, ``cuda:3`` with two GPUs,
     ``mps`` off macOS), named where it was set. Malformed names are the recipe's to report."""
-    from imgbench.engine.recipe import DEVICE_PATTERN, device_problem
+    from imgbench.engine.recipe import device_problem
+    from imgbench.recipe_fields import DEVICE_PATTERN
 
     problems: dict[str, str] = {}  # device -> why not: asked for in several places, checked once
     found = []
@@ -92,7 +93,7 @@ def device_problems(grid: Suite) -> list[str]:
     return found
 
 
-def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | os.PathLike | None = None,
+def data_problems(datasets: Iterable[str], registry: "Registry", data_dir: str | os.PathLike[str] | None = None,
                   can_download: Callable[[str], str] | None = None) -> list[str]:
     """What stops each dataset from loading, once per dataset. Without ``can_download`` (the jobs load their data
     elsewhere) only data that is missing outright counts."""

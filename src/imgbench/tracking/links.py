@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from imgbench import schema
 from imgbench.paths import atomic_write_json
-from imgbench.tracking.records import RunLink
+from imgbench.specs import RunLink
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from imgbench import __version__, schema
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
-from imgbench.tracking.records import GridInfo, GridOutcome, JobInfo, JobOutcome, RunLink, TrackerSpec
+from imgbench.specs import GridInfo, GridOutcome, JobInfo, JobOutcome, RunLink, TrackerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient

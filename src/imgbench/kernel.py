@@ -1,4 +1,5 @@
-"""The Jupyter kernel each job runs in: this Python (``sys.executable``), talking over ipc sockets.
+"""The Jupyter kernel every notebook runs in, a job's and the report's: this Python (``sys.executable``),
+talking over ipc sockets.
 
 Using the running interpreter means a job never picks up whatever kernelspec happens to be named
 ``python3``. Unix-domain (ipc) sockets in a private folder per job replace TCP ports, so jobs started at

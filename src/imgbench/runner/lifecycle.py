@@ -24,7 +24,7 @@ from imgbench.errors import UsageError
 from imgbench.runner.jobs import Job
 from imgbench.runner.results import read_record
 from imgbench.tracking import links
-from imgbench.tracking.records import (
+from imgbench.specs import (
     GridInfo,
     GridOutcome,
     JobInfo,
