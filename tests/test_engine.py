@@ -156,6 +156,36 @@ def test_cost_and_speed_figures_are_positive_and_finite(trained):
     assert m["time_to_target_s"] <= m["train_time_s"]
 
 
+def test_compile_compiles_every_graph_before_anything_is_timed(registry, monkeypatch):
+    """Dynamo's graphs counted on the CPU (its eager backend: no compiler needed, so CI runs it too)."""
+    import functools
+
+    import imgbench.engine.train as train
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    seen = {}
+    original = train.warm_compile
+
+    def warm_and_count(*args, **kwargs):
+        seconds = original(*args, **kwargs)
+        seen["graphs"] = counters["stats"]["unique_graphs"]
+        return seconds
+
+    monkeypatch.setattr(train, "warm_compile", warm_and_count)
+    # 200 training images in batches of 64 (the last partial one dropped), 30 validation images, 170 test
+    # images in batches of 64 (a remainder of 42); then the benchmark's batch of 64 and batch-1 latency
+    result = run_job("tiny/mlp", synthetic(per_class=(40, 6, 34)), registry=registry, epochs=2, batch_size=64,
+                     compile=True, bench_seconds=0.05, progress=False)
+    assert result.status == "ok" and result.metrics["compile_time_s"] > 0
+    assert result.metrics["phases"]["compile"] >= result.metrics["compile_time_s"]
+    # one graph per mode and shape: training at 64; evaluation (no_grad) at 30, 42 and 64; the benchmarks
+    # (inference_mode) at 64 and 1. All of them before training; none after.
+    assert seen["graphs"] == 6 and counters["stats"]["unique_graphs"] == seen["graphs"]
+
+
 def test_same_seed_in_deterministic_mode_gives_identical_predictions(registry, data):
     def predictions(seed):
         result = run_job("tiny/mlp", data, seed=seed, registry=registry, epochs=2, deterministic=True,
