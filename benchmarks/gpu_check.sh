@@ -89,7 +89,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs it, records status and seconds in
     echo "== $name: rc $rc"
 }
 
-if ! "$PYTHON" -c "import keras, papermill, pynvml" 2>/dev/null && [ -d "$WHEELS" ]; then
+if ! "$PYTHON" -c "import keras, papermill" 2>/dev/null && [ -d "$WHEELS" ]; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile "$WHEELS"/*.whl || exit 1
 fi
 if ! "$PYTHON" -c "import imgbench.engine" 2>/dev/null; then

@@ -18,7 +18,7 @@ from imgbench.engine.timing import SteadyTimer
 from imgbench.engine.train import Precision, TrainStep, choose_precision
 from imgbench.registry import get_registry
 
-from test_engine import synthetic
+from test_engine import compiled_graphs, count_compiled_graphs, synthetic
 
 pytestmark = pytest.mark.gpu
 
@@ -147,23 +147,10 @@ def test_cuda_events_time_the_gpu_and_the_busy_share_sees_a_launch_bound_loop():
 
 
 def test_compile_time_is_reported_apart_and_nothing_recompiles_after_it(monkeypatch):
-    import imgbench.engine.train as train
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    seen = {}
-    original = train.warm_compile
-
-    def warm_and_count(*args, **kwargs):
-        seconds = original(*args, **kwargs)
-        seen["graphs"] = counters["stats"]["unique_graphs"]
-        return seconds
-
-    monkeypatch.setattr(train, "warm_compile", warm_and_count)
+    seen = count_compiled_graphs(monkeypatch)
     # 170 test images in batches of 64: a remainder of 42; then batch-1 latency
     result = run_job("timm/resnet18", synthetic(per_class=(40, 6, 34), size=32, channels=3), seed=0,
                      epochs=1, batch_size=64, compile=True, bench_seconds=0.2, progress=False)
     assert result.status == "ok" and result.metrics["compile_time_s"] > 0
     assert result.metrics["phases"]["compile"] >= result.metrics["compile_time_s"]
-    assert seen["graphs"] > 0 and counters["stats"]["unique_graphs"] == seen["graphs"]
+    assert seen["warm"] > 0 and compiled_graphs() == seen["warm"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -412,6 +413,7 @@ def _run(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTimer) -
         waited = wait_for_previous_job()  # before the device is first used: nothing else competes from here on
         if waited:
             phases.add(WAIT, waited)
+        outcome.parts.append({"wall": {"device_from": time.time()}})  # when the device work began (wall clock)
         memory = PeakMemory(plan.device)
         try:
             _measure(plan, data, registry, phases, memory, outcome)

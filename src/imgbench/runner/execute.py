@@ -230,12 +230,14 @@ def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, s
 
 def record_phases(job_dir: Path, metrics: dict[str, Any], launched: float, ended: float) -> dict[str, Any]:
     """metrics.json with ``phases`` covering the whole job, launch to exit, and ``wall`` (its start, end and
-    seconds, wall-clock), rewritten atomically; the engine's own phases come from the same file."""
+    seconds, wall-clock, beside the engine's ``device_from``), rewritten atomically; the engine's own phases
+    come from the same file."""
     outcome = _read_json(job_dir / schema.OUTCOME_JSON) or {}
     times = JobTimes(launched, ended, outcome.get("notebook_started"), outcome.get("notebook_ended"),
                      notebook_cells(_read_json(job_dir / schema.NOTEBOOK) or {}))
     metrics = {**metrics, "phases": launcher_breakdown(times, metrics.get("phases") or {}),
-               "wall": {"started_at": launched, "ended_at": ended, "seconds": ended - launched}}
+               "wall": {**(metrics.get("wall") or {}), "started_at": launched, "ended_at": ended,
+                        "seconds": ended - launched}}
     atomic_write_json(job_dir / schema.METRICS_JSON, metrics)
     return metrics
 
