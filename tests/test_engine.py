@@ -199,6 +199,29 @@ def test_compile_compiles_every_graph_before_anything_is_timed(registry, monkeyp
     assert seen["warm"] == 6 and compiled_graphs() == seen["warm"]
 
 
+def test_every_timed_window_is_over_before_the_test_and_the_engine_says_so(registry, data, tmp_path, monkeypatch):
+    import imgbench.engine.job as job
+    from imgbench.engine import handoff
+
+    mark = tmp_path / "untimed"
+    monkeypatch.setenv(handoff.UNTIMED_ENV, str(mark))
+    seen = {}
+    timed, tested = job.time_inference, job.evaluate_model
+
+    def timing(*args, **kwargs):
+        seen["benchmark"] = mark.exists()
+        return timed(*args, **kwargs)
+
+    def testing(*args, **kwargs):
+        seen["evaluate"] = mark.exists()
+        return tested(*args, **kwargs)
+
+    monkeypatch.setattr(job, "time_inference", timing)
+    monkeypatch.setattr(job, "evaluate_model", testing)
+    result = run_job("tiny/mlp", data, registry=registry, epochs=1, **FAST)
+    assert result.status == "ok" and seen == {"benchmark": False, "evaluate": True}
+
+
 def test_same_seed_in_deterministic_mode_gives_identical_predictions(registry, data):
     def predictions(seed):
         result = run_job("tiny/mlp", data, seed=seed, registry=registry, epochs=2, deterministic=True,

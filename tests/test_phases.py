@@ -29,7 +29,7 @@ def test_the_launchers_breakdown_adds_up_to_the_wall_time_phase_by_phase():
     times = JobTimes(launched=100.0, ended=117.0, notebook_started=101.0, notebook_ended=116.5, cells=cells)
     parts = launcher_breakdown(times, engine)
     expected = {"process_start": 1.0, "kernel_start": 2.0, "imports": 1.5, "load_data": 1.0, "train": 6.0,
-                "evaluate": 1.0, "benchmark": 2.0, "display": 0.8,
+                "benchmark": 2.0, "evaluate": 1.0, "display": 0.8,
                 "write": 0.2 + 0.1 + 0.1 + 0.7,  # papermill's saves between cells, then the end
                 "other": 0.5 + 0.1}  # the engine cell's 10 s less its phases; the untagged cell
     assert parts == pytest.approx(expected)

@@ -3,8 +3,9 @@
 The job reads as its steps. :func:`~imgbench.engine.plan.plan_job` decides everything first (a frozen
 :class:`~imgbench.engine.plan.JobPlan`); then each phase takes the plan and what the phases before it returned,
 and returns a typed result: the data (:class:`JobData`), the built model (:class:`BuiltModel`), the model's
-inputs (:class:`Inputs`), the compiled model (:class:`Compiled`), the training (``FitResult``), the test
-(:class:`Evaluation`), the speed figures. ``run_job`` merges their records into metrics.json once.
+inputs (:class:`Inputs`), the compiled model (:class:`Compiled`), the training (``FitResult``), the speed
+figures, the test (:class:`Evaluation`). ``run_job`` merges their records into metrics.json once. Every timed
+window comes before the test, so that a grid can start its next job beside the untimed end of this one.
 A diverged loss or an out-of-memory error stops the job with status ``diverged`` / ``oom``; metrics.json is
 written either way, with what the phases before it measured.
 """
@@ -16,13 +17,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import numpy as np
 import pandas as pd
 
 from imgbench import schema
-from imgbench.engine.handoff import wait_for_previous_job
+from imgbench.engine.handoff import mark_untimed, wait_for_previous_job
 from imgbench.engine.loading import load_dataset
 from imgbench.engine.phases import (BENCHMARK, BUILD_MODEL, COMPILE, EVALUATE, FLOPS, IMPORTS, LOAD_DATA,
                                     SAVE_WEIGHTS, TRAIN, WAIT, PhaseTimer)
@@ -93,9 +94,9 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     frozen for ``finetune=head``), ``flops`` (the activation dtypes the model really ran in, and its FLOPs),
     ``compile`` (with ``compile=true``: every graph the job will run, so no recompile lands in a timed
     window), ``train`` (``epochs`` epochs; the validation split after each, for model selection only),
-    ``save_weights`` (with ``save_weights=true``), ``evaluate`` (the final model on the test subset),
     ``benchmark`` (inference throughput at ``batch_size`` and batch-1 latency, each at least
-    ``bench_seconds``), ``write``.
+    ``bench_seconds``: the last timed window), ``save_weights`` (with ``save_weights=true``), ``evaluate``
+    (the final model on the test subset), ``flops``, ``write``.
 
     Measurements: every timer stops on the device's own clock (CUDA events on a GPU), after a warm-up;
     training throughput comes from the steady steps (the first ones are left out), inference throughput from
@@ -229,7 +230,7 @@ def build_model(plan: JobPlan, data: JobData, registry: Registry) -> BuiltModel:
             net = FrozenBackbone(net, head)
         # memory formats are for torch's NCHW weights; Keras keeps its own kernel layout (HWIO)
         keras = plan.spec.family == "keras"
-        net = net.to(device=plan.device, memory_format=torch.preserve_format if keras else _memory_format(plan))
+        net = net.to(plan.device).to(memory_format=torch.preserve_format if keras else _memory_format(plan))
     return BuiltModel(net, core, loaded, params, count_parameters(net))
 
 
@@ -304,7 +305,7 @@ def compile_model(plan: JobPlan, built: BuiltModel, inputs: Inputs) -> Compiled:
 
     from imgbench.engine.train import warm_compile
 
-    compiled = torch.compile(built.net, dynamic=False)
+    compiled = cast(torch.nn.Module, torch.compile(built.net, dynamic=False))  # an OptimizedModule
     batch = plan.recipe.batch_size
     fit_batch = min(batch, len(inputs.train))  # what fit trains and validates at
     eval_sizes = sorted({*inputs.val.batch_sizes(fit_batch), *inputs.test.batch_sizes(batch)})
@@ -453,6 +454,10 @@ def _measure(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTime
     if fitted.error:
         outcome.parts.append({"status": schema.Status.DIVERGED, "error": fitted.error})
         return
+    with phases(BENCHMARK):
+        outcome.parts.append(time_inference(plan, inputs, runner))
+    memory.sample()
+    mark_untimed()  # the last timed window is over: the executor may start the next job beside what follows
     if plan.recipe.save_weights:
         with phases(SAVE_WEIGHTS):
             outcome.parts.append(save_weights(plan, data, built, inputs))
@@ -463,6 +468,3 @@ def _measure(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTime
     memory.sample()
     with phases(FLOPS):
         outcome.parts.append(count_cost(plan, built, inputs))
-    with phases(BENCHMARK):
-        outcome.parts.append(time_inference(plan, inputs, runner))
-    memory.sample()

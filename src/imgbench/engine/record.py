@@ -11,7 +11,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import pandas as pd
 
@@ -110,11 +110,11 @@ def provenance(device: Any, precision: str, flags: Mapping[str, Any], plugin: st
     }
 
 
-def history_frame(history: list[Mapping[str, Any]]) -> pd.DataFrame:
+def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(history), columns=list(schema.HISTORY_COLUMNS))
 
 
-def write_job(out_dir: Path, metrics: dict[str, Any], history: list[Mapping[str, Any]],
+def write_job(out_dir: Path, metrics: dict[str, Any], history: Sequence[Mapping[str, Any]],
               predictions: pd.DataFrame, phases: PhaseTimer | None = None) -> None:
     """history.csv and predictions.csv first, metrics.json last; with ``phases``, the time the tables took
     goes into metrics.json's ``phases`` as ``write``."""

@@ -224,7 +224,8 @@ def inference_throughput(forward: Callable, batch: torch.Tensor, device: torch.d
 
 
 def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, seconds: float,
-               percentiles: Sequence[int] = LATENCY_PERCENTILES, *, clock: Clock | None = None) -> dict[str, float]:
+               percentiles: Sequence[int] = LATENCY_PERCENTILES, *,
+               clock: Clock | None = None) -> dict[str, float | None]:
     """Batch-1 latency percentiles in milliseconds, each call timed alone, and the samples' relative IQR."""
     clock = clock or device_clock(device)
     _warm_up(forward, image, clock, seconds)
@@ -346,7 +347,7 @@ class PeakMemory:
         self._in_window = True
 
     def end_window(self) -> None:
-        if not self._in_window:
+        if not self._in_window or self.allocator is None:
             return
         peak = self.allocator.max_memory_allocated(self.device)
         self.window_peak = max(self.window_peak or 0, peak)
@@ -354,12 +355,12 @@ class PeakMemory:
         self._in_window = False
 
     def _fold(self) -> None:
-        self.job_peak = max(self.job_peak, self.allocator.max_memory_allocated(self.device))
+        if self.allocator is not None:
+            self.job_peak = max(self.job_peak, self.allocator.max_memory_allocated(self.device))
 
     def sample(self) -> None:
         self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)
-        if self.allocator is not None:
-            self._fold()
+        self._fold()
 
     def peak_mb(self) -> float:
         self.sample()

@@ -69,7 +69,7 @@ def grid_time(report: Report) -> GridTime:
     """The jobs whose metrics.json records phases, in results.csv's order."""
     jobs = []
     for row in report.results.table.itertuples():
-        metrics: dict[str, Any] = report.results.metrics(row.job_id) or {}
+        metrics: dict[str, Any] = report.results.metrics(str(row.job_id)) or {}
         phases = {name: float(seconds) for name, seconds in (metrics.get("phases") or {}).items()}
         if not phases:
             continue

@@ -34,6 +34,7 @@ import psutil
 from tqdm import tqdm
 
 from imgbench import schema
+from imgbench.engine.handoff import UNTIMED_ENV
 from imgbench.engine.phases import JobTimes, launcher_breakdown, notebook_cells
 from imgbench.schema import Status
 from imgbench.paths import atomic_write_json
@@ -44,6 +45,7 @@ CHILD_MODULE = "imgbench.jobrecord.child"  # started by name: it imports this mo
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
 KILL_WAIT_S = 10  # for killed processes to go, and for a dead kernel's exit status
 CELL_LINE_CHARS = 80  # of the running cell's first line, in a crashed job's error
+UNTIMED_MARK = ".untimed"  # in the job folder while the job runs: the engine's timed windows are over
 
 
 class JobCancelled(Exception):
@@ -84,17 +86,18 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
     """Run one job into ``OUT/jobs/<job-id>/`` and return its results.csv row (also saved in job.json).
 
     ``extra_env`` is for the executor's slot (``CUDA_VISIBLE_DEVICES``); setting ``stop`` kills the job and
-    raises :class:`JobCancelled`. ``on_untimed`` is called once, as soon as the job's engine has written
-    metrics.json (its timed windows are over; the notebook still draws) or the job process has ended: the
-    executor may start the slot's next job then (:mod:`imgbench.engine.handoff`).
+    raises :class:`JobCancelled`. ``on_untimed`` is called once, as soon as the job's engine has marked its
+    timed windows over (it still tests, the notebook still draws) or the job process has ended: the executor
+    may start the slot's next job then (:mod:`imgbench.engine.handoff`).
     """
     job_dir = task.job_dir
     if job_dir.exists():
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
     atomic_write_json(job_dir / schema.REQUEST_JSON, task.to_dict())
+    untimed = job_dir / UNTIMED_MARK
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
-           **task.env, **(extra_env or {})}
+           **task.env, **(extra_env or {}), UNTIMED_ENV: str(untimed)}
     started, launched = time.monotonic(), time.time()
     with open(job_dir / schema.RUNNER_LOG, "wb") as log:
         # our pid goes along: read from os.getppid() after the child's slow imports, a supervisor killed in
@@ -105,9 +108,10 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
         watch = Watch(LogForwarder(job_dir / schema.RUNNER_LOG, task.job.job_id) if task.log_output else None,
-                      job_dir / schema.METRICS_JSON, on_untimed)
+                      untimed, on_untimed)
         ended = _wait(child, task.timeout, stop, watch)
     duration = time.monotonic() - started
+    untimed.unlink(missing_ok=True)
     if ended == "stopped":
         raise JobCancelled(task.job.job_id)
     status, error, metrics = _classify(task, ended, child.returncode)
@@ -148,16 +152,17 @@ class LogForwarder:
 
 @dataclass
 class Watch:
-    """What the supervisor does while the child runs: forward its log, and say when metrics.json appears."""
+    """What the supervisor does while the child runs: forward its log, and say when the engine has marked its
+    timed windows over."""
 
     forward: LogForwarder | None = None
-    metrics: Path | None = None
+    untimed_mark: Path | None = None
     on_untimed: Callable[[], None] | None = None
 
     def poll(self) -> None:
         if self.forward is not None:
             self.forward.pump()
-        if self.on_untimed is not None and self.metrics is not None and self.metrics.exists():
+        if self.on_untimed is not None and self.untimed_mark is not None and self.untimed_mark.exists():
             self.untimed()
 
     def untimed(self) -> None:

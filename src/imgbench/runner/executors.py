@@ -93,8 +93,8 @@ class LocalExecutor:
     jobs sharing a GPU slow each other down, and every speed figure would be contaminated.
 
     A slot starts its next job as soon as the running one's timed windows are over, so that the next job's
-    process, kernel, imports and data load run while the previous one draws its figures, writes its files and
-    shuts down; the next job waits for the previous one's record before it touches the device
+    process, kernel, imports and data load run while the previous one tests its model, draws its figures,
+    writes its files and shuts down; the next job waits for the previous one's record before it touches the device
     (:mod:`imgbench.engine.handoff`).
     """
 
