@@ -5,10 +5,11 @@
     python benchmarks/bench_fixed_cost.py --data-dir DIR --rounds 1 --train-samples 200 --test-samples 100 \\
         --epochs 1 --bench-seconds 0.1 -m keras/mnist_convnet after=.                      # a check
 
-Each round runs the same grid once per checkout (``imgbench run -m ... -d DATASET -p train_samples=N
---no-report``: the quick suite's recipe unless overridden), the checkouts in turn, alternating which goes
-first. A checkout runs with this Python and ``PYTHONPATH=<checkout>/src``, so its own imgbench (engine,
-notebook, launcher) is what runs. Per round and checkout:
+Each round runs the same grid once per checkout (what ``imgbench run -m ... -d DATASET -p train_samples=N
+--no-report`` runs: ``run_grid`` with the quick suite's recipe unless overridden), the checkouts in turn,
+alternating which goes first. A checkout runs with this Python, ``PYTHONPATH=<checkout>/src`` and its own
+``notebooks/benchmark.ipynb``, so its own imgbench (launcher, notebook, engine) is what runs. Per round and
+checkout:
 
 - fixed cost per job = (wall time of ``imgbench run`` - the sum of the jobs' ``train_time_s``) / jobs: the
   issue's figure; the benchmark windows count in it (``bench_seconds`` is printed beside it);
@@ -34,14 +35,25 @@ from bench_overhead import timed
 MODELS = ("keras/mnist_convnet", "timm/resnet18")  # the quick suite's
 
 
+GRID = """
+import json, sys
+from imgbench.runner import run_grid
+models, dataset, params, out, notebook = json.loads(sys.argv[1])
+result = run_grid(None, models=models, datasets=[dataset], params=params, out=out, report=False,
+                  notebook=notebook, progress=False)
+sys.exit(result.exit_code)
+"""
+
+
 def run_grid(checkout: Path, args: argparse.Namespace, out: Path, env: dict[str, str]) -> dict[str, float]:
+    """``imgbench run``'s grid through the checkout's own code and notebook: wall s, jobs, fixed and harness s."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "imgbench", "run", *[part for m in args.models for part in ("-m", m)],
-               "-d", args.dataset, "--out", str(out), "--no-report", "-p", f"train_samples={args.train_samples}"]
-    for key in ("epochs", "test_samples", "bench_seconds"):
-        if getattr(args, key) is not None:
-            command += ["-p", f"{key}={getattr(args, key)}"]
-    wall, _cpu = timed(command, {**env, "PYTHONPATH": str(checkout / "src")})
+    params = {"train_samples": args.train_samples, **{key: getattr(args, key) for key in
+                                                      ("epochs", "test_samples", "bench_seconds")
+                                                      if getattr(args, key) is not None}}
+    request = [args.models, args.dataset, params, str(out), str(checkout / "notebooks" / "benchmark.ipynb")]
+    wall, _cpu = timed([sys.executable, "-c", GRID, json.dumps(request)],
+                       {**env, "PYTHONPATH": str(checkout / "src")})
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     train = sum(float(row["train_time_s"]) for row in rows)
