@@ -175,7 +175,7 @@ def test_params_fits_the_terminal_and_loses_no_word(monkeypatch, capsys):
         else:
             current += " " + line[start:]
     helps = [h.strip() for h in [*helps, current][1:]]
-    assert helps == [help_text for _kind, help_text in RECIPE_FIELDS.values()]
+    assert helps == [field.help for field in RECIPE_FIELDS.values()]
 
 
 def test_without_a_terminal_lines_are_left_whole(monkeypatch, capsys):

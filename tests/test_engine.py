@@ -156,6 +156,72 @@ def test_cost_and_speed_figures_are_positive_and_finite(trained):
     assert m["time_to_target_s"] <= m["train_time_s"]
 
 
+def count_compiled_graphs(monkeypatch) -> dict[str, int]:
+    """Dynamo's graphs, counted from now: ``["warm"]`` is the count when ``warm_compile`` has returned."""
+    import torch._dynamo
+
+    import imgbench.engine.train as train
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    seen: dict[str, int] = {}
+    original = train.warm_compile
+
+    def warm_and_count(*args, **kwargs):
+        seconds = original(*args, **kwargs)
+        seen["warm"] = compiled_graphs()
+        return seconds
+
+    monkeypatch.setattr(train, "warm_compile", warm_and_count)
+    return seen
+
+
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compile_compiles_every_graph_before_anything_is_timed(registry, monkeypatch):
+    """Dynamo's graphs counted on the CPU (its eager backend: no compiler needed, so CI runs it too)."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    seen = count_compiled_graphs(monkeypatch)
+    # 200 training images in batches of 64 (the last partial one dropped), 30 validation images, 170 test
+    # images in batches of 64 (a remainder of 42); then the benchmark's batch of 64 and batch-1 latency
+    result = run_job("tiny/mlp", synthetic(per_class=(40, 6, 34)), registry=registry, epochs=2, batch_size=64,
+                     compile=True, bench_seconds=0.05, progress=False)
+    assert result.status == "ok" and result.metrics["compile_time_s"] > 0
+    assert result.metrics["phases"]["compile"] >= result.metrics["compile_time_s"]
+    # one graph per mode and shape: training at 64; evaluation (no_grad) at 30, 42 and 64; the benchmarks
+    # (inference_mode) at 64 and 1. All of them before training; none after.
+    assert seen["warm"] == 6 and compiled_graphs() == seen["warm"]
+
+
+def test_every_timed_window_is_over_before_the_test_and_the_engine_says_so(registry, data, tmp_path, monkeypatch):
+    import imgbench.engine.job as job
+    from imgbench.engine import handoff
+
+    mark = tmp_path / "untimed"
+    monkeypatch.setenv(handoff.UNTIMED_ENV, str(mark))
+    seen = {}
+    timed, tested = job.time_inference, job.evaluate_model
+
+    def timing(*args, **kwargs):
+        seen["benchmark"] = mark.exists()
+        return timed(*args, **kwargs)
+
+    def testing(*args, **kwargs):
+        seen["evaluate"] = mark.exists()
+        return tested(*args, **kwargs)
+
+    monkeypatch.setattr(job, "time_inference", timing)
+    monkeypatch.setattr(job, "evaluate_model", testing)
+    result = run_job("tiny/mlp", data, registry=registry, epochs=1, **FAST)
+    assert result.status == "ok" and seen == {"benchmark": False, "evaluate": True}
+
+
 def test_same_seed_in_deterministic_mode_gives_identical_predictions(registry, data):
     def predictions(seed):
         result = run_job("tiny/mlp", data, seed=seed, registry=registry, epochs=2, deterministic=True,
@@ -292,8 +358,20 @@ def test_notebook_views_show_the_job(trained):
     assert table["accuracy"] == trained.metrics["accuracy"] and table["status"] == "ok"
     curves = display.training_curves(trained.history)
     assert len(curves.axes[0].lines) >= 2  # train and val
+    curves.canvas.draw()
+    for ax in curves.axes:  # epochs are whole numbers: no tick at 1.5
+        assert all(float(tick).is_integer() for tick in ax.get_xticks())
     heatmap = display.confusion_matrix(trained.metrics)
     assert heatmap.axes[0].get_xlabel() == "predicted"
+    accuracy = heatmap.axes[0].get_title().rsplit("accuracy ", 1)[1]
+    assert accuracy == f"{trained.metrics['accuracy']:.4g}" and len(accuracy) <= 6  # rounded, not 0.8149999999
+
+
+def test_training_prints_one_line_per_epoch_and_nothing_else(registry, data, capsys):
+    run_job("tiny/mlp", data, seed=0, registry=registry, epochs=2, **{**FAST, "progress": True})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("train loss" in line and "val loss" in line and "lr " in line for line in lines)
 
 def test_rotate_and_zoom_matches_independent_rotations_and_an_identity():
     x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import imgbench.engine
-import imgbench.engine.job
+import imgbench.engine.plan
 import imgbench.engine.recipe
 from imgbench import schema
 from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe, run_job
@@ -87,7 +87,7 @@ def no_resolving(monkeypatch):
         calls.append((dataset, dict(overrides)))
         return real(dataset, overrides, **kwargs)
 
-    for module in (imgbench.engine, imgbench.engine.job, imgbench.engine.recipe):
+    for module in (imgbench.engine, imgbench.engine.plan, imgbench.engine.recipe):
         monkeypatch.setattr(module, "resolve_recipe", counted)
     return calls
 

@@ -25,7 +25,7 @@ from imgbench.report.tables import LOG_SCALE_METRICS, leaderboard, pareto_front,
 from report_synthetic import CLASSES, PLAN, RESULTS_COLUMNS, ReportPage, make_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["verdict", "leaderboards", "figures", "statistics", "baseline", "failures", "provenance"]
+SECTIONS = ["verdict", "leaderboards", "figures", "statistics", "baseline", "failures", "time", "provenance"]
 # current run against the baseline: resnet18 10% slower everywhere, mobilenet 1% slower
 SPEED_CHANGE = {"timm/resnet18": 0.90, "keras/mobilenet_v3_small": 0.99}
 

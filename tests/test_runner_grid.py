@@ -87,6 +87,28 @@ def test_e2e_four_ok_rows_in_the_documented_schema(e2e):
         assert metrics["accuracy"] == pytest.approx(row.accuracy)
 
 
+def test_e2e_phases_add_up_to_each_jobs_wall_time(e2e):
+    _, result = e2e
+    for job in result.jobs:
+        metrics = json.loads((result.out_dir / "jobs" / job.job_id / "metrics.json").read_text())
+        wall, parts = metrics["wall"], metrics["phases"]
+        assert sum(parts.values()) == pytest.approx(wall["seconds"], rel=1e-6)
+        assert {"process_start", "kernel_start", "imports", "load_data", "train", "evaluate", "benchmark",
+                "display", "write"} <= set(parts)
+        assert wall["started_at"] < wall["device_from"] < wall["ended_at"]
+
+
+def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before_using_the_device(env, tmp_path):
+    result = run_grid(suite_from_dict({"models": ["testkit/linear"], "datasets": ["tinygray"], "seeds": [0, 1],
+                                       "params": TINY}), out=tmp_path / "out", jobs=1, timeout=WAIT_S,
+                      report=False, registry=env, progress=False)
+    assert result.exit_code == 0, result.summary()
+    first, second = sorted((json.loads((result.out_dir / "jobs" / job.job_id / "metrics.json").read_text())["wall"]
+                            for job in result.jobs), key=lambda wall: wall["started_at"])
+    assert second["started_at"] < first["ended_at"]  # its start overlapped the first job's figures and files
+    assert second["device_from"] > first["ended_at"]  # but nothing of the first job ran beside its timed work
+
+
 def test_e2e_notebooks_hold_exactly_the_requested_parameters(e2e):
     suite, result = e2e
     for job in result.jobs:

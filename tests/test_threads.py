@@ -51,7 +51,7 @@ def test_threads_in_force_sets_torch_from_the_concurrency_and_restores_it(monkey
 def test_local_executor_gives_every_job_its_share_and_the_concurrency(monkeypatch):
     seen, lock = [], threading.Lock()
 
-    def fake_execute(task, *, extra_env=None, stop=None):
+    def fake_execute(task, *, extra_env=None, stop=None, on_untimed=None):
         with lock:
             seen.append((task.job.job_id, dict(extra_env)))
         return {"job_id": task.job.job_id}

@@ -149,6 +149,10 @@ COLUMNS: tuple[Column, ...] = (
                                                   "chunks", better=LOWER),
     _c("latency_rel_iqr", float, ENGINE, "spread of the latency: relative IQR of the single-image samples",
        better=LOWER),
+    _c("train_gpu_busy", float, ENGINE, "share of the training steps' wall time the GPU spent running kernels "
+                                        "(low: bound by the CPU launching kernels); empty off CUDA", FRACTION),
+    _c("infer_gpu_busy", float, ENGINE, "share of the inference batches' wall time the GPU spent running kernels "
+                                        "(low: bound by the CPU launching kernels); empty off CUDA", FRACTION),
     _c("params", int, ENGINE, "trainable parameters", better=LOWER),
     _c("flops", int, ENGINE, "forward FLOPs per image at the model's input size", "FLOPs", LOWER),
     _c("peak_memory_mb", float, ENGINE, "peak memory during the job (MB; GPU memory on CUDA)", "MB", LOWER),

@@ -14,13 +14,14 @@ import os
 import random
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from imgbench.engine import gpu_busy
 from imgbench.engine.data import Augmenter, ImageBatches
 from imgbench.engine.evaluate import loss_and_accuracy, predict_logits
 from imgbench.engine.recipe import Recipe, device_problem
@@ -176,10 +177,15 @@ def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
 
 
 def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: ImageBatches, batch_size: int,
-                 precision: Precision, eval_sizes: Sequence[int] = ()) -> float:
-    """Compile the training graph on one batch and the eval graph at each of ``eval_sizes`` (the batch shapes
-    the job will evaluate and time: remainders and batch 1 each recompile otherwise, inside a timed phase);
-    seconds taken. Weights are restored."""
+                 precision: Precision, eval_sizes: Sequence[int] = (), bench_sizes: Sequence[int] = ()) -> float:
+    """Compile every graph the job will run before anything is timed; the seconds it took. Weights are restored.
+
+    Each (mode, batch shape) is a graph of its own: the training step at ``batch_size`` (train mode, forward
+    and backward); evaluation (eval mode, ``no_grad``, as validation and testing run it) at each of
+    ``eval_sizes``, remainders included; and the benchmarks' forward (eval mode, ``inference_mode``, as
+    :func:`imgbench.engine.timing.inference_forward` runs it) at each of ``bench_sizes``: its batch and batch 1.
+    A shape or mode first seen later would compile inside a timed window.
+    """
     snapshot = copy.deepcopy(model.state_dict())
     x, y = next(train.batches(batch_size))
     start = time.perf_counter()
@@ -188,9 +194,15 @@ def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: Image
         loss = torch.nn.functional.cross_entropy(compiled(x).float(), y)
     loss.backward()
     compiled.eval()
-    with torch.no_grad(), precision.autocast():
-        for size in eval_sizes or (len(x),):
-            compiled(train.inputs(train.x[torch.arange(size, device=train.x.device) % len(train)]))
+    # inputs made where the job makes them: evaluation's under no_grad, the benchmarks' before inference_mode
+    # (an inference tensor as input would be a graph of its own)
+    modes = ((torch.no_grad, torch.no_grad, eval_sizes or (len(x),)), (nullcontext, torch.inference_mode, bench_sizes))
+    for made_under, run_under, sizes in modes:
+        for size in sizes:
+            with made_under():
+                inputs = train.inputs(train.x[torch.arange(size, device=train.x.device) % len(train)])
+            with run_under(), precision.autocast():
+                compiled(inputs)
     synchronize(train.device)
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
@@ -203,10 +215,17 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_throughput: float | None = None
     train_throughput_rel_iqr: float | None = None  # spread of the timed windows' throughputs
+    train_gpu_busy: float | None = None  # the GPU's busy share over the same windows (CUDA only)
     best_val_accuracy: float | None = None
     best_val_epoch: int | None = None
     time_to_target_s: float | None = None
     error: str | None = None  # set when training diverged
+
+    def record(self) -> dict[str, Any]:
+        return {"train_throughput": self.train_throughput, "train_throughput_rel_iqr": self.train_throughput_rel_iqr,
+                "train_gpu_busy": self.train_gpu_busy, "best_val_accuracy": self.best_val_accuracy,
+                "best_val_epoch": self.best_val_epoch, "time_to_target_s": self.time_to_target_s,
+                "final_val_accuracy": self.history[-1]["val_accuracy"] if self.history else None}
 
 
 class TrainStep:
@@ -238,21 +257,22 @@ class TrainStep:
 
 
 def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, recipe: Recipe,
-        precision: Precision, seed: int, image_size: int, memory: PeakMemory, progress: bool = False) -> FitResult:
-    """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests."""
-    from tqdm.auto import tqdm
+        precision: Precision, *, seed: int, image_size: int, memory: PeakMemory, progress: bool = False) -> FitResult:
+    """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests.
 
+    With ``progress``, one line per epoch on stdout once the epoch is done (as Keras' ``fit(verbose=2)``):
+    nothing is printed while a window is timed, and the lines stay in a saved notebook as plain text.
+    """
     device = train.device
     batch_size = min(recipe.batch_size, len(train))
     steps_per_epoch = train.steps(batch_size, drop_last=True)
     step = TrainStep(model, recipe, precision, steps_per_epoch,
                      Augmenter(recipe.augment, image_size, device, seed, train.memory_format))
     shuffle = torch.Generator().manual_seed(seed)
-    timer = SteadyTimer(device)
+    timer = SteadyTimer(device, busy=gpu_busy.busy_meter(device))
     skip = min(SKIP_STEPS, recipe.epochs * steps_per_epoch // 2)
     result = FitResult()
     started = time.perf_counter()
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, disable=not progress, unit="step", desc="train")
     done = 0
     try:
         for epoch in range(1, recipe.epochs + 1):
@@ -271,7 +291,6 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
                     timer.step(len(y))
                 if done % CHECK_EVERY == 0:
                     _check_finite(step.loss_sum, epoch, done)
-                bar.update()
             timer.stop()
             memory.end_window()
             _check_finite(step.loss_sum, epoch, done)
@@ -285,14 +304,26 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             result.history.append(row)
             memory.sample()
-            bar.set_postfix({k: round(row[k], 4) for k in ("train_loss", "val_accuracy") if row[k] is not None})
+            if progress:
+                print(epoch_line(row, recipe.epochs, steps_per_epoch), flush=True)
     except Diverged as exc:
         timer.stop()
         memory.end_window()
         result.error = str(exc)
-    bar.close()
+        if progress:
+            print(f"stopped: {exc}", flush=True)
     result.train_throughput, result.train_throughput_rel_iqr = timer.images_per_second(), timer.rel_iqr()
+    result.train_gpu_busy = timer.gpu_busy()
     return result
+
+
+def epoch_line(row: dict[str, Any], epochs: int, steps: int) -> str:
+    """``epoch 2/3 (160 steps, 4.1 s): train loss 0.7589 accuracy 0.7542, val loss 0.4357 accuracy 0.8728, lr 0.000707``."""
+    parts = [f"train loss {row['train_loss']:.4f} accuracy {row['train_accuracy']:.4f}"]
+    if row["val_accuracy"] is not None:
+        parts.append(f"val loss {row['val_loss']:.4f} accuracy {row['val_accuracy']:.4f}")
+    parts.append(f"lr {row['lr']:.3g}")
+    return f"epoch {row['epoch']}/{epochs} ({steps} steps, {row['epoch_time_s']:.1f} s): " + ", ".join(parts)
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

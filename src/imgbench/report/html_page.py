@@ -12,7 +12,7 @@ from html import escape
 import pandas as pd
 
 from imgbench import schema
-from imgbench.report import fmt
+from imgbench.report import fmt, wall_time
 from imgbench.report.baseline import SPEED_TOLERANCE
 from imgbench.report.findings import Report
 from imgbench.report.figures import slug
@@ -22,7 +22,7 @@ from imgbench.tracking import links as tracking_links
 
 SECTIONS = {"verdict": "Verdict", "leaderboards": "Leaderboards", "figures": "Figures",
             "statistics": "Is the leader really better?", "baseline": "Against the baseline",
-            "failures": "Failures", "provenance": "Provenance"}
+            "failures": "Failures", wall_time.KEY: wall_time.TITLE, "provenance": "Provenance"}
 BADGES = {"significant": "significant", "tie": "not significant", "untested": "not tested",
           "single": "one model", "failed": "failed"}
 STYLE = """
@@ -60,7 +60,7 @@ dt{color:#5b6473} dd{margin:0;overflow-wrap:anywhere}
 
 def render_html(report: Report) -> str:
     body = [_header(report), _verdict(report), _leaderboards(report), _figures(report), _statistics(report),
-            _baseline(report), _failures(report), _provenance(report)]
+            _baseline(report), _failures(report), wall_time.render_html(report), _provenance(report)]
     body.append(tracking_links.html_section(report.out_dir, report.results.table))  # imgbench.tracking's section
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>imgbench report: {escape(report.out_dir.name)}</title>"

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from imgbench import schema
-from imgbench.report import fmt
+from imgbench.report import fmt, wall_time
 from imgbench.report.findings import Report
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, LEADERBOARD_METRICS
@@ -72,6 +72,7 @@ def render_markdown(report: Report) -> str:
     lines += _table(list(failures.columns), [[_cell(v) for v in row] for row in failures.itertuples(index=False)]) \
         if not failures.empty else ["Every job finished with status ok."]
     lines += [f"- could not use {escape(p)}" for p in report.results.problems]
+    lines += wall_time.render_markdown(report, escape)
     lines += ["", "## Provenance", ""]
     for title, items in report.provenance().items():
         if items:
