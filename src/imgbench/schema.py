@@ -125,6 +125,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("balanced_accuracy", float, ENGINE, "mean per-class recall", FRACTION, HIGHER),
     _c("log_loss", float, ENGINE, "test cross-entropy of the predicted probabilities", better=LOWER),
     _c("ece", float, ENGINE, "expected calibration error", better=LOWER),
+    _c("chance_accuracy", float, ENGINE, "test accuracy of always predicting the test set's most frequent class",
+       FRACTION),
+    _c("chance_p_value", float, ENGINE, "one-sided exact binomial p-value of `accuracy` against `chance_accuracy` "
+                                        "(small: the model learnt something)", better=LOWER),
+    _c("did_not_learn", str, ENGINE, "empty when the model learnt; else why it did not (test accuracy not above "
+                                     "chance, or a validation curve that never rose above it)"),
     _c("best_val_accuracy", float, ENGINE, "best validation accuracy over the epochs (model selection only)",
        FRACTION, HIGHER),
     _c("train_throughput", float, ENGINE, "training images per second", "img/s", HIGHER,
@@ -141,6 +147,10 @@ COLUMNS: tuple[Column, ...] = (
                                                   "chunks", better=LOWER),
     _c("latency_rel_iqr", float, ENGINE, "spread of the latency: relative IQR of the single-image samples",
        better=LOWER),
+    _c("train_gpu_busy", float, ENGINE, "share of the training steps' wall time the GPU spent running kernels "
+                                        "(low: bound by the CPU launching kernels); empty off CUDA", FRACTION),
+    _c("infer_gpu_busy", float, ENGINE, "share of the inference batches' wall time the GPU spent running kernels "
+                                        "(low: bound by the CPU launching kernels); empty off CUDA", FRACTION),
     _c("params", int, ENGINE, "trainable parameters", better=LOWER),
     _c("flops", int, ENGINE, "forward FLOPs per image at the model's input size", "FLOPs", LOWER),
     _c("peak_memory_mb", float, ENGINE, "peak memory during the job (MB; GPU memory on CUDA)", "MB", LOWER),
@@ -164,6 +174,8 @@ COLUMNS: tuple[Column, ...] = (
                                "0 = cores // `concurrency`)"),
     _c("concurrency", int, ENGINE, "jobs that ran at once on this machine (the executor's slots), so 1 = the job "
                                    "had the machine alone"),
+    _c("load_average", float, RUNNER, "the machine's 1-minute load average when the job started"),
+    _c("free_cores", float, RUNNER, "CPU cores not kept busy by other processes when the job started"),
     _c("train_time_s", float, ENGINE, "training wall time (s)", "s", LOWER),
     _c("compile_time_s", float, ENGINE, "`torch.compile` time (s); empty without `compile`", "s", LOWER),
     _c("time_to_target_s", float, ENGINE, "training time until validation accuracy first reached "
