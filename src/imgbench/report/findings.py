@@ -16,11 +16,12 @@ import pandas as pd
 
 from imgbench.report import baseline as baseline_mod
 from imgbench.report import fmt
+from imgbench.report.explain import what_the_interval_knows
 from imgbench.report.figures import FigureFile
 from imgbench.report.load import Results, load_results
 from imgbench.report.noise import mark_noisy, speed_notes
 from imgbench.report.significance import Comparison, assess
-from imgbench.report.stats import CONFIDENCE, POWER
+from imgbench.report.stats import CONFIDENCE
 from imgbench.report.tables import is_subset, leaderboard
 
 FAILURE_COLUMNS = ["job_id", "model", "dataset", "seed", "status", "error"]
@@ -169,7 +170,7 @@ class Report:
             kind, headline = "tie", (f"{leader['model']} and {second['model']} are tied on {where}: "
                                      f"{leader['model']} is ahead by {100 * d.value:.2f} points, but the "
                                      f"{CONFIDENCE:.0%} interval of the lead, {interval}, includes zero ({p}).")
-        details += [*_what_the_interval_knows(c), *unranked, *_cost(leader, second)]
+        details += [*what_the_interval_knows(c), *unranked, *_cost(leader, second)]
         return Verdict(dataset, kind, headline, details, test_set)
 
     def provenance(self) -> dict[str, list[tuple[str, str]]]:
@@ -256,36 +257,6 @@ def _covers(row: pd.Series) -> str:
         return ("With one seed the interval counts the test images only: how far another training seed would move "
                 "the score is unknown. Run 3 or more seeds (--seeds 0,1,2) to measure it.")
     return f"The interval counts the spread of its {row['n_seeds']} seeds and of the test images."
-
-
-def _what_the_interval_knows(c: Comparison) -> list[str]:
-    """What the intervals of a comparison count, what they cannot know with 1 or 2 seeds, and how many seeds
-    would settle a lead that is not significant."""
-    d, seeds = c.difference, min(c.leader_seeds, c.other_seeds)
-    images_alone = fmt.points(1.96 * d.image_variance ** 0.5).lstrip("+")
-    lines = []
-    if seeds == 1:
-        lines.append(f"With one seed per model the intervals count the {fmt.count(c.n_images, 'test image')} only: "
-                     "how far another training seed would move each model is unknown, and it can exceed this "
-                     "lead. Run 3 or more seeds (--seeds 0,1,2) to measure it.")
-    elif seeds == 2:
-        lines.append(f"With 2 seeds per model the seeds' spread is estimated from two values each, so the intervals "
-                     f"are wide (Student's t with {d.seed_df:.2g} {fmt.plural(d.seed_df, 'degree')} of freedom) and "
-                     f"the spread itself is uncertain; they also count the {fmt.count(c.n_images, 'test image')}.")
-    else:
-        lines.append(f"The intervals count the spread of the seeds ({c.leader_seeds} and {c.other_seeds}) and of "
-                     f"the {fmt.count(c.n_images, 'test image')}.")
-    if c.significant:
-        return lines
-    if c.seeds_needed is None:
-        return lines
-    if c.seeds_needed == float("inf"):
-        lines.append(f"More seeds would not settle it: the test images alone move the lead by about ±{images_alone}"
-                     f", more than a lead of {100 * d.value:.2f} points can show; only more test images would.")
-    else:
-        lines.append(f"Given the spread observed so far, about {fmt.count(int(c.seeds_needed), 'seed')} per model "
-                     f"would show a true lead of {100 * d.value:.2f} points as significant {POWER:.0%} of the time.")
-    return lines
 
 
 def _cost(leader: pd.Series, second: pd.Series) -> list[str]:

@@ -57,8 +57,8 @@ class Estimate:
     value: float
     low: float
     high: float
-    seed_variance: float  # of ``value``, from the seeds' spread (0 with one seed: unknown, not zero)
-    seed_df: float  # Welch-Satterthwaite degrees of freedom of the seeds' part (inf with one seed)
+    seed_variance: float  # of ``value``, what more seeds would shrink (0 with one seed: unknown, not zero)
+    seed_df: float  # Welch-Satterthwaite degrees of freedom of the seeds' spread (inf: none or one seed)
     image_variance: float  # of ``value``, from the test images alone (what more seeds would not shrink)
     p_value: float = math.nan  # of "the true value is zero", for a difference: below ALPHA when significant
 
@@ -123,14 +123,14 @@ def score_estimate(scores: SeedScores, n_images: int, confidence: float = CONFID
     # of a binomial there rather than none (a test set of n images cannot prove a score of exactly 1)
     inner = min(max(value, 0.5 / n_images), 1 - 0.5 / n_images)
     if parts.seed_variance + parts.image_variance == 0:
-        parts = _Parts(0.0, math.inf, inner * (1 - inner) / n_images)
+        parts = _Parts(0.0, math.inf, 0.0, inner * (1 - inner) / n_images)
     half = parts.half_width(confidence)
     low, high = value - half, value + half
     if low < 0 or high > 1:
         logit_half = half / (inner * (1 - inner))
         low = low if low >= 0 else float(special.expit(special.logit(inner) - logit_half))
         high = high if high <= 1 else float(special.expit(special.logit(inner) + logit_half))
-    return Estimate(value, min(low, value), max(high, value), *parts)
+    return parts.estimate(value, min(low, value), max(high, value))
 
 
 def difference_estimate(a: SeedScores, b: SeedScores, confidence: float = CONFIDENCE) -> Estimate:
@@ -140,7 +140,7 @@ def difference_estimate(a: SeedScores, b: SeedScores, confidence: float = CONFID
     value = float(a.observed.mean() - b.observed.mean())
     parts = _parts([a, b], a.resampled.mean(axis=1) - b.resampled.mean(axis=1))
     half = parts.half_width(confidence)
-    return Estimate(value, max(-1.0, value - half), min(1.0, value + half), *parts, parts.p_value(value))
+    return parts.estimate(value, max(-1.0, value - half), min(1.0, value + half), parts.p_value(value))
 
 
 def seeds_needed(a: SeedScores, b: SeedScores, difference: Estimate, power: float = POWER,
@@ -148,11 +148,13 @@ def seeds_needed(a: SeedScores, b: SeedScores, difference: Estimate, power: floa
     """Seeds per model with which a true difference of the observed size would come out significant with
     probability ``power``, given the seeds' and the test images' spread observed so far (a normal
     approximation). None when a model has one seed (its seeds' spread is unknown); ``math.inf`` when no number of
-    seeds would do: the test images' own spread, which more seeds do not shrink, is too large for the difference.
+    seeds would do: the test images' own share (``difference.image_variance``), which more seeds do not shrink,
+    is too large for the difference.
     """
     if min(a.n_seeds, b.n_seeds) < 2:
         return None
-    per_seed = sum(float(s.observed.var(ddof=1)) for s in (a, b))  # shrinks as 1 / seeds; image_variance stays
+    # one seed's share of the variance: its offset and its noise on the images, both shrinking as 1 / seeds
+    per_seed = sum(max(float(s.observed.var(ddof=1)), s.n_seeds * _seed_image_noise(s)) for s in (a, b))
     allowed = (abs(difference.value) / (stats.norm.ppf((1 + confidence) / 2) + stats.norm.ppf(power))) ** 2
     if allowed <= difference.image_variance:
         return math.inf
@@ -160,17 +162,26 @@ def seeds_needed(a: SeedScores, b: SeedScores, difference: Estimate, power: floa
 
 
 class _Parts(NamedTuple):
-    """The two sources of an estimate's variance and the seeds' degrees of freedom."""
+    """Where an estimate's variance comes from: the seeds, known only roughly from few of them (Student's t); the
+    share of that which is each seed's noise on the test images, and the test images' own share, both known
+    well from hundreds of images (normal)."""
 
     seed_variance: float
     seed_df: float
+    seed_noise: float
     image_variance: float
 
     def half_width(self, confidence: float) -> float:
-        """Each source with its own quantile, added in quadrature: the seeds' Student t (few seeds: wide), the
-        images' normal (hundreds of images)."""
-        return math.sqrt(_quantile(confidence, self.seed_df) ** 2 * self.seed_variance
-                         + _quantile(confidence, math.inf) ** 2 * self.image_variance)
+        """Each source with its own quantile, added in quadrature: the seeds' part widens with few seeds as
+        Student's t says, but is never less than their noise on the images must give (few seeds can agree by
+        chance); the images' part does not pay for the seeds' t."""
+        z = _quantile(confidence, math.inf)
+        seeds = max(_quantile(confidence, self.seed_df) ** 2 * self.seed_variance, z ** 2 * self.seed_noise)
+        return math.sqrt(seeds + z ** 2 * self.image_variance)
+
+    def estimate(self, value: float, low: float, high: float, p_value: float = math.nan) -> Estimate:
+        return Estimate(value, low, high, max(self.seed_variance, self.seed_noise), self.seed_df,
+                        self.image_variance, p_value)
 
     def p_value(self, value: float) -> float:
         """The 1 - confidence at which the interval of ``value`` just reaches zero: p < ALPHA exactly when the
@@ -188,14 +199,16 @@ class _Parts(NamedTuple):
 
 def _parts(models: list[SeedScores], resampled_estimate: np.ndarray) -> _Parts:
     """The estimate's variance from the seeds (each model's seeds' sample variance over their number, with
-    Welch-Satterthwaite degrees of freedom) and from the test images (the bootstrap variance of the estimate,
-    less each seed's noise on its images: the seeds' spread holds that already)."""
+    Welch-Satterthwaite degrees of freedom), the part of it that is each seed's own noise on the test images
+    (measured by the resamples), and the test images' own share (the bootstrap variance of the estimate less
+    that noise, which the seeds' spread already holds)."""
+    noises = [_seed_image_noise(s) for s in models]
     spreads = [(float(s.observed.var(ddof=1)) / s.n_seeds, s.n_seeds - 1) for s in models if s.n_seeds > 1]
     seed_variance = sum(v for v, _ in spreads)
     welch = sum(v ** 2 / df for v, df in spreads)
     seed_df = seed_variance ** 2 / welch if welch > 0 else math.inf
-    images = float(resampled_estimate.var(ddof=1)) - sum(_seed_image_noise(s) for s in models)
-    return _Parts(seed_variance, seed_df, max(0.0, images))
+    images = max(0.0, float(resampled_estimate.var(ddof=1)) - sum(noises))
+    return _Parts(seed_variance, seed_df, sum(noises), images)
 
 
 def _seed_image_noise(scores: SeedScores) -> float:
