@@ -34,7 +34,8 @@ BEHIND_HEADING = "Behind leader (pt)"
 
 
 def behind_text(row: pd.Series) -> str:
-    """A leaderboard row's 'Behind leader' cell: 'leader', '1.67 [-9.59, 12.93] tied', or '' when untested."""
+    """A leaderboard row's 'Behind leader' cell: 'leader', '1.67 [-9.59, +12.93] tied' (the verdict's numbers),
+    'not ranked' for a model that did not learn, or '–' when untested."""
     if row["did_not_learn"]:
         return "not ranked"
     if row["rank"] == 1:
@@ -43,7 +44,7 @@ def behind_text(row: pd.Series) -> str:
         return fmt.MISSING
     low, high = row["behind_leader_low"], row["behind_leader_high"]
     verdict = "behind" if low > 0 or high < 0 else "tied"
-    return f"{100 * row['behind_leader']:.2f} [{100 * low:.2f}, {100 * high:.2f}] {verdict}"
+    return f"{100 * row['behind_leader']:.2f} {fmt.points_interval(low, high, unit='')} {verdict}"
 
 
 def comparison_verdict(c: Comparison) -> str:

@@ -230,9 +230,10 @@ def _scatter_models(ax, ranked: pd.DataFrame, x: str, palette: dict, highlight: 
     open (its x is too noisy to rank on), a model that did not learn as a cross."""
     for _, row in ranked.iterrows():
         on_front, colour, flagged = row["model"] in highlight, palette[row["model"]], bool(row["did_not_learn"])
-        ax.scatter(row[x], row["accuracy_mean"], s=70 if on_front else 40, marker="x" if flagged else "o",
-                   color=colour, facecolor="white" if row["model"] in hollow and not flagged else colour,
-                   edgecolor="black" if on_front else colour, linewidth=1.2, zorder=3)
+        style = ({"marker": "x", "color": colour} if flagged else
+                 {"facecolor": "white" if row["model"] in hollow else colour,
+                  "edgecolor": "black" if on_front else colour})
+        ax.scatter(row[x], row["accuracy_mean"], s=70 if on_front else 40, linewidth=1.2, zorder=3, **style)
         if not math.isnan(row["accuracy_low"]):
             ax.errorbar(row[x], row["accuracy_mean"], color=colour, zorder=2, capsize=2,
                         yerr=[[row["accuracy_mean"] - row["accuracy_low"]],

@@ -86,9 +86,9 @@ def points(value: float) -> str:
     return MISSING if pd.isna(value) else f"{100 * value:+.2f} pt"
 
 
-def points_interval(low: float, high: float) -> str:
+def points_interval(low: float, high: float, unit: str = " pt") -> str:
     """The interval of a difference of two fractions in points: '[+0.28, +3.20] pt' ('' without)."""
-    return "" if pd.isna(low) or pd.isna(high) else f"[{100 * low:+.2f}, {100 * high:+.2f}] pt"
+    return "" if pd.isna(low) or pd.isna(high) else f"[{100 * low:+.2f}, {100 * high:+.2f}]{unit}"
 
 
 def plural(n: float, noun: str) -> str:

@@ -3,7 +3,7 @@ cause the job's own record points to.
 
 Each speed figure in results.csv comes with its spread within the job (``*_rel_iqr``: the interquartile range
 of its timed chunks, windows or samples over their median). A figure is noisy when that spread, or the spread of
-one model's figure between its seeds (their range over their median), is above ``NOISY_SPREAD``: larger than
+one model's figure between its seeds (their range over their median), is above ``NOISY_REL_IQR``: larger than
 the gaps a leaderboard ranks on. The leaderboard then shows it as noisy, without an interval. Why it was noisy
 is read from the job's record, first cause first:
 
@@ -25,7 +25,8 @@ from imgbench.report import fmt
 from imgbench.report.tables import tested_on
 from imgbench.schema import SPREADS
 
-NOISY_SPREAD = 0.10  # within a job (relative IQR) or between seeds (relative range)
+NOISY_REL_IQR = 0.10  # a speed figure's spread within its job above this is noise, not a difference
+NOISY_SEED_SPREAD = NOISY_REL_IQR  # between a model's seeds (range over median), the same bar
 GPU_BUSY_LOW = 0.5  # a GPU busy less than this share of the timed wall time was waiting on the CPU
 # how the report names each speed figure that has a spread (the schema says which column holds it)
 FIGURE_NAMES = {"train_throughput": "train speed", "infer_throughput": "inference speed", "latency_p50_ms": "latency"}
@@ -89,7 +90,7 @@ def noisy_figures(ok: pd.DataFrame) -> list[NoisyFigure]:
     ordered = ok.assign(tested_on=tested_on(ok)).sort_values(["dataset", "model", "seed"])
     for _, row in ordered.iterrows():
         for figure, spread in SPREADS.items():
-            if spread in row and pd.notna(row[spread]) and row[spread] > NOISY_SPREAD:
+            if spread in row and pd.notna(row[spread]) and row[spread] > NOISY_REL_IQR:
                 cause, evidence = diagnose([row], figure)
                 found.append(NoisyFigure(row["model"], row["dataset"], row["tested_on"], figure,
                                          f"{FIGURE_NAMES[figure]} {row[spread]:.0%}", cause, evidence,
@@ -97,7 +98,7 @@ def noisy_figures(ok: pd.DataFrame) -> list[NoisyFigure]:
     for _, group in ordered.groupby(SEED_GROUP, sort=True) if len(ordered) else ():
         for figure in SPREADS:
             values = group[figure].dropna() if figure in group else pd.Series(dtype=float)
-            if seed_spread(values) > NOISY_SPREAD:
+            if seed_spread(values) > NOISY_SEED_SPREAD:
                 cause, evidence = diagnose([row for _, row in group.iterrows()], figure)
                 detail = f"{FIGURE_NAMES[figure]} {values.max() / values.min():.1f}x"
                 first = group.iloc[0]
@@ -158,9 +159,10 @@ def noise_notes(ok: pd.DataFrame) -> list[str]:
     if not found:
         return []
     jobs = {(f.model, f.dataset, f.seed) for f in found if f.seed is not None}
-    notes = [f"Too noisy to rank on: speed figures that spread more than {NOISY_SPREAD:.0%} within their job "
-             f"(relative IQR of its timed chunks; {fmt.count(len(jobs), 'job')}) or between a model's seeds "
-             "(range over median). The leaderboards mark them noisy and give them no interval."]
+    notes = [f"Too noisy to rank on: speed figures that spread more than {NOISY_REL_IQR:.0%} within their job "
+             f"(relative IQR of its timed chunks; {fmt.count(len(jobs), 'job')}) or more than "
+             f"{NOISY_SEED_SPREAD:.0%} between a model's seeds (range over median). The leaderboards mark them "
+             "noisy and give them no interval."]
     for cause, advice in CAUSES.items():
         mine = [f for f in found if f.cause == cause]
         places = dict.fromkeys((f.model, f.dataset) for f in mine)

@@ -145,20 +145,25 @@ def difference_estimate(a: SeedScores, b: SeedScores, confidence: float = CONFID
 
 def seeds_needed(a: SeedScores, b: SeedScores, difference: Estimate, power: float = POWER,
                  confidence: float = CONFIDENCE) -> float | None:
-    """Seeds per model with which a true difference of the observed size would come out significant with
-    probability ``power``, given the seeds' and the test images' spread observed so far (a normal
-    approximation). None when a model has one seed (its seeds' spread is unknown); ``math.inf`` when no number of
-    seeds would do: the test images' own share (``difference.image_variance``), which more seeds do not shrink,
-    is too large for the difference.
+    """Seeds per model with which a true difference of ``difference.value`` would come out significant with
+    probability ``power``, given the seeds' and the test images' spread observed so far: the fewest n with
+    (t + z_power) * sqrt(per-seed variance / n + image variance) <= |difference|, t the quantile at Welch's
+    2 (n - 1) degrees of freedom. None when a model has one seed (its seeds' spread is unknown); ``math.inf``
+    when no number of seeds would do: the test images' own share (``difference.image_variance``), which more
+    seeds do not shrink, is too large for the difference.
     """
     if min(a.n_seeds, b.n_seeds) < 2:
         return None
     # one seed's share of the variance: its offset and its noise on the images, both shrinking as 1 / seeds
     per_seed = sum(max(float(s.observed.var(ddof=1)), s.n_seeds * _seed_image_noise(s)) for s in (a, b))
-    allowed = (abs(difference.value) / (stats.norm.ppf((1 + confidence) / 2) + stats.norm.ppf(power))) ** 2
-    if allowed <= difference.image_variance:
+    z_power = stats.norm.ppf(power)
+    if abs(difference.value) <= (_quantile(confidence, math.inf) + z_power) * math.sqrt(difference.image_variance):
         return math.inf
-    return float(max(2, math.ceil(per_seed / (allowed - difference.image_variance))))
+    n = 2
+    while (_quantile(confidence, 2 * (n - 1)) + z_power) * math.sqrt(per_seed / n + difference.image_variance) \
+            > abs(difference.value):
+        n = n + 1 if n < 64 else math.ceil(n * 1.1)  # about right is enough far out
+    return float(n)
 
 
 class _Parts(NamedTuple):
