@@ -246,8 +246,8 @@ def _scatter_models(ax, ranked: pd.DataFrame, x: str, palette: dict, highlight: 
 
 
 def _accuracy_limits(ranked: pd.DataFrame) -> tuple[float, float]:
-    """y limits that hold every point and every interval, padded, inside [0, 1]: an axis zoomed to the
-    points alone would stretch a gap their intervals show to be noise across the whole height."""
+    """y limits that hold every point and every interval, padded: an axis zoomed to the points alone would
+    stretch a gap their intervals show to be noise across the whole height."""
     values = ranked[["accuracy_mean", "accuracy_low", "accuracy_high"]].to_numpy(float)
     values = values[np.isfinite(values)]
     low, high = float(values.min()), float(values.max())
@@ -255,7 +255,7 @@ def _accuracy_limits(ranked: pd.DataFrame) -> tuple[float, float]:
         middle = (low + high) / 2
         low, high = middle - MIN_ACCURACY_SPAN / 2, middle + MIN_ACCURACY_SPAN / 2
     pad = max(0.005, (high - low) * 0.12)
-    return max(0.0, low - pad), min(1.0, high + pad)
+    return max(-pad / 2, low - pad), min(1.0 + pad / 2, high + pad)  # room for a whisker's cap at 0 or 100%
 
 
 def _log_axis(ax, label) -> None:

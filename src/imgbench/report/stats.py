@@ -1,24 +1,26 @@
 """How sure is a score? Intervals that count both sources of variance in a benchmark: the training seeds and
 the finite test set (Bouthillier et al. 2021, "Accounting for Variance in Machine Learning Benchmarks").
 
-A model's score is the mean over its seeds of each seed's score on the test images. Had the benchmark been run
-again with other seeds and another test set drawn from the same images, it would move for two reasons:
+A model's score is the mean over its seeds of each seed's score on the test images. Run again with other seeds
+and another test set drawn like this one, it would move for two reasons, each with its own part of the variance:
 
-- the seeds: each seed's score differs from the model's expected score. Its share of the variance is the seeds'
-  sample variance over the number of seeds, with ``seeds - 1`` degrees of freedom;
+- the seeds: their sample variance over their number (Welch-Satterthwaite degrees of freedom across models). It
+  holds each seed's own noise on the test images (seed x image), which the resamples below measure well, so it is
+  never taken smaller than that noise: two or three seeds can agree by chance;
 - the test images: resampled with replacement (``BOOTSTRAP_RESAMPLES`` times, the same resamples for every seed
-  and every model of a leaderboard, so comparisons are paired image by image), the seed-mean score varies.
+  and every model of a leaderboard, so comparisons are paired image by image), the variance of the seed-mean
+  score, less the seed x image noise already counted with the seeds. More seeds do not shrink this part.
 
-The two overlap in one term: the noise of a seed on an image (seed x image) is in both. It is estimated from the
-same resamples (each seed's own resampled variance against that of the seed mean) and counted once. The sum is
-the variance of the score under a crossed random-effects model; the interval is Student's t with
-Welch-Satterthwaite degrees of freedom, so with few seeds it widens as it must (a plain bootstrap over 2 or 3
-seeds would not). Scores in [0, 1] (accuracy, F1) get their interval on the logit scale, so it never leaves
-[0, 1]; a difference of two scores gets it on its own scale. With one seed per model only the test images are
-counted: the seeds' spread is unknown and the interval says nothing about it.
+The interval adds the parts in quadrature, each with its own quantile: Student's t for the seeds, so that with few
+of them it widens as it must (a plain bootstrap over 2 or 3 seeds would not), the normal for the images. For a
+score in [0, 1] (accuracy, F1) a side that would cross 0 or 1 is taken from the same interval on the logit scale;
+a difference of two scores may range over [-1, 1]. With one seed per model only the test images count: the seeds'
+spread is unknown and the interval says nothing about it. In simulated benchmarks with a known truth
+(tests/test_report_stats.py) the intervals cover it 95-96% of the time where seeds matter and 97-99% where seeds
+differ only by their noise on the test images (conservative: three seeds cannot tell these cases apart).
 
 Everything here takes numbers and returns numbers; :mod:`imgbench.report.significance` applies it to a results
-folder. The simulation in tests/test_report_stats.py checks the coverage of these intervals.
+folder.
 """
 
 from __future__ import annotations
