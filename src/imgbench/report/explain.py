@@ -68,6 +68,8 @@ def what_the_interval_knows(c: Comparison) -> list[str]:
     """What the intervals of a comparison count, what they cannot know with 1 or 2 seeds, and how many seeds
     would settle a lead that is not significant."""
     d, seeds = c.difference, min(c.leader_seeds, c.other_seeds)
+    if d is None:
+        return []
     images = fmt.count(c.n_images, "test image")
     if seeds == 1:
         lines = [f"With one seed per model the intervals count the {images} only: how far another training seed "

@@ -10,11 +10,13 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
@@ -224,8 +226,8 @@ def _job_metrics(results: Results, dataset: str, model: str, key: str) -> tuple[
     return values, classes
 
 
-def _scatter_models(ax, ranked: pd.DataFrame, x: str, palette: dict, highlight: set[str] = frozenset(),
-                    hollow: set[str] = frozenset()) -> None:
+def _scatter_models(ax: Axes, ranked: pd.DataFrame, x: str, palette: dict,
+                    highlight: AbstractSet[str] = frozenset(), hollow: AbstractSet[str] = frozenset()) -> None:
     """One point per model at (x, accuracy) with its accuracy interval; ``highlight`` outlined, ``hollow`` drawn
     open (its x is too noisy to rank on), a model that did not learn as a cross."""
     for _, row in ranked.iterrows():

@@ -155,12 +155,12 @@ class Report:
         second = learnt.iloc[1]
         c = self.comparison(dataset, test_set, second["model"])
         details = [f"Accuracy {_score(leader)} against {_score(second)}."]
-        if not c.tested:
+        if c is None or (d := c.difference) is None:
             lead = 100 * (leader["accuracy_mean"] - second["accuracy_mean"])
+            reason = c.reason if c else "no comparison was made"
             return Verdict(dataset, "untested", f"{leader['model']} leads on {where} by {lead:.2f} points over "
-                           f"{second['model']}; not tested: {c.reason}.", [*details, *unranked,
-                                                                          *_cost(leader, second)], test_set)
-        d = c.difference
+                           f"{second['model']}; not tested: {reason}.", [*details, *unranked,
+                                                                        *_cost(leader, second)], test_set)
         interval, p = fmt.points_interval(d.low, d.high), fmt.p_value(d.p_value)
         if c.significant:
             kind, headline = "significant", (f"{leader['model']} leads on {where} by {100 * d.value:.2f} points "
@@ -175,8 +175,7 @@ class Report:
 
     def provenance(self) -> dict[str, list[tuple[str, str]]]:
         """Sections of (key, value) rows: run, environment (versions, device), datasets, recipe per dataset."""
-        jobs = [self.results.metrics(job_id) for job_id in self.results.ok["job_id"]]
-        jobs = [m for m in jobs if m]
+        jobs = [m for m in map(self.results.metrics, self.results.ok["job_id"]) if m]
         sections: dict[str, list[tuple[str, str]]] = {}
         if self.results.run_info:
             run = _flatten(self.results.run_info)
@@ -222,7 +221,8 @@ def name_recipe_variants(results: Results) -> None:
     default recipes) are different entries: their model name gets the fields that differ, e.g.
     ``keras/mnist_convnet [epochs=15, optimizer=adam]``, so no leaderboard pools them as seeds of one."""
     ok = results.ok
-    recipes = {job_id: (results.metrics(job_id) or {}).get("recipe") for job_id in ok["job_id"]}
+    recipes: dict[str, dict[str, Any]] = {job_id: (results.metrics(job_id) or {}).get("recipe") or {}
+                                          for job_id in ok["job_id"]}
     for (_, model), group in ok.groupby(["dataset", "model"]):
         known = {index: recipes[job_id] for index, job_id in zip(group.index, group["job_id"]) if recipes[job_id]}
         keys = sorted({key for recipe in known.values() for key in recipe} - set(SPLIT_BY_ELSEWHERE))

@@ -55,9 +55,8 @@ def render_markdown(report: Report) -> str:
               for f in report.figures] or ["None."]
     lines += ["", "## Is the leader really better?", "", escape(METHOD), ""]
     rows = [[report.board_title(c.dataset, c.tested_on), c.leader, c.other,
-             *([fmt.points(c.difference.value), fmt.points_interval(c.difference.low, c.difference.high),
-                fmt.p_value(c.difference.p_value)] if c.tested else [fmt.MISSING] * 3),
-             f"{c.leader_seeds} / {c.other_seeds}" if c.tested else fmt.MISSING,
+             *([fmt.points(d.value), fmt.points_interval(d.low, d.high), fmt.p_value(d.p_value),
+                f"{c.leader_seeds} / {c.other_seeds}"] if (d := c.difference) else [fmt.MISSING] * 4),
              comparison_verdict(c), seeds_advice(c)] for c in report.comparisons]
     lines += _table(["Leaderboard", "Leader", "Model", "Lead", "95% interval", "p", "Seeds", "Verdict",
                      "Seeds to settle it"], rows) if rows else ["No leaderboard has two models that learnt: "

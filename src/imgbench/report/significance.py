@@ -50,7 +50,7 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        return self.tested and self.difference.significant
+        return self.difference is not None and self.difference.significant
 
 
 def assess(results: Results, board: pd.DataFrame) -> tuple[pd.DataFrame, list[Comparison]]:
@@ -77,10 +77,9 @@ def assess(results: Results, board: pd.DataFrame) -> tuple[pd.DataFrame, list[Co
                                                    else IMAGES_ONLY)
         comparisons += _compare_with_leader(dataset, test_set, ranked, scores, n_images, "" if paired else problem)
     for c in comparisons:
-        if c.tested:
+        if (d := c.difference) is not None:
             where = (board["dataset"] == c.dataset) & (board["tested_on"] == c.tested_on) & (board["model"] == c.other)
-            board.loc[where, list(BEHIND_COLUMNS)] = (c.difference.value, c.difference.low, c.difference.high,
-                                                      c.difference.p_value)
+            board.loc[where, list(BEHIND_COLUMNS)] = (d.value, d.low, d.high, d.p_value)
     return board, comparisons
 
 
@@ -134,14 +133,15 @@ def _paired_scores(predictions: dict[str, list[pd.DataFrame]]
         return scores, {model: len(shared) for model in usable}, problem, True
     problem = ("the models' predictions.csv disagree on y_true for the same index: they were not scored on the same "
                "test images, so they are not compared")
-    scores, sizes = {}, {}
+    alone: dict[str, dict[str, SeedScores]] = {}
+    sizes = {}
     for model, frames in usable.items():
         own = sorted(set.intersection(*(set(frame.index) for frame in frames)))
-        predicted = np.stack([frame.loc[own, schema.PREDICTION_PRED].to_numpy() for frame in frames])
-        scores.update(resample_scores(frames[0].loc[own, schema.PREDICTION_TRUE].to_numpy(), {model: predicted},
-                                      n_classes))
+        guesses = np.stack([frame.loc[own, schema.PREDICTION_PRED].to_numpy() for frame in frames])
+        alone.update(resample_scores(frames[0].loc[own, schema.PREDICTION_TRUE].to_numpy(), {model: guesses},
+                                     n_classes))
         sizes[model] = len(own)
-    return scores, sizes, problem, False
+    return alone, sizes, problem, False
 
 
 def _predictions(results: Results, dataset: str, model: str, test_set: str) -> list[pd.DataFrame]:
