@@ -31,6 +31,7 @@ METHOD = (
     f"seeds per model with which a true lead of the observed size would come out significant {POWER:.0%} of the "
     "time, given the spread observed so far. See docs/report.md (Reading the report) for the assumptions.")
 BEHIND_HEADING = "Behind leader (pt)"
+MORE_SEEDS = "Run 3 or more seeds (--seeds 0,1,2) to measure it."
 
 
 def behind_text(row: pd.Series) -> str:
@@ -64,6 +65,16 @@ def seeds_advice(c: Comparison) -> str:
     return f"about {fmt.count(int(c.seeds_needed), 'seed')} per model"
 
 
+def what_one_interval_knows(row: pd.Series) -> str:
+    """What a leaderboard row's accuracy interval counts (for a verdict with a single model)."""
+    if row["interval_covers"] == "":
+        return "No interval: no seed has a readable predictions.csv."
+    if row["n_seeds"] == 1:
+        return ("With one seed the interval counts the test images only: how far another training seed would move "
+                f"the score is unknown. {MORE_SEEDS}")
+    return f"The interval counts the spread of its {row['n_seeds']} seeds and of the test images."
+
+
 def what_the_interval_knows(c: Comparison) -> list[str]:
     """What the intervals of a comparison count, what they cannot know with 1 or 2 seeds, and how many seeds
     would settle a lead that is not significant."""
@@ -73,8 +84,7 @@ def what_the_interval_knows(c: Comparison) -> list[str]:
     images = fmt.count(c.n_images, "test image")
     if seeds == 1:
         lines = [f"With one seed per model the intervals count the {images} only: how far another training seed "
-                 "would move each model is unknown, and it can exceed this lead. Run 3 or more seeds (--seeds "
-                 "0,1,2) to measure it."]
+                 f"would move each model is unknown, and it can exceed this lead. {MORE_SEEDS}"]
     elif seeds == 2:
         lines = [f"With 2 seeds per model the seeds' spread is estimated from two values each, so the intervals "
                  f"are wide (Student's t with {d.seed_df:.2g} {fmt.plural(d.seed_df, 'degree')} of freedom) and "

@@ -16,7 +16,7 @@ import pandas as pd
 
 from imgbench.report import baseline as baseline_mod
 from imgbench.report import fmt
-from imgbench.report.explain import what_the_interval_knows
+from imgbench.report.explain import what_one_interval_knows, what_the_interval_knows
 from imgbench.report.figures import FigureFile
 from imgbench.report.load import Results, load_results
 from imgbench.report.noise import mark_noisy, speed_notes
@@ -75,7 +75,7 @@ class Report:
         return self.results.not_ok[FAILURE_COLUMNS].sort_values(["dataset", "model", "seed"])
 
     def speed_notes(self) -> list[str]:
-        """Shown beside the speed columns and verdicts: shared-CPU jobs, figures too noisy to rank on."""
+        """Shown once, above the leaderboards: shared-CPU jobs, figures too noisy to rank on and why."""
         return speed_notes(self.results.ok)
 
     def comparison(self, dataset: str, test_set: str, model: str) -> Comparison | None:
@@ -145,13 +145,13 @@ class Report:
         unranked = [f"Not ranked: {row['model']} did not learn ({row['did_not_learn']})."
                     for _, row in ranked[ranked["rank"].isna()].iterrows()]
         if learnt.empty:
-            return Verdict(dataset, "no_learner", f"No model learnt on {where}: every one predicted no better "
-                           "than chance, so there is no leader.", unranked, test_set)
+            return Verdict(dataset, "no_learner", f"No model learnt on {where}: each has a job that did not, so "
+                           "there is no leader.", unranked, test_set)
         leader = learnt.iloc[0]
         if len(learnt) == 1:
             only = "the only model with results" if ranked.shape[0] == 1 else "the only model that learnt"
             return Verdict(dataset, "single", f"{leader['model']} is {only} on {where}: "
-                           f"{_score(leader)}.", [_covers(leader), *unranked], test_set)
+                           f"{_score(leader)}.", [what_one_interval_knows(leader), *unranked], test_set)
         second = learnt.iloc[1]
         c = self.comparison(dataset, test_set, second["model"])
         details = [f"Accuracy {_score(leader)} against {_score(second)}."]
@@ -248,15 +248,6 @@ def _score(row: pd.Series) -> str:
     """'96.52 % [93.10, 98.40]': a leaderboard row's accuracy with the interval the leaderboard shows."""
     return " ".join(filter(None, [fmt.number("accuracy", row["accuracy_mean"]),
                                   fmt.interval("accuracy", row["accuracy_low"], row["accuracy_high"])]))
-
-
-def _covers(row: pd.Series) -> str:
-    if row["interval_covers"] == "":
-        return "No interval: no seed has a readable predictions.csv."
-    if row["n_seeds"] == 1:
-        return ("With one seed the interval counts the test images only: how far another training seed would move "
-                "the score is unknown. Run 3 or more seeds (--seeds 0,1,2) to measure it.")
-    return f"The interval counts the spread of its {row['n_seeds']} seeds and of the test images."
 
 
 def _cost(leader: pd.Series, second: pd.Series) -> list[str]:

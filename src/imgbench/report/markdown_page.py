@@ -46,8 +46,8 @@ def render_markdown(report: Report) -> str:
             rank = fmt.MISSING if r["did_not_learn"] else str(r["rank"])
             rows.append([rank, name, str(r["n_seeds"]), *cells[:2], behind_text(r), *cells[2:]])
         lines += _table(header, rows) + [""]
-        lines += [f"{escape(r['model'])} did not learn ({escape(r['did_not_learn'])}): it is listed, not ranked."
-                  for _, r in ranked.iterrows() if r["did_not_learn"]]
+        lines += [line for _, r in ranked.iterrows() if r["did_not_learn"] for line in (
+            f"{escape(r['model'])} did not learn ({escape(r['did_not_learn'])}): it is listed, not ranked.", "")]
     if report.board.empty:
         lines += ["No successful job: nothing to rank.", ""]
     lines += ["## Figures", ""]
