@@ -116,9 +116,9 @@ def pareto(board: pd.DataFrame, dataset: str, palette: dict) -> Figure | None:
     front = front.sort_values("infer_throughput_mean")
     ax.step(front["infer_throughput_mean"], front["accuracy_mean"], where="post", color="grey",
             linestyle="--", linewidth=1, label="Pareto front", zorder=1)
+    noisy = ranked.get("infer_throughput_noisy", pd.Series(False, index=ranked.index))
     _scatter_models(ax, ranked, "infer_throughput_mean", palette, highlight=set(front["model"]),
-                    hollow=set(ranked.loc[ranked["infer_throughput_noisy"], "model"]) if "infer_throughput_noisy" in ranked
-                    else set())
+                    hollow=set(ranked.loc[noisy, "model"]))
     _log_axis(ax, lambda value: f"{value:,.0f}")
     ax.set(xlabel="Inference throughput (img/s, log scale)", ylabel="Accuracy",
            title=f"Accuracy vs. inference speed on {dataset}")

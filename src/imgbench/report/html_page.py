@@ -212,9 +212,10 @@ def _baseline(report: Report) -> str:
              f"{SPEED_TOLERANCE:.0%} higher.</p>"]
     changes = base.changes
     flagged = changes[changes["regression"]]
-    parts.append(f"<p><span class=\"flag\">{len(flagged)} regression(s)</span> in {len(changes)} compared "
-                 "metrics (red cells; hover a cell for both values).</p>" if len(flagged)
-                 else f"<p>No regression in {len(changes)} compared metrics.</p>")
+    compared = fmt.count(len(changes), "compared metric")
+    parts.append(f"<p><span class=\"flag\">{fmt.count(len(flagged), 'regression')}</span> in {compared} (red "
+                 "cells; hover a cell for both values).</p>" if len(flagged)
+                 else f"<p>No regression in {compared}.</p>")
     if not changes.empty:
         parts.append(_baseline_table(changes))
     for label, pairs in (("Only in this run", base.only_here), ("Only in the baseline", base.only_there)):
@@ -259,8 +260,9 @@ def _failures(report: Report) -> str:
         rows = "".join(
             "<tr>" + "".join(f'<td class="{"error" if c == "error" else "text"}">{escape(_cell(v))}</td>'
                              for c, v in row.items()) + "</tr>" for _, row in failures.iterrows())
-        parts.append(f'<p>{len(failures)} job(s) did not finish with status ok and are left out of every table '
-                     f'and figure.</p><div class="wrap"><table id="failures"><thead><tr>{head}</tr></thead>'
+        verb = "is" if len(failures) == 1 else "are"
+        parts.append(f'<p>{fmt.count(len(failures), "job")} did not finish with status ok and {verb} left out of '
+                     f'every table and figure.</p><div class="wrap"><table id="failures"><thead><tr>{head}</tr></thead>'
                      f"<tbody>{rows}</tbody></table></div>")
     if report.results.problems:
         items = "".join(f"<li>{escape(p)}</li>" for p in report.results.problems)
