@@ -231,12 +231,12 @@ def _ok(**columns):
 
 def test_noise_note_names_the_noisy_figure_and_why():
     assert noise.speed_notes(_ok()) == []
-    note = noise.noise_note(_ok(infer_throughput_rel_iqr=0.31))
+    note = " ".join(noise.noise_notes(_ok(infer_throughput_rel_iqr=0.31)))
     assert "m on d, seed 0: inference speed 31%" in note and "another process took the cpu" in note.lower()
 
 
 def test_shared_cpu_note_only_for_cpu_jobs_that_ran_beside_others():
-    assert "2 jobs at once, 1 thread(s) each" in noise.shared_cpu_note(_ok(concurrency=2))
+    assert "2 jobs at once, 1 thread each" in noise.shared_cpu_note(_ok(concurrency=2))
     assert noise.shared_cpu_note(_ok(concurrency=2, device="cuda:0")) == ""
     assert noise.shared_cpu_note(_ok(concurrency=1)) == ""
 

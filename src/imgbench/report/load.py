@@ -109,8 +109,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         table = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: it was not written by "
-                         f"`imgbench run`; rerun it or fix the header")
+        raise UsageError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}: it was not "
+                         f"written by `imgbench run`; rerun it or fix the header")
     for column in schema.TEXT_COLUMNS:
         table[column] = table[column].astype("string").fillna("") if column in table else ""
     for column in schema.NUMERIC_COLUMNS:
