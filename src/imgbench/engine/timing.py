@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from contextlib import AbstractContextManager
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import psutil
@@ -153,8 +153,10 @@ def inference_throughput(forward: Callable, batch: torch.Tensor, device: torch.d
             "infer_throughput_rel_iqr": relative_iqr(rates)}
 
 
-def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, seconds: float) -> dict[str, float]:
-    """Batch-1 latency percentiles in milliseconds, each call timed alone, and the samples' relative IQR."""
+def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, seconds: float,
+               percentiles: Sequence[int] = LATENCY_PERCENTILES) -> dict[str, float]:
+    """Latency percentiles (``latency_p{p}_ms`` for each of ``percentiles``) in milliseconds, each call timed
+    alone, and the samples' relative IQR."""
     _warm_up(forward, image, device, seconds)
     samples: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -163,8 +165,8 @@ def latency_ms(forward: Callable, image: torch.Tensor, device: torch.device, sec
         forward(image)
         synchronize(device)
         samples.append((time.perf_counter() - start) * 1000)
-    values = np.percentile(samples, LATENCY_PERCENTILES)
-    return {**{f"latency_p{p}_ms": float(v) for p, v in zip(LATENCY_PERCENTILES, values)},
+    values = np.percentile(samples, percentiles)
+    return {**{f"latency_p{p}_ms": float(v) for p, v in zip(percentiles, values)},
             "latency_rel_iqr": relative_iqr(samples)}
 
 

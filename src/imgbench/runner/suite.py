@@ -40,7 +40,7 @@ from imgbench.runner.jobs import Job
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
 
-SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides", "grids")
+SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides", "grids", "infer")
 GRID_KEYS = ("name", "models", "datasets", "seeds", "params", "overrides", "published")
 RESERVED_PARAMS = ("model", "dataset", "seed", "out_dir")  # notebook parameters the runner sets itself
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # plain identifiers only: nothing can be injected
@@ -59,6 +59,7 @@ class Suite:
     grids: tuple["Suite", ...] = ()  # [[grids]]: sub-grids, each with its own recipe; the suite is their union
     name: str = ""  # a grid's name
     published: Mapping[str, Any] = field(default_factory=dict)  # a grid's published figure (reference suite)
+    infer: Mapping[str, Any] = field(default_factory=dict)  # [infer]: an inference suite, for `imgbench infer`
 
     def to_dict(self) -> dict[str, Any]:
         data = {"source": self.source, "description": self.description, "models": list(self.models),
@@ -105,6 +106,7 @@ def suite_from_dict(data: Mapping[str, Any], source: str = "") -> Suite:
         description=description,
         timeout=float(timeout) if timeout is not None else None,
         source=source,
+        infer=_table(data.get("infer", {}), f"{where}: [infer]"),
     )
 
 
@@ -252,6 +254,8 @@ def expand(suite: Suite, registry: "Registry") -> list[Job]:
     if suite.name:
         where += f" grid {suite.name!r}"
     problems = []
+    if suite.infer:
+        problems.append(f"{where} is an inference suite ([infer]): run it with `imgbench infer`")
     if not suite.models:
         problems.append(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
     if not suite.datasets:
