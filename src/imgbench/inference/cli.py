@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from imgbench import schema
-    from imgbench.inference.plan import make_plan
+    from imgbench.inference.plan import RECIPE_KEYS, make_plan
     from imgbench.inference.sweep import run_inference
     from imgbench.inference.table import read_rows
     from imgbench.registry import registry_with
@@ -76,8 +76,7 @@ def main(args: argparse.Namespace) -> int:
     suite, infer = _suite(args.suite)
     options = {"bench_seconds": args.bench_seconds, "test_samples": args.test_samples, "threads": args.threads,
                "device": args.device, "image_size": args.image_size}
-    params = {**{k: infer[k] for k in ("bench_seconds", "test_samples", "threads") if k in infer},
-              **{k: v for k, v in options.items() if v is not None}}
+    params = {**{k: infer[k] for k in RECIPE_KEYS if k in infer}, **{k: v for k, v in options.items() if v is not None}}
     plan = make_plan(
         registry, models=args.models or list(suite.models), datasets=args.datasets or list(suite.datasets),
         runtimes=args.runtimes or infer.get("runtimes", DEFAULT_RUNTIMES), precisions=args.precisions or

@@ -32,7 +32,9 @@ ONNX_EXTRA = "pip install 'imgbench[onnx]'"
 ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")  # the session, and torch.onnx's exporter
 CXX_COMPILERS = ("g++", "clang++", "c++")  # what inductor's CPU backend looks for
 PRETRAINED, RANDOM = "pretrained", "random"
-INFER_KEYS = ("runtimes", "precisions", "batch_sizes", "bench_seconds", "test_samples", "threads", "weights")
+INFER_KEYS = ("runtimes", "precisions", "batch_sizes", "bench_seconds", "test_samples", "threads", "image_size",
+              "weights")  # what a suite's [infer] table may set
+RECIPE_KEYS = ("bench_seconds", "test_samples", "threads", "image_size", "device")  # checked as recipe fields
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,19 @@ def precision_problem(precision: str, device: "torch.device") -> str:
                     f"(needs {BF16_MIN_MAJOR_CAPABILITY}.0 or later)")
         return ""
     if device.type == "cpu":
-        # oneDNN's own answer: AVX512-BF16 / AMX-BF16 for bf16, AVX512-FP16 / AMX-FP16 for fp16
-        native = (torch.ops.mkldnn._is_mkldnn_bf16_supported() if precision == "bf16"
-                  else torch.ops.mkldnn._is_mkldnn_fp16_supported())
-        return "" if native else f"this CPU has no {precision} instructions that oneDNN uses (torch would emulate it)"
+        return "" if cpu_has(precision) else f"this CPU has no {precision} instructions that oneDNN uses (torch would " \
+                                              f"emulate it)"
     if device.type == "mps" and precision == "bf16":
         return "MPS runs fp16, not bf16"
     return ""
+
+
+def cpu_has(precision: str) -> bool:
+    """oneDNN's own answer: AVX512-BF16 or AMX-BF16 for bf16, AVX512-FP16 or AMX-FP16 for fp16."""
+    import torch
+
+    mkldnn = torch.ops.mkldnn
+    return bool(mkldnn._is_mkldnn_bf16_supported() if precision == "bf16" else mkldnn._is_mkldnn_fp16_supported())
 
 
 def runtime_problem(runtime: str, device: "torch.device") -> str:
@@ -196,26 +204,26 @@ def make_plan(registry: "Registry", *, models: Sequence[str], datasets: Sequence
         runs += [ModelRun(job.model, job.dataset, job.recipe, job.family, job.recipe.weights or start)
                  for job in jobs]
     problems += _checkpoint_problems(runs, registry)
-    run_precisions: tuple[str, ...] = ()
-    unavailable: dict[str, str] = {}
-    if runs:
-        device = select_device(runs[0].recipe.device)
-        run_precisions = _precisions(precisions, device, problems)
-        unavailable = {r: problem for r in run_runtimes if (problem := runtime_problem(r, device))}
-        if unavailable and len(unavailable) == len(run_runtimes):
-            problems += [f"--runtimes {r}: {problem}" for r, problem in unavailable.items()]
+    try:
+        device = select_device(str(params.get("device", "auto")))
+    except UsageError:  # the preflight named it
+        device = None
+    run_precisions = _precisions(precisions, device, problems)
+    unavailable = {r: problem for r in run_runtimes if device and (problem := runtime_problem(r, device))}
+    if unavailable and len(unavailable) == len(run_runtimes):
+        problems += [f"--runtimes {r}: {problem}" for r, problem in unavailable.items()]
     if problems:
         raise GridError(problems)
     return InferencePlan(tuple(runs), run_runtimes, run_precisions, sizes, Path(out_dir), data_dir, unavailable,
                          suite)
 
 
-def _precisions(value: Any, device: "torch.device", problems: list[str]) -> tuple[str, ...]:
+def _precisions(value: Any, device: "torch.device | None", problems: list[str]) -> tuple[str, ...]:
     """The precisions asked for (default: every one ``device`` computes in hardware), each checked."""
     if value is None:
-        return tuple(p for p in schema.PRECISIONS if not precision_problem(p, device))
+        return tuple(p for p in schema.PRECISIONS if device and not precision_problem(p, device))
     asked = names(value, schema.PRECISIONS, "--precisions", problems)
-    for precision in asked:
+    for precision in asked if device else ():
         if problem := precision_problem(precision, device):
             supported = ", ".join(p for p in schema.PRECISIONS if not precision_problem(p, device))
             problems.append(f"--precisions {precision}: {problem}; supported here: {supported}")

@@ -133,6 +133,25 @@ class ModelSweep:
 
     # -- data and model -------------------------------------------------------------------------------------
     def run(self) -> None:
+        recipe = self.entry.recipe
+        self.base = {"model": self.entry.model, "family": self.spec.family, "dataset": self.entry.dataset,
+                     "weights": self.entry.weights, "device": str(self.device), "threads": self.threads,
+                     "bench_seconds": recipe.bench_seconds}
+        try:
+            self.load()
+            self.reference = self.reference_logits()
+        except Exception as exc:  # a model that cannot even be built or run eagerly: its rows say why
+            self._release()
+            rows = [{**self.base, "runtime": runtime, "precision": precision, "batch_size": size}
+                    for runtime in self.plan.runtimes for precision in self.plan.precisions
+                    for size in self.plan.batch_sizes]
+            return self.fail(rows, f"eager fp32 (the reference) failed: {_error_text(exc)}", oom=_is_oom(exc))
+        for runtime in self.plan.runtimes:
+            for precision in self.plan.precisions:
+                self.sweep(runtime, precision)
+
+    def load(self) -> None:
+        """The test images as a job would see them (the weights' size and preprocessing)."""
         from imgbench.registry import input_size
 
         recipe = self.entry.recipe
@@ -145,16 +164,21 @@ class ModelSweep:
                                    fits_on_device(test.x.nbytes, self.device), config.channel_order == "BGR")
         self.classes, self.start = len(loaded.classes), start
         self.channels, self.size = loaded.image_shape[2], loaded.image_shape[0]
-        self.base = {"model": self.entry.model, "family": self.spec.family, "dataset": self.entry.dataset,
-                     "image_size": input_size(self.spec, self.size), "weights": self.entry.weights,
-                     "device": str(self.device), "threads": self.threads, "bench_seconds": recipe.bench_seconds,
-                     "agreement_samples": len(test)}
+        self.base.update(image_size=input_size(self.spec, self.size), agreement_samples=len(test))
+
+    def reference_logits(self) -> torch.Tensor:
+        """Eager fp32's logits of the test images, in batches of ``REFERENCE_BATCH`` or, if that runs out of
+        memory, the largest power-of-two fraction of it that fits."""
         eager_fp32 = RUNTIMES["eager"](self.build("fp32"), self.device, "fp32", self.threads, self.batch(2))
-        self.reference = self.logits_of(eager_fp32, REFERENCE_BATCH)
-        del eager_fp32
-        for runtime in self.plan.runtimes:
-            for precision in self.plan.precisions:
-                self.sweep(runtime, precision)
+        size = min(REFERENCE_BATCH, len(self.images))
+        while True:
+            try:
+                return self.logits_of(eager_fp32, size)
+            except Exception as exc:
+                if not _is_oom(exc) or size == 1:
+                    raise
+                self._release()
+                size //= 2
 
     def build(self, precision: str) -> torch.nn.Module:
         """The model for ``precision`` (Keras builds under its dtype policy), with the first build's weights."""

@@ -17,6 +17,7 @@ import pandas as pd
 from imgbench.report import baseline as baseline_mod
 from imgbench.report import fmt
 from imgbench.report.figures import FigureFile
+from imgbench.report.inference import InferenceFindings, load_inference
 from imgbench.report.load import Results, load_results
 from imgbench.report.noise import speed_notes
 from imgbench.report.stats import ALPHA, Comparison, compare_top_two
@@ -58,6 +59,7 @@ class Report:
     comparisons: list[Comparison]
     baseline: Baseline | None = None
     figures: list[FigureFile] = field(default_factory=list)
+    inference: InferenceFindings | None = None  # OUT/inference.csv, from `imgbench infer`
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -190,7 +192,7 @@ def assemble(out_dir: str | Path, baseline: str | Path | None = None) -> Report:
     results = load_results(out_dir)
     name_recipe_variants(results)
     board = leaderboard(results.ok)
-    report = Report(results, board, compare_top_two(results, board))
+    report = Report(results, board, compare_top_two(results, board), inference=load_inference(results.out_dir))
     if baseline:
         base = load_results(baseline)
         name_recipe_variants(base)

@@ -16,12 +16,13 @@ from imgbench.report import fmt
 from imgbench.report.baseline import SPEED_TOLERANCE
 from imgbench.report.findings import Report
 from imgbench.report.figures import slug
+from imgbench.report import inference as report_inference
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, CONFIDENCE, LEADERBOARD_METRICS
 
 SECTIONS = {"verdict": "Verdict", "leaderboards": "Leaderboards", "figures": "Figures",
             "statistics": "Is the leader really better?", "baseline": "Against the baseline",
-            "failures": "Failures", "provenance": "Provenance"}
+            "inference": report_inference.TITLE, "failures": "Failures", "provenance": "Provenance"}
 BADGES = {"significant": "significant", "tie": "not significant", "untested": "not tested",
           "single": "one model", "failed": "failed"}
 STYLE = """
@@ -60,6 +61,7 @@ dt{color:#5b6473} dd{margin:0;overflow-wrap:anywhere}
 def render_html(report: Report) -> str:
     body = [_header(report), _verdict(report), _leaderboards(report), _figures(report), _statistics(report),
             _baseline(report), _failures(report), _provenance(report)]
+    body.insert(-2, report_inference.html_section(report.inference))  # before failures and provenance
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>imgbench report: {escape(report.out_dir.name)}</title>"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -68,7 +70,7 @@ def render_html(report: Report) -> str:
 
 def _header(report: Report) -> str:
     links = "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS.items()
-                    if key != "baseline" or report.baseline)
+                    if (key != "baseline" or report.baseline) and (key != "inference" or report.inference))
     return (f"<header><h1>imgbench report</h1><p class=\"meta\">{escape(str(report.out_dir))} &middot; "
             f"built {escape(report.created)}</p><p class=\"meta\">{escape(report.headline())}</p>"
             f"<nav>{links}</nav></header>")

@@ -16,6 +16,7 @@ import pandas as pd
 from imgbench import schema
 from imgbench.report import fmt
 from imgbench.report.findings import Report
+from imgbench.report.inference import markdown_lines as inference_lines
 from imgbench.report.stats import ALPHA, PAIRING
 from imgbench.report.tables import BOARD_KEYS, LEADERBOARD_METRICS
 
@@ -66,6 +67,7 @@ def render_markdown(report: Report) -> str:
                 for r in changes.itertuples()]
         lines += _table(["Dataset", "Model", "Metric", "Baseline", "Now", "Change", "Flag"], rows) if rows \
             else ["No (model, dataset) pair is in both runs."]
+    lines += ["", *inference_lines(report.inference, escape)]
     lines += ["", "## Failures", ""]
     failures = report.failures
     lines += _table(list(failures.columns), [[_cell(v) for v in row] for row in failures.itertuples(index=False)]) \
