@@ -125,9 +125,10 @@ def nvml_counter(index: int, uuid: str = "", nvml: Any = None) -> tuple[NvmlCoun
     visible ones), or None and why not. ``nvml`` is the ``pynvml`` module unless a test passes a stand-in."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             return None, f"nvidia-ml-py is not installed: {NVML_EXTRA}"
+        nvml = pynvml
     try:
         nvml.nvmlInit()
         handle = _nvml_handle(nvml, index, uuid)
@@ -201,11 +202,9 @@ def energy_meter(device: Any, *, nvml: Any = None, powercap: Path = POWERCAP_ROO
     kind, _, index = str(device).partition(":")
     if kind == "cuda":
         position = int(index or 0)
-        counter, reason = nvml_counter(position, _cuda_uuid(position), nvml)
-        return EnergyMeter(counter, reason)
+        return EnergyMeter(*nvml_counter(position, _cuda_uuid(position), nvml))
     if kind == "cpu":
-        counter, reason = rapl_counter(powercap)
-        return EnergyMeter(counter, reason)
+        return EnergyMeter(*rapl_counter(powercap))
     return EnergyMeter(None, f"{NO_COUNTER} for {kind} devices")
 
 

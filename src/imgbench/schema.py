@@ -218,7 +218,8 @@ INFERENCE_COLUMNS: tuple[Column, ...] = (
     _i("batch_size", int, "images per call"),
     _i("status", str, f"`{Status.OK}`; `{Status.OOM}` (the batch did not fit); `{Status.FAILED}` (the runtime "
                       f"cannot run the model: export failure, unsupported op, missing package)"),
-    _i("error", str, "why the row is not `ok`, in the runtime's own words; empty when ok"),
+    _i("error", str, "why the row is not `ok`, in the runtime's own words (on an `ok` row: why its agreement "
+                     "is empty); empty otherwise"),
     _i("throughput", float, "images per second at this batch size", "img/s", HIGHER, spread="throughput_rel_iqr"),
     _i("latency_p50_ms", float, "time of one call at this batch size, median (ms)", "ms", LOWER,
        spread="latency_rel_iqr"),

@@ -220,10 +220,12 @@ def make_plan(registry: "Registry", *, models: Sequence[str], datasets: Sequence
 
 def _precisions(value: Any, device: "torch.device | None", problems: list[str]) -> tuple[str, ...]:
     """The precisions asked for (default: every one ``device`` computes in hardware), each checked."""
+    if device is None:  # the preflight named the device's problem; nothing to check the precisions against
+        return names(value, schema.PRECISIONS, "--precisions", problems) if value is not None else ()
     if value is None:
-        return tuple(p for p in schema.PRECISIONS if device and not precision_problem(p, device))
+        return tuple(p for p in schema.PRECISIONS if not precision_problem(p, device))
     asked = names(value, schema.PRECISIONS, "--precisions", problems)
-    for precision in asked if device else ():
+    for precision in asked:
         if problem := precision_problem(precision, device):
             supported = ", ".join(p for p in schema.PRECISIONS if not precision_problem(p, device))
             problems.append(f"--precisions {precision}: {problem}; supported here: {supported}")

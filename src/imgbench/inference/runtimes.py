@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 from contextlib import AbstractContextManager
@@ -63,30 +62,30 @@ def _cpu_logits(forward: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tenso
     return logits
 
 
-def eager(model: torch.nn.Module, device: torch.device, precision: str, threads: int,
-          example: torch.Tensor) -> Prepared:
+def prepare_eager(model: torch.nn.Module, device: torch.device, precision: str, threads: int,
+                  example: torch.Tensor) -> Prepared:
     forward = timing.inference_forward(model, autocast_for(device, precision))
     return Prepared(forward, _cpu_logits(forward), f"torch {torch.__version__} eager")
 
 
-def compiled(model: torch.nn.Module, device: torch.device, precision: str, threads: int,
-             example: torch.Tensor) -> Prepared:
+def prepare_compile(model: torch.nn.Module, device: torch.device, precision: str, threads: int,
+                    example: torch.Tensor) -> Prepared:
     torch._dynamo.reset()  # no graph of an earlier model or precision is reused
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES)
-    forward = timing.inference_forward(torch.compile(model, dynamic=False), autocast_for(device, precision))
+    compiled: Any = torch.compile(model, dynamic=False)  # an OptimizedModule: a Module, typed loosely
+    forward = timing.inference_forward(compiled, autocast_for(device, precision))
     return Prepared(forward, _cpu_logits(forward), f"torch {torch.__version__} compile (inductor)",
                     per_batch_compile=True)
 
 
-def onnxruntime_session(model: torch.nn.Module, device: torch.device, precision: str, threads: int,
+def prepare_onnxruntime(model: torch.nn.Module, device: torch.device, precision: str, threads: int,
                         example: torch.Tensor) -> Prepared:
     """Export ``model`` (cast to ``precision``) and open a session on ``device``'s execution provider."""
     import onnxruntime
 
     start = time.perf_counter()
     dtype = DTYPES[precision]
-    exported = model if dtype is torch.float32 else copy.deepcopy(model).to(dtype)
-    exported.eval()
+    exported = model.to(dtype).eval()  # built for this runtime and precision alone: cast in place
     with tempfile.TemporaryDirectory(prefix="imgbench-onnx-") as folder:
         path = Path(folder) / "model.onnx"
         with torch.no_grad():
@@ -144,4 +143,4 @@ def _bound_run(session: Any, device: torch.device) -> Callable[[torch.Tensor], A
 
 # runtime -> how to prepare a model in it: (model, device, precision, threads, example batch) -> Prepared
 RUNTIMES: dict[str, Callable[[torch.nn.Module, torch.device, str, int, torch.Tensor], Prepared]] = {
-    "eager": eager, "compile": compiled, "onnxruntime": onnxruntime_session}
+    "eager": prepare_eager, "compile": prepare_compile, "onnxruntime": prepare_onnxruntime}

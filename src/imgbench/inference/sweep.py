@@ -65,7 +65,7 @@ def _write_record(plan: InferencePlan, device: torch.device, threads: int, alloc
                   command: list[str] | None) -> None:
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("torch", "timm", "keras", "onnxruntime", "onnx", "onnxscript", "nvidia-ml-py", "imgbench"):
         try:
             versions[package] = version(package)
@@ -263,16 +263,15 @@ class ModelSweep:
 
     def agree(self, prepared: Prepared, rows: list[Row]) -> None:
         """Top-1 agreement and logit difference against eager fp32, and accuracy, on every row of the group."""
-        fitted = max(r["batch_size"] for r in rows if r["status"] == schema.Status.OK)
-        size = min(fitted, MAX_AGREEMENT_BATCH, len(self.images))  # compile: a timed shape unless capped
+        ran = [r for r in rows if r["status"] == schema.Status.OK]
+        size = min(max(r["batch_size"] for r in ran), MAX_AGREEMENT_BATCH, len(self.images))  # a timed shape
         try:
             logits = self.logits_of(prepared, size)
         except Exception as exc:
             self._release()
-            note = f"agreement not measured: {_error_text(exc)}"
-            return self.table.update([r for r in rows if r["status"] == schema.Status.OK], {"error": note})
+            return self.table.update(ran, {"error": f"agreement not measured: {_error_text(exc)}"})
         predicted, n = logits.argmax(1), len(logits)
-        self.table.update(rows, {
+        self.table.update(ran, {
             "agreement": int((predicted == self.reference.argmax(1)).sum()) / n,
             "max_logit_diff": float((logits - self.reference).abs().max()),
             "accuracy": int((predicted == self.images.y.cpu()).sum()) / n,
