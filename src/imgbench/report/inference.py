@@ -264,15 +264,22 @@ def html_section(findings: InferenceFindings | None) -> str:
             if not rows:
                 continue
             head = "".join(f"<th>{escape(h)}</th>" for h in header)
-            body = "".join(_html_row(row, flag, error_last=key == "not-run") for row, flag in zip(rows, flags))
+            names = len(header) if key == "not-run" else len(GROUP)  # text columns, left-aligned; numbers right
+            body = "".join(_html_row(row, flag, names, error_last=key == "not-run") for row, flag in zip(rows, flags))
             parts.append(f'<h4>{escape(heading)}</h4><div class="wrap"><table id="inference-{key}-{slug(dataset)}">'
                          f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
     return f'<section id="inference"><h2>{TITLE}</h2>\n' + "\n".join(parts) + "\n</section>"
 
 
-def _html_row(cells: list[str], flagged: bool, error_last: bool) -> str:
-    last = "regression" if flagged else "error" if error_last else "text"  # the page's red marks a problem
-    tds = [f'<td class="{last if i == len(cells) - 1 else "text"}">{escape(str(c))}</td>' for i, c in enumerate(cells)]
+def _html_row(cells: list[str], flagged: bool, names: int, error_last: bool) -> str:
+    """A row whose first ``names`` cells are text; a flagged row's last cell (its flag) in the page's red."""
+    classes = ["text" if i < names else "" for i in range(len(cells))]
+    if flagged:
+        classes[-1] = "regression"
+    elif error_last:
+        classes[-1] = "error"
+    tds = [f'<td class="{css}">{escape(str(c))}</td>' if css else f"<td>{escape(str(c))}</td>"
+           for css, c in zip(classes, cells)]
     return f'<tr data-flagged="{str(flagged).lower()}">{"".join(tds)}</tr>'
 
 
