@@ -91,6 +91,16 @@ def test_bad_input_is_refused_whole_before_any_model_is_built(tmp_path, plugins,
     assert not (tmp_path / "out").exists()
 
 
+def test_weights_a_model_does_not_have_are_refused(plugins, tmp_path, capsys):
+    code = infer("--plugins-dir", str(plugins), "-m", "tiny/net", "-d", "digits", "--weights", "pretrained",
+                 "--out", str(tmp_path / "out"))
+    assert code == 2 and "tiny/net has no pretrained weights" in capsys.readouterr().err
+    code = infer("--plugins-dir", str(plugins), "-m", "tiny/net", "-d", "digits", "--weights",
+                 f"tiny/net={tmp_path / 'missing.safetensors'}", "--out", str(tmp_path / "out"))
+    assert code == 2 and "missing.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_precision_the_device_lacks_is_refused_and_left_out_of_the_default(plugins, tmp_path, monkeypatch, capsys):
     from imgbench.inference import plan
 

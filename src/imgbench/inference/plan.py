@@ -203,7 +203,7 @@ def make_plan(registry: "Registry", *, models: Sequence[str], datasets: Sequence
             continue
         runs += [ModelRun(job.model, job.dataset, job.recipe, job.family, job.recipe.weights or start)
                  for job in jobs]
-    problems += _checkpoint_problems(runs, registry)
+    problems += _weights_problems(runs, registry)
     try:
         device = select_device(str(params.get("device", "auto")))
     except UsageError:  # the preflight named it
@@ -232,12 +232,16 @@ def _precisions(value: Any, device: "torch.device | None", problems: list[str]) 
     return asked
 
 
-def _checkpoint_problems(runs: list[ModelRun], registry: "Registry") -> list[str]:
-    """A checkpoint trained on other classes than the dataset's would be tested with a fresh head: refused."""
+def _weights_problems(runs: list[ModelRun], registry: "Registry") -> list[str]:
+    """Pretrained weights a model does not have, and a checkpoint trained on other classes than the dataset's
+    (it would be tested with a fresh head): refused."""
     from imgbench.engine.weights import checkpoint_metadata
 
     problems = []
     for run in runs:
+        if run.recipe.pretrained and not registry.model(run.model).pretrained:
+            problems.append(f"--weights pretrained: {run.model} has no pretrained weights; leave it out or give "
+                            f"--weights {run.model}=PATH")
         if not run.recipe.weights:
             continue
         metadata = checkpoint_metadata(run.recipe.weights) or {}
