@@ -50,7 +50,7 @@ def test_suites_lists_the_shipped_suites_from_package_data(package_data_only, ca
 
 
 def test_an_unknown_suite_names_the_shipped_ones_from_package_data(package_data_only):
-    with pytest.raises(UsageError, match=r"\(demo, quick, reference, standard, transfer\)"):
+    with pytest.raises(UsageError, match=r"\(demo, inference-gpu, inference, quick, reference, standard, transfer\)"):
         resources.suite_path("quik")
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from imgbench import __version__
 from imgbench.errors import UsageError
+from imgbench.inference import cli as infer_cli
 from imgbench.paths import DATA_DIR_ENV, DataFolders
 from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV, repo_plugins_dir
 from imgbench.registry import Registry, registry_with
@@ -28,6 +29,7 @@ BROKEN_PIPE = 141  # the shell's code for a process whose reader went away (128 
 DELEGATED = {
     "report": (report_cli, "build the comparison report of a results folder"),
     "run": (run_cli, "run a benchmark grid (a suite TOML and/or -m/-d/--seeds)"),
+    "infer": (infer_cli, "benchmark inference: batch sizes x precisions x runtimes, energy, agreement"),
 }
 # (name, one-line help, description) of the commands defined here; argparse shows the help in
 # `imgbench --help` and the description in `imgbench NAME --help`.

@@ -8,6 +8,7 @@ from pathlib import Path
 from imgbench import schema
 from imgbench.paths import atomic_write_text
 from imgbench.report import figures as figs
+from imgbench.report import inference as report_inference
 from imgbench.report.findings import Report, assemble
 from imgbench.report.significance import IMAGES_ONLY
 from imgbench.report.stats import CONFIDENCE
@@ -64,6 +65,7 @@ def draw_figures(report: Report) -> list[figs.FigureFile]:
         if stale not in keep:
             stale.unlink()
     report.figures = files
+    report_inference.draw_figures(report.inference, directory)  # after the sweep of stale files: its own
     return files
 
 

@@ -18,6 +18,7 @@ from imgbench.report import baseline as baseline_mod
 from imgbench.report import fmt
 from imgbench.report.explain import what_one_interval_knows, what_the_interval_knows
 from imgbench.report.figures import FigureFile
+from imgbench.report.inference import InferenceFindings, load_inference
 from imgbench.report.load import Results, load_results
 from imgbench.report.noise import mark_noisy, speed_notes
 from imgbench.report.significance import Comparison, assess
@@ -60,6 +61,7 @@ class Report:
     comparisons: list[Comparison]
     baseline: Baseline | None = None
     figures: list[FigureFile] = field(default_factory=list)
+    inference: InferenceFindings | None = None  # OUT/inference.csv, from `imgbench infer`
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -199,7 +201,7 @@ def assemble(out_dir: str | Path, baseline: str | Path | None = None) -> Report:
     """Read ``out_dir`` (and the baseline folder) and compute every table and test of the report."""
     results = load_results(out_dir)
     board, comparisons = _boards(results)
-    report = Report(results, board, comparisons)
+    report = Report(results, board, comparisons, inference=load_inference(results.out_dir))
     if baseline:
         base = load_results(baseline)
         base_board, _ = _boards(base)

@@ -16,6 +16,7 @@ from imgbench import schema
 from imgbench.report import fmt, wall_time
 from imgbench.report.baseline import SPEED_TOLERANCE
 from imgbench.report.findings import Report
+from imgbench.report import inference as report_inference
 from imgbench.report.figures import slug
 from imgbench.report.tables import LEADERBOARD_METRICS, boards
 from imgbench.report.explain import BEHIND_HEADING, INTERVALS, METHOD, behind_text, comparison_verdict, seeds_advice
@@ -23,7 +24,8 @@ from imgbench.tracking import links as tracking_links
 
 SECTIONS = {"verdict": "Verdict", "leaderboards": "Leaderboards", "figures": "Figures",
             "statistics": "Is the leader really better?", "baseline": "Against the baseline",
-            "failures": "Failures", wall_time.KEY: wall_time.TITLE, "provenance": "Provenance"}
+            "inference": report_inference.TITLE, "failures": "Failures", wall_time.KEY: wall_time.TITLE,
+            "provenance": "Provenance"}
 BADGES = {"significant": "significant", "tie": "not significant", "untested": "not tested",
           "single": "one model", "no_learner": "no model learnt", "failed": "failed"}
 STYLE = """
@@ -64,7 +66,8 @@ dt{color:#5b6473} dd{margin:0;overflow-wrap:anywhere}
 
 def render_html(report: Report) -> str:
     body = [_header(report), _verdict(report), _leaderboards(report), _figures(report), _statistics(report),
-            _baseline(report), _failures(report), wall_time.render_html(report), _provenance(report)]
+            _baseline(report), report_inference.html_section(report.inference), _failures(report),
+            wall_time.render_html(report), _provenance(report)]
     body.append(tracking_links.html_section(report.out_dir, report.results.table))  # imgbench.tracking's section
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>imgbench report: {escape(report.out_dir.name)}</title>"
@@ -74,7 +77,7 @@ def render_html(report: Report) -> str:
 
 def _header(report: Report) -> str:
     links = "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS.items()
-                    if key != "baseline" or report.baseline)
+                    if (key != "baseline" or report.baseline) and (key != "inference" or report.inference))
     return (f"<header><h1>imgbench report</h1><p class=\"meta\">{escape(str(report.out_dir))} &middot; "
             f"built {escape(report.created)}</p><p class=\"meta\">{escape(report.headline())}</p>"
             f"<nav>{links}</nav></header>")
@@ -240,8 +243,8 @@ def _baseline_table(changes: pd.DataFrame) -> str:
             if r is None:
                 cells.append("<td></td>")
                 continue
-            title = f"{fmt.number(metric, r["baseline"])} -> {fmt.number(metric, r["current"])}" + (
-                f"; {r["note"]}" if r["note"] else "")
+            title = f"{fmt.number(metric, r['baseline'])} -> {fmt.number(metric, r['current'])}" + (
+                f"; {r['note']}" if r["note"] else "")
             css = ' class="regression"' if r["regression"] else ""
             cells.append(f'<td{css} data-metric="{metric}" data-regression="{str(r["regression"]).lower()}" '
                          f'title="{escape(title)}">{fmt.change(metric, r["change"], r["change_pct"])}'

@@ -17,6 +17,7 @@ from imgbench import schema
 from imgbench.report import fmt, wall_time
 from imgbench.report.explain import BEHIND_HEADING, INTERVALS, METHOD, behind_text, comparison_verdict, seeds_advice
 from imgbench.report.findings import Report
+from imgbench.report.inference import markdown_lines as inference_lines
 from imgbench.report.tables import LEADERBOARD_METRICS, boards
 from imgbench.tracking import links as tracking_links
 
@@ -70,6 +71,7 @@ def render_markdown(report: Report) -> str:
                 for r in changes.to_dict("records")]
         lines += _table(["Dataset", "Model", "Metric", "Baseline", "Now", "Change", "Flag"], rows) if rows \
             else ["No (model, dataset) pair is in both runs."]
+    lines += ["", *inference_lines(report.inference, escape)]
     lines += ["", "## Failures", ""]
     failures = report.failures
     lines += _table(list(failures.columns), [[_cell(v) for v in row] for row in failures.itertuples(index=False)]) \
