@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+import time
 
 import numpy as np
 import pandas as pd
@@ -409,3 +410,56 @@ def test_flip_rotate_zoom_is_applied_to_every_training_batch(registry, data, mon
     result = run_job("tiny/mlp", data, registry=registry, epochs=1, augment="flip_rotate_zoom", **FAST)
     assert result.status == "ok" and result.metrics["recipe"]["augment"] == "flip_rotate_zoom"
     assert sum(calls) == len(data.train) // FAST["batch_size"] * FAST["batch_size"]  # each training image once
+
+
+class ConstantPower:
+    """An energy counter of a device drawing exactly WATTS: joules are WATTS times the seconds of the clock the
+    meter itself reads, so every window's expected energy is known from its own duration."""
+
+    WATTS = 50.0
+    source, description = "rapl", "a stand-in counter"
+
+    def read(self) -> float:
+        return self.WATTS * time.perf_counter()
+
+
+def test_a_job_measures_energy_over_training_to_the_target_and_inference(registry, data, monkeypatch):
+    import imgbench.engine.job as job_module
+    from imgbench.energy import EnergyMeter
+
+    monkeypatch.setattr(job_module, "energy_meter", lambda device: EnergyMeter(ConstantPower(), min_window_s=0))
+    result = run_job("tiny/mlp", data, registry=registry, epochs=3, target_accuracy=0.05, **FAST)
+    m = result.metrics
+    watts = ConstantPower.WATTS
+    # the meter spans every epoch, and lies inside the train phase
+    epochs_s = sum(row["epoch_time_s"] for row in result.history)
+    assert watts * epochs_s <= m["train_energy_j"] <= watts * m["train_time_s"]
+    steps = len(data.train.y) // FAST["batch_size"]  # drop_last: whole batches only
+    assert m["energy_per_train_image_j"] == pytest.approx(m["train_energy_j"] / (3 * steps * FAST["batch_size"]))
+    assert m["time_to_target_s"] is not None  # a target of 5% is reached in the first epoch
+    assert m["energy_to_target_j"] == pytest.approx(watts * m["time_to_target_s"], rel=0.05)
+    assert m["energy_per_inference_image_j"] == pytest.approx(watts / m["infer_throughput"], rel=1e-3)
+    assert m["energy_source"] == "rapl" and m["energy_note"] == ""
+
+
+def test_without_an_energy_counter_the_energy_columns_are_empty_and_say_why(registry, data, monkeypatch):
+    import imgbench.engine.job as job_module
+    from imgbench.energy import NO_COUNTER, EnergyMeter
+
+    monkeypatch.setattr(job_module, "energy_meter", lambda device: EnergyMeter(None))
+    m = run_job("tiny/mlp", data, registry=registry, epochs=1, **FAST).metrics
+    assert [m[k] for k in ("train_energy_j", "energy_per_train_image_j", "energy_to_target_j",
+                           "energy_per_inference_image_j")] == [None] * 4
+    assert m["energy_note"] == NO_COUNTER and m["energy_source"] == ""
+
+
+def test_energy_notes_name_each_window_only_when_their_reasons_differ():
+    from imgbench.energy import EnergyReading
+    from imgbench.engine.job import energy_note
+
+    same = EnergyReading(None, 2.0, reason="no energy counter on this machine")
+    short = EnergyReading(None, 0.2, "nvml", reason="window of 0.20 s is too short")
+    assert energy_note(same, same) == {"energy_note": "no energy counter on this machine"}
+    assert energy_note(same, short) == {"energy_note": "training: no energy counter on this machine; "
+                                                       "inference: window of 0.20 s is too short"}
+    assert energy_note(EnergyReading(10.0, 2.0, "nvml"), None) == {"energy_note": ""}

@@ -94,7 +94,7 @@ def test_the_local_executor_starts_the_next_job_once_the_running_one_is_untimed(
         return {"job_id": name}
 
     monkeypatch.setattr(execute, "execute_job", fake_execute)
-    LocalExecutor(jobs=1, gpus=[]).run([fake_task("a"), fake_task("b")], lambda task, row: log("recorded", task.job.job_id))
+    LocalExecutor(slots=1, gpus=[]).run([fake_task("a"), fake_task("b")], lambda task, row: log("recorded", task.job.job_id))
     order = [event[:2] for event in events]
     assert order.index(("start", "b")) == order.index(("untimed", "a")) + 1  # b starts while a finishes...
     assert order.index(("start", "b")) < order.index(("end", "a"))

@@ -186,6 +186,19 @@ COLUMNS: tuple[Column, ...] = (
     _c("compile_time_s", float, ENGINE, "`torch.compile` time (s); empty without `compile`", "s", LOWER),
     _c("time_to_target_s", float, ENGINE, "training time until validation accuracy first reached "
                                           "`target_accuracy` (s); empty if off or never", "s", LOWER),
+    _c("train_energy_j", float, ENGINE, "energy the device's counter measured over the training phase, validation "
+                                        "passes included (J); empty without a counter (`energy_note` says why)",
+       "J", LOWER),
+    _c("energy_per_train_image_j", float, ENGINE, "`train_energy_j` per training image seen (J)", "J", LOWER),
+    _c("energy_to_target_j", float, ENGINE, "energy until validation accuracy first reached `target_accuracy` "
+                                            "(J), over the same span as `time_to_target_s`", "J", LOWER),
+    _c("energy_per_inference_image_j", float, ENGINE, "energy per image of the inference throughput measurement: "
+                                                      "the counter's mean power over it / `infer_throughput` (J)",
+       "J", LOWER),
+    _c("energy_source", str, ENGINE, "the counter read: `nvml` (the GPU's total-energy counter) or `rapl` (the CPU "
+                                     "packages); empty when none"),
+    _c("energy_note", str, ENGINE, "why an energy column is empty (no counter on this machine, a window shorter "
+                                   "than the counter's resolution)"),
     _c("duration_s", float, RUNNER, "the whole job, kernel start to end, as the runner saw it (s)", "s", LOWER),
     _c("dataset_fingerprint", str, ENGINE, "checksum of the data, split and preprocessing the job used"),
     _c("config_hash", str, RUNNER, "12 hex characters: sha256 of model, dataset, seed and full recipe; "

@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
@@ -23,13 +24,18 @@ import numpy as np
 import pandas as pd
 
 from imgbench import schema
+from imgbench.energy import EnergyMeter, EnergyReading, energy_meter
 from imgbench.engine.handoff import mark_untimed, wait_for_previous_job
 from imgbench.engine.loading import load_dataset
-from imgbench.engine.phases import (BENCHMARK, BUILD_MODEL, COMPILE, EVALUATE, FLOPS, IMPORTS, LOAD_DATA,
-                                    SAVE_WEIGHTS, TRAIN, WAIT, PhaseTimer)
+from imgbench.engine.phases import (BENCHMARK, BUILD_MODEL, COMPILE, EVALUATE, FLOPS, IMPORTS, LOAD_DATA, SAVE_WEIGHTS,
+                                    TRAIN, WAIT, PhaseTimer)
 from imgbench.engine.plan import JobPlan, plan_job
 from imgbench.engine.record import Recorded, merge_record, provenance, write_job
+from imgbench.engine.threads import THREAD_ENV_VARS, threads_in_force
+from imgbench.engine.weights import core_module, default_classifier, load_weights, save_checkpoint
 from imgbench.errors import UsageError
+from imgbench.families.keras_models import build_scope
+from imgbench.registry import get_registry, input_size
 from imgbench.specs import DataConfig, LoadedDataset, Split
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,6 +111,10 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
     (``train_gpu_busy``, ``infer_gpu_busy``; low means bound by the CPU launching kernels). Compile time is
     reported apart (``compile_time_s``), torch's CPU threads are set and recorded (``threads``,
     ``concurrency``), and peak memory is measured for the whole job and, on CUDA, for the training steps alone.
+    Energy comes from the device's own counter (:mod:`imgbench.energy`: NVML on a GPU, RAPL on a CPU) over the
+    training phase and the inference throughput measurement (``train_energy_j``, ``energy_per_train_image_j``,
+    ``energy_to_target_j``, ``energy_per_inference_image_j``); without a counter those stay empty and
+    ``energy_note`` says why.
 
     Failures: a loss that becomes NaN or infinite stops training with status ``diverged``; running out of
     device memory stops the job with status ``oom``. Either way metrics.json is written, with what the
@@ -121,8 +131,6 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
         >>> result = run_job("keras/mnist_convnet", "digits", epochs=2, bench_seconds=0.2)  # doctest: +SKIP
         >>> result.status, result.metrics["accuracy"], result.metrics["infer_throughput"]  # doctest: +SKIP
     """
-    from imgbench.registry import get_registry
-
     registry = registry or get_registry()
     family = registry.model(model).family  # an unknown model is refused before anything heavy is imported
     phases = PhaseTimer()
@@ -185,7 +193,6 @@ class JobData:
 def load_job_data(plan: JobPlan, dataset: str | LoadedDataset, registry: Registry,
                   data_dir: Path | str | None) -> JobData:
     from imgbench.engine.data import stratified_subset
-    from imgbench.registry import input_size
 
     loaded = dataset if isinstance(dataset, LoadedDataset) else load_dataset(
         dataset, plan.recipe, model=plan.spec, data_dir=data_dir, registry=registry, start=plan.start)
@@ -216,7 +223,6 @@ def build_model(plan: JobPlan, data: JobData, registry: Registry) -> BuiltModel:
     import torch
 
     from imgbench.engine.timing import count_parameters
-    from imgbench.engine.weights import core_module, default_classifier, load_weights
     from imgbench.wrappers import FrozenBackbone
 
     with _build_scope(plan):
@@ -237,11 +243,8 @@ def build_model(plan: JobPlan, data: JobData, registry: Registry) -> BuiltModel:
 def _build_scope(plan: JobPlan) -> Any:
     """Keras builds on its own default device and dtype policy unless told; every other family is a torch
     module built on the CPU and moved by the engine."""
-    from contextlib import nullcontext
-
     if plan.spec.family != "keras":
         return nullcontext()
-    from imgbench.families.keras_models import build_scope
 
     return build_scope(str(plan.device), plan.precision.name)
 
@@ -324,12 +327,12 @@ class Evaluation:
         return dict(self.metrics)
 
 
-def evaluate_model(plan: JobPlan, data: JobData, inputs: Inputs, runner: torch.nn.Module,
+def evaluate_model(plan: JobPlan, data: JobData, inputs: Inputs, model: torch.nn.Module,
                    history: Sequence[Mapping[str, Any]]) -> Evaluation:
     """scikit-learn's metrics on the test subset, and whether the model learnt (test and validation curve)."""
     from imgbench.engine import evaluate
 
-    logits = evaluate.predict_logits(runner, inputs.test, plan.recipe.batch_size, plan.precision.autocast)
+    logits = evaluate.predict_logits(model, inputs.test, plan.recipe.batch_size, plan.precision.autocast)
     probs = evaluate.probabilities(logits)
     metrics = evaluate.classification_metrics(data.test.y, probs)
     metrics["did_not_learn"] = evaluate.learning_finding(metrics["did_not_learn"], history, data.loaded.val.y)
@@ -357,22 +360,44 @@ def count_cost(plan: JobPlan, built: BuiltModel, inputs: Inputs) -> dict[str, An
     return {"flops": count_flops(built.net, _bench_batch(plan, inputs)[:1], plan.precision.autocast)}
 
 
-def time_inference(plan: JobPlan, inputs: Inputs, runner: torch.nn.Module) -> dict[str, Any]:
-    """Inference throughput at ``batch_size`` and batch-1 latency, each timed for ``bench_seconds`` or more."""
+@dataclass(frozen=True)
+class InferenceTiming:
+    """Inference throughput and batch-1 latency, and the energy the counter measured over the throughput."""
+
+    figures: Mapping[str, Any]
+    energy: EnergyReading
+
+    def record(self) -> dict[str, Any]:
+        watts, throughput = self.energy.watts, self.figures["infer_throughput"]
+        return {**self.figures, "energy_source": self.energy.source,
+                "energy_per_inference_image_j": watts / throughput if watts is not None and throughput else None}
+
+
+def time_inference(plan: JobPlan, inputs: Inputs, model: torch.nn.Module, energy: EnergyMeter) -> InferenceTiming:
+    """Inference throughput at ``batch_size`` (the energy meter running over it) and batch-1 latency, each timed
+    for ``bench_seconds`` or more."""
     from imgbench.engine import timing
 
     batch = _bench_batch(plan, inputs)
-    forward = timing.inference_forward(runner, plan.precision.autocast)
+    forward = timing.inference_forward(model, plan.precision.autocast)
     seconds = plan.recipe.bench_seconds
-    return {**timing.inference_throughput(forward, batch, plan.device, seconds),
-            **timing.latency_ms(forward, batch[:1].clone(), plan.device, seconds)}
+    energy.start()
+    speed = timing.inference_throughput(forward, batch, plan.device, seconds)
+    reading = energy.stop()
+    return InferenceTiming({**speed, **timing.latency_ms(forward, batch[:1].clone(), plan.device, seconds)}, reading)
+
+
+def energy_note(training: EnergyReading | None, inference: EnergyReading | None) -> dict[str, str]:
+    """Why an energy column is empty: one reason when both windows share it, else each named."""
+    reasons = {name: reading.reason for name, reading in (("training", training), ("inference", inference))
+               if reading is not None and reading.reason}
+    if len(set(reasons.values())) <= 1:
+        return {"energy_note": next(iter(reasons.values()), "")}
+    return {"energy_note": "; ".join(f"{name}: {reason}" for name, reason in reasons.items())}
 
 
 def save_weights(plan: JobPlan, data: JobData, built: BuiltModel, inputs: Inputs) -> dict[str, Any]:
     """The trained model with what a later job needs to feed it the same inputs."""
-    from dataclasses import replace
-
-    from imgbench.engine.weights import save_checkpoint
 
     assert plan.out_dir is not None  # plan_job refuses save_weights without out_dir
     recipe, start = plan.recipe, plan.start
@@ -402,7 +427,6 @@ def _run(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTimer) -
     ends them with status ``oom``."""
     import torch
 
-    from imgbench.engine.threads import THREAD_ENV_VARS, threads_in_force
     from imgbench.engine.timing import PeakMemory
     from imgbench.engine.train import reproducibility
 
@@ -420,7 +444,7 @@ def _run(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTimer) -
         outcome.parts.append({"wall": {"device_from": time.time()}})  # when the device work began (wall clock)
         memory = PeakMemory(plan.device)
         try:
-            _measure(plan, data, registry, phases, memory, outcome)
+            _measure(plan, data, registry, phases, memory, outcome, energy_meter(plan.device))
         except torch.OutOfMemoryError as exc:
             outcome.parts.append({"status": schema.Status.OOM,
                                   "error": f"out of memory: {str(exc).splitlines()[0]}"})
@@ -431,7 +455,7 @@ def _run(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTimer) -
 
 
 def _measure(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTimer, memory: PeakMemory,
-             outcome: _Outcome) -> None:
+             outcome: _Outcome, energy: EnergyMeter) -> None:
     """Build, train, test and time, adding each phase's result to ``outcome`` as soon as it is there."""
     from imgbench.engine.train import fit, seed_everything
 
@@ -443,29 +467,30 @@ def _measure(plan: JobPlan, data: JobData, registry: Registry, phases: PhaseTime
     outcome.parts += [built, inputs]
     with phases(FLOPS):  # measured before training, so a job that fails still says what it ran in
         outcome.parts.append(measure_precision(plan, built, inputs))
-    runner = built.net
+    model = built.net  # what the job trains, tests and times: the compiled module with compile=true
     if plan.recipe.compile:
         with phases(COMPILE):
             compiled = compile_model(plan, built, inputs)
         outcome.parts.append(compiled)
-        runner = compiled.module
+        model = compiled.module
     with phases(TRAIN):
-        fitted = fit(runner, inputs.train, inputs.val, plan.recipe, plan.precision, seed=plan.seed,
-                     image_size=data.image_size, memory=memory, progress=plan.progress)
+        fitted = fit(model, inputs.train, inputs.val, plan.recipe, plan.precision, seed=plan.seed,
+                     image_size=data.image_size, memory=memory, progress=plan.progress, energy=energy)
     outcome.parts += [fitted, {"train_time_s": phases.seconds[TRAIN]}]
     outcome.history = fitted.history
     if fitted.error:
-        outcome.parts.append({"status": schema.Status.DIVERGED, "error": fitted.error})
+        outcome.parts += [{"status": schema.Status.DIVERGED, "error": fitted.error}, energy_note(fitted.energy, None)]
         return
     with phases(BENCHMARK):
-        outcome.parts.append(time_inference(plan, inputs, runner))
+        timed = time_inference(plan, inputs, model, energy)
+    outcome.parts += [timed, energy_note(fitted.energy, timed.energy)]
     memory.sample()
     mark_untimed()  # the last timed window is over: the executor may start the next job beside what follows
     if plan.recipe.save_weights:
         with phases(SAVE_WEIGHTS):
             outcome.parts.append(save_weights(plan, data, built, inputs))
     with phases(EVALUATE):
-        evaluation = evaluate_model(plan, data, inputs, runner, fitted.history)
+        evaluation = evaluate_model(plan, data, inputs, model, fitted.history)
     outcome.parts.append(evaluation)
     outcome.predictions = evaluation.predictions
     memory.sample()

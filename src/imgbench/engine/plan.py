@@ -16,6 +16,7 @@ from imgbench import schema
 from imgbench.engine.recipe import Recipe, config_hash, resolve_recipe
 from imgbench.engine.weights import Start, plan_start
 from imgbench.errors import UsageError
+from imgbench.registry import UnknownNameError
 from imgbench.specs import DatasetSpec, LoadedDataset, ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,8 +99,6 @@ def _job_recipe(dataset: str | LoadedDataset, registry: Registry, recipe: Recipe
 def _defaults_from(dataset: str | LoadedDataset, registry: Registry) -> DatasetSpec | None:
     """The spec whose recipe defaults the job takes: the named dataset's, or for a ``LoadedDataset`` the one
     registered under its name; None (the generic recipe) for an in-memory dataset nothing registers."""
-    from imgbench.registry import UnknownNameError
-
     if not isinstance(dataset, LoadedDataset):
         return registry.dataset(dataset)[0]
     try:

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from imgbench.energy import EnergyMeter, EnergyReading
 from imgbench.engine import gpu_busy
 from imgbench.engine.data import Augmenter, ImageBatches
 from imgbench.engine.evaluate import loss_and_accuracy, predict_logits
@@ -219,13 +220,26 @@ class FitResult:
     best_val_accuracy: float | None = None
     best_val_epoch: int | None = None
     time_to_target_s: float | None = None
+    images_seen: int = 0  # training images over every epoch, warm-up steps included
+    energy: EnergyReading | None = None  # over the whole of fit, validation included
+    energy_to_target: EnergyReading | None = None  # over the span of time_to_target_s
     error: str | None = None  # set when training diverged
 
     def record(self) -> dict[str, Any]:
         return {"train_throughput": self.train_throughput, "train_throughput_rel_iqr": self.train_throughput_rel_iqr,
                 "train_gpu_busy": self.train_gpu_busy, "best_val_accuracy": self.best_val_accuracy,
                 "best_val_epoch": self.best_val_epoch, "time_to_target_s": self.time_to_target_s,
-                "final_val_accuracy": self.history[-1]["val_accuracy"] if self.history else None}
+                "final_val_accuracy": self.history[-1]["val_accuracy"] if self.history else None,
+                **self._energy_record()}
+
+    def _energy_record(self) -> dict[str, Any]:
+        if self.energy is None:
+            return {}
+        target = self.energy_to_target
+        return {"train_energy_j": self.energy.joules,
+                "energy_per_train_image_j": self.energy.per_image(self.images_seen),
+                "energy_to_target_j": target.joules if target is not None else None,
+                "energy_source": self.energy.source}
 
 
 class TrainStep:
@@ -257,8 +271,11 @@ class TrainStep:
 
 
 def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, recipe: Recipe,
-        precision: Precision, *, seed: int, image_size: int, memory: PeakMemory, progress: bool = False) -> FitResult:
+        precision: Precision, *, seed: int, image_size: int, memory: PeakMemory, progress: bool = False,
+        energy: EnergyMeter | None = None) -> FitResult:
     """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests.
+
+    With ``energy``, the meter runs over the whole of it (and is lapped when ``target_accuracy`` is reached).
 
     With ``progress``, one line per epoch on stdout once the epoch is done (as Keras' ``fit(verbose=2)``):
     nothing is printed while a window is timed, and the lines stay in a saved notebook as plain text.
@@ -272,6 +289,8 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
     timer = SteadyTimer(device, busy=gpu_busy.busy_meter(device))
     skip = min(SKIP_STEPS, recipe.epochs * steps_per_epoch // 2)
     result = FitResult()
+    if energy is not None:
+        energy.start()
     started = time.perf_counter()
     done = 0
     try:
@@ -286,6 +305,7 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
                     memory.start_window()
                 step(x, y)
                 seen += len(y)
+                result.images_seen += len(y)
                 done += 1
                 if timer.running:
                     timer.step(len(y))
@@ -300,7 +320,9 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
             if val is not None and len(val):
                 row["val_loss"], row["val_accuracy"] = loss_and_accuracy(
                     predict_logits(model, val, batch_size, precision.autocast), val.y)
-                _track_best(result, row, recipe.target_accuracy, time.perf_counter() - started)
+                reached = _track_best(result, row, recipe.target_accuracy, time.perf_counter() - started)
+                if reached and energy is not None:
+                    result.energy_to_target = energy.lap()
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             result.history.append(row)
             memory.sample()
@@ -314,6 +336,8 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
             print(f"stopped: {exc}", flush=True)
     result.train_throughput, result.train_throughput_rel_iqr = timer.images_per_second(), timer.rel_iqr()
     result.train_gpu_busy = timer.gpu_busy()
+    if energy is not None:
+        result.energy = energy.stop()
     return result
 
 
@@ -332,8 +356,11 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
                        f"lower lr or check the model")
 
 
-def _track_best(result: FitResult, row: dict[str, Any], target: float, elapsed: float) -> None:
+def _track_best(result: FitResult, row: dict[str, Any], target: float, elapsed: float) -> bool:
+    """Update the best epoch; True when this epoch is the first to reach ``target``."""
     if result.best_val_accuracy is None or row["val_accuracy"] > result.best_val_accuracy:
         result.best_val_accuracy, result.best_val_epoch = row["val_accuracy"], row["epoch"]
     if target and result.time_to_target_s is None and row["val_accuracy"] >= target:
         result.time_to_target_s = elapsed
+        return True
+    return False

@@ -11,9 +11,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from imgbench import schema
 from imgbench.engine.recipe import Recipe
 from imgbench.errors import UsageError
-from imgbench.inference.plan import DEFAULT_BATCH_SIZES, DEFAULT_RUNTIMES, DEFAULT_TEST_SAMPLES
+from imgbench.inference.plan import (DEFAULT_BATCH_SIZES, DEFAULT_RUNTIMES, DEFAULT_TEST_SAMPLES, INFER_KEYS,
+                                     RECIPE_KEYS, make_plan)
+from imgbench.inference.table import read_rows
+from imgbench.registry import registry_with
+from imgbench.resources import suite_path
+from imgbench.runner.grid import RESULTS_ROOT, TIMESTAMP_FORMAT
+from imgbench.runner.suite import Suite, load_suite
 
 OUT_PREFIX = "infer-"  # default --out: results/infer-<timestamp>/
 
@@ -66,11 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imgbench import schema
-    from imgbench.inference.plan import RECIPE_KEYS, make_plan
     from imgbench.inference.sweep import run_inference
-    from imgbench.inference.table import read_rows
-    from imgbench.registry import registry_with
 
     registry = registry_with(args.plugins_dir, args.block_plugin, strict=args.strict)
     suite, infer = _suite(args.suite)
@@ -94,10 +97,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _suite(name: str | None) -> tuple[Any, dict[str, Any]]:
     """The inference suite named (its grid and its [infer] table), or an empty one."""
-    from imgbench.inference.plan import INFER_KEYS
-    from imgbench.resources import suite_path
-    from imgbench.runner.suite import Suite, load_suite
-
     if not name:
         return Suite(), {}
     suite = load_suite(suite_path(name))
@@ -111,6 +110,4 @@ def _suite(name: str | None) -> tuple[Any, dict[str, Any]]:
 
 
 def _default_out() -> Path:
-    from imgbench.runner.grid import RESULTS_ROOT, TIMESTAMP_FORMAT
-
     return Path.cwd() / RESULTS_ROOT / f"{OUT_PREFIX}{datetime.now().strftime(TIMESTAMP_FORMAT)}"

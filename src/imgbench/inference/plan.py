@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from imgbench import schema
+from imgbench.engine.weights import checkpoint_metadata, weights_format
 from imgbench.errors import UsageError
+from imgbench.runner.preflight import preflight
+from imgbench.runner.suite import GridError, Suite
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -145,8 +148,6 @@ def weights_by_model(values: Iterable[str], models: list[str], problems: list[st
     """``--weights``: ``pretrained`` (every model), ``MODEL=PATH``, or ``PATH`` of an imgbench checkpoint (its
     model is in its metadata; a plain state_dict needs exactly one -m). Returns the models (with those the
     checkpoints name) and model -> ``pretrained`` or a path; models not named start from random weights."""
-    from imgbench.engine.weights import checkpoint_metadata, weights_format
-
     chosen: dict[str, str] = {}
     models = list(models)
     for value in values:
@@ -181,8 +182,6 @@ def make_plan(registry: "Registry", *, models: Sequence[str], datasets: Sequence
               params: Mapping[str, Any] | None = None, suite: str = "") -> InferencePlan:
     """The checked plan, or a GridError naming every problem; builds nothing and loads no data."""
     from imgbench.engine.train import select_device
-    from imgbench.runner.preflight import preflight
-    from imgbench.runner.suite import GridError, Suite
 
     problems: list[str] = []
     run_runtimes = names(runtimes, schema.RUNTIMES, "--runtimes", problems)
@@ -235,8 +234,6 @@ def _precisions(value: Any, device: "torch.device | None", problems: list[str]) 
 def _weights_problems(runs: list[ModelRun], registry: "Registry") -> list[str]:
     """Pretrained weights a model does not have, and a checkpoint trained on other classes than the dataset's
     (it would be tested with a fresh head): refused."""
-    from imgbench.engine.weights import checkpoint_metadata
-
     problems = []
     for run in runs:
         if run.recipe.pretrained and not registry.model(run.model).pretrained:

@@ -17,6 +17,7 @@ import re
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,15 @@ from imgbench.energy import EnergyMeter, energy_meter
 from imgbench.engine import timing
 from imgbench.engine.data import ImageBatches, fits_on_device, normalisation, stratified_subset
 from imgbench.engine.loading import load_dataset
+from imgbench.engine.threads import threads_in_force
 from imgbench.engine.weights import core_module, default_classifier, load_weights, model_state, plan_start
+from imgbench.families.keras_models import build_scope
 from imgbench.inference.allocator import pin_thresholds, release_free_memory
 from imgbench.inference.plan import InferencePlan, ModelRun
 from imgbench.inference.runtimes import RUNTIMES, Prepared
 from imgbench.inference.table import InferenceTable, Row
 from imgbench.paths import atomic_write_json
+from imgbench.registry import input_size
 
 LATENCY_PERCENTILES = (50, 90, 99)
 REFERENCE_BATCH = 64  # eager fp32's logits on the test images are computed in batches of this size
@@ -46,7 +50,6 @@ MIB = 2**20
 def run_inference(plan: InferencePlan, registry: Any, command: list[str] | None = None,
                   progress: bool = True) -> Path:
     """Measure the plan into ``plan.out_dir``; returns the path of inference.csv."""
-    from imgbench.engine.threads import threads_in_force
     from imgbench.engine.train import select_device
 
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,8 +66,6 @@ def run_inference(plan: InferencePlan, registry: Any, command: list[str] | None 
 
 def _write_record(plan: InferencePlan, device: torch.device, threads: int, allocator: str, meter: EnergyMeter,
                   command: list[str] | None) -> None:
-    from importlib.metadata import PackageNotFoundError, version
-
     versions: dict[str, str | None] = {}
     for package in ("torch", "timm", "keras", "onnxruntime", "onnx", "onnxscript", "nvidia-ml-py", "imgbench"):
         try:
@@ -152,8 +153,6 @@ class ModelSweep:
 
     def load(self) -> None:
         """The test images as a job would see them (the weights' size and preprocessing)."""
-        from imgbench.registry import input_size
-
         recipe = self.entry.recipe
         start = plan_start(self.spec, recipe.pretrained, recipe.weights)
         loaded = load_dataset(self.entry.dataset, recipe, model=self.spec, data_dir=self.plan.data_dir,
@@ -302,7 +301,6 @@ def _build_scope(family: str, device: torch.device, precision: str) -> AbstractC
     """Keras models are built on the device under the precision's dtype policy (as the engine builds them)."""
     if family != "keras":
         return nullcontext()
-    from imgbench.families.keras_models import build_scope
 
     return build_scope(str(device), precision)
 

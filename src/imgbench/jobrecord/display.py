@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -35,8 +37,6 @@ def recipe_from_parameters(dataset: str, values: Mapping[str, Any]) -> "Recipe":
     recipe, not resolved again. Run by hand, the dataset's recipe with every parameter that is not None
     applied (None = the dataset's default).
     """
-    from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe
-
     given = {name: values.get(name) for name in RECIPE_FIELDS}
     if None not in given.values():
         return Recipe.from_dict(given)

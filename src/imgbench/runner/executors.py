@@ -1,7 +1,7 @@
 """Executors: how the jobs of a grid are run. ``local`` is built in; others (Dask, ...) come from plugins.
 
 A plugin returns ``ExecutorSpec(name, create, description)`` from its ``imgbench_executors`` hook;
-``imgbench run --executor NAME --jobs N`` calls ``create(jobs=N)``, then the executor's ``check(tasks)`` and,
+``imgbench run --executor NAME --jobs N`` calls ``create(slots=N)``, then the executor's ``check(tasks)`` and,
 once, its ``run(tasks, on_result, on_start=None)``. The contract, what each is given and must do, is
 :class:`imgbench.specs.Executor`; here its tasks are :class:`imgbench.runner.execute.JobTask`.
 
@@ -25,6 +25,7 @@ from imgbench.engine.handoff import START_AFTER_ENV
 from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
+from imgbench.runner.execute import execute_job
 from imgbench.specs import Executor, ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,15 +85,15 @@ class LocalExecutor(Executor["JobTask"]):
     (:mod:`imgbench.engine.handoff`).
     """
 
-    def __init__(self, jobs: int = 1, gpus: Sequence[str] | None = None) -> None:
-        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-            raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
-        self.jobs = jobs
+    def __init__(self, slots: int = 1, gpus: Sequence[str] | None = None) -> None:
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise UsageError(f"--jobs must be 1 or more, got {slots!r}")
+        self.slots = slots
         self.gpus = visible_gpus() if gpus is None else list(gpus)
 
     @property
     def pins_gpus(self) -> bool:
-        return self.jobs > 1 and len(self.gpus) > 1
+        return self.slots > 1 and len(self.gpus) > 1
 
     def slot_env(self, slot: int) -> dict[str, str]:
         if self.pins_gpus:
@@ -102,9 +103,9 @@ class LocalExecutor(Executor["JobTask"]):
     def check(self, tasks: Sequence[JobTask]) -> None:
         """Refuse GPU jobs that would share a GPU, or name a GPU index their slot cannot see."""
         gpu_jobs = [task for task in tasks if wants_gpu(job_device(task), bool(self.gpus))]
-        at_once = min(self.jobs, len(tasks))
+        at_once = min(self.slots, len(tasks))
         if gpu_jobs and self.gpus and at_once > len(self.gpus):
-            raise UsageError(f"--jobs {self.jobs} would run {at_once} jobs at once on {len(self.gpus)} GPU(s) "
+            raise UsageError(f"--jobs {self.slots} would run {at_once} jobs at once on {len(self.gpus)} GPU(s) "
                              f"({len(gpu_jobs)} jobs use a GPU, first: {gpu_jobs[0].job.job_id}); jobs sharing a "
                              f"GPU slow each other down and contaminate every speed figure: use --jobs "
                              f"{len(self.gpus)} (one job per GPU), or device=cpu")
@@ -113,7 +114,7 @@ class LocalExecutor(Executor["JobTask"]):
 
     def run(self, tasks: Sequence[Any], on_result: OnResult, on_start: OnStart | None = None) -> None:
         self.check(tasks)
-        at_once = min(self.jobs, len(tasks))
+        at_once = min(self.slots, len(tasks))
         todo: queue.Queue[Any] = queue.Queue()
         for task in tasks:
             todo.put(task)
@@ -123,8 +124,6 @@ class LocalExecutor(Executor["JobTask"]):
         workers: list[threading.Thread] = []
 
         def run_one(task: Any, env: dict[str, str], untimed: threading.Event, done: Path) -> None:
-            from imgbench.runner.execute import execute_job
-
             try:
                 if on_start is not None:
                     on_start(task)
@@ -153,7 +152,7 @@ class LocalExecutor(Executor["JobTask"]):
                 untimed.wait()
 
         slots = [threading.Thread(target=slot, args=(index,), name=f"imgbench-slot-{index}")
-                 for index in range(self.jobs)]
+                 for index in range(self.slots)]
         for thread in slots:
             thread.start()
         try:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from imgbench.engine import check_parameter, config_hash, resolve_recipe
+from imgbench.engine.recipe import subset_problem
 from imgbench.errors import UsageError
 from imgbench.runner.jobs import Job
 
@@ -275,9 +277,6 @@ class GridError(UsageError):
 
 def expand(suite: Suite, registry: "Registry") -> list[Job]:
     """Every (model, dataset, seed) job of the suite, checked; raises GridError naming every problem."""
-    from imgbench.engine import check_parameter, config_hash, resolve_recipe
-    from imgbench.engine.recipe import subset_problem
-
     if suite.grids:  # the union, once per job: two grids may give a job the same recipe
         return list({job.job_id: job for grid in suite.grids for job in expand(grid, registry)}.values())
     where = suite.where
