@@ -72,7 +72,7 @@ def test_a_job_waits_for_the_previous_one_only_when_told(tmp_path, monkeypatch):
 
 
 def test_the_local_executor_starts_the_next_job_once_the_running_one_is_untimed(monkeypatch):
-    from imgbench.runner import execute
+    from imgbench.runner import executors
     from imgbench.runner.executors import LocalExecutor
     from test_threads import fake_task
 
@@ -93,7 +93,7 @@ def test_the_local_executor_starts_the_next_job_once_the_running_one_is_untimed(
         log("end", name)
         return {"job_id": name}
 
-    monkeypatch.setattr(execute, "execute_job", fake_execute)
+    monkeypatch.setattr(executors, "execute_job", fake_execute)  # where LocalExecutor looks it up
     LocalExecutor(slots=1, gpus=[]).run([fake_task("a"), fake_task("b")], lambda task, row: log("recorded", task.job.job_id))
     order = [event[:2] for event in events]
     assert order.index(("start", "b")) == order.index(("untimed", "a")) + 1  # b starts while a finishes...

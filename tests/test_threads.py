@@ -16,7 +16,7 @@ from imgbench.engine import Recipe, threads
 from imgbench.engine.train import select_device
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
-from imgbench.runner import execute, run_grid
+from imgbench.runner import executors, run_grid
 from imgbench.runner.dask_executor import host_slots
 from imgbench.runner.executors import LocalExecutor
 from imgbench.runner.suite import suite_from_dict
@@ -56,7 +56,7 @@ def test_local_executor_gives_every_job_its_share_and_the_concurrency(monkeypatc
             seen.append((task.job.job_id, dict(extra_env)))
         return {"job_id": task.job.job_id}
 
-    monkeypatch.setattr(execute, "execute_job", fake_execute)
+    monkeypatch.setattr(executors, "execute_job", fake_execute)  # where LocalExecutor looks it up
     tasks = [fake_task("a"), fake_task("b"), fake_task("c", requested=3)]
     LocalExecutor(slots=2, gpus=[]).run(tasks, lambda task, row: None)
     envs = dict(seen)

@@ -36,7 +36,7 @@ from imgbench.inference.plan import InferencePlan, ModelRun
 from imgbench.inference.runtimes import RUNTIMES, Prepared
 from imgbench.inference.table import InferenceTable, Row
 from imgbench.paths import atomic_write_json
-from imgbench.registry import input_size
+from imgbench.registry import Registry, input_size
 
 LATENCY_PERCENTILES = (50, 90, 99)
 REFERENCE_BATCH = 64  # eager fp32's logits on the test images are computed in batches of this size
@@ -47,7 +47,7 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "failed to allocate mem
 MIB = 2**20
 
 
-def run_inference(plan: InferencePlan, registry: Any, command: list[str] | None = None,
+def run_inference(plan: InferencePlan, registry: Registry, command: list[str] | None = None,
                   progress: bool = True) -> Path:
     """Measure the plan into ``plan.out_dir``; returns the path of inference.csv."""
     from imgbench.engine.train import select_device
@@ -60,7 +60,7 @@ def run_inference(plan: InferencePlan, registry: Any, command: list[str] | None 
         meter = energy_meter(device)
         _write_record(plan, device, threads, allocator, meter, command)
         for run in plan.runs:
-            ModelSweep(plan, run, registry, device, threads, meter, table, progress).run()
+            ModelSweep(plan, run, registry, device, threads=threads, meter=meter, table=table, progress=progress).run()
     return table.path
 
 
@@ -125,7 +125,7 @@ class WindowPeak:
 class ModelSweep:
     """Every runtime, precision and batch size of one model on one dataset."""
 
-    def __init__(self, plan: InferencePlan, run: ModelRun, registry: Any, device: torch.device, threads: int,
+    def __init__(self, plan: InferencePlan, run: ModelRun, registry: Registry, device: torch.device, *, threads: int,
                  meter: EnergyMeter, table: InferenceTable, progress: bool) -> None:
         self.plan, self.entry, self.registry, self.device = plan, run, registry, device
         self.threads, self.meter, self.table, self.progress = threads, meter, table, progress
