@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 20 in one run: about 9 minutes on an H200 (the first run, 2026-12-04, is in
-# ../shared/gpu-runs/2026-12-04/). The same steps run at tiny sizes on a CPU to check this script.
+# The GPU checks of issue 20 in one run, its steps' limits adding up to 900 s (not run on a GPU yet; the first
+# GPU run of the older checks, 2026-12-04, is in ../shared/gpu-runs/2026-12-04/). The same steps run at tiny
+# sizes on a CPU to check this script.
 #
 #   benchmarks/gpu_check.sh prepare        # here (data + PyPI): packs .device/data.tar.gz and .device/wheels
 #   benchmarks/gpu_check.sh                # there, the device tool carrying ['.device']: installs, unpacks, runs

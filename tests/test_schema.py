@@ -14,7 +14,8 @@ CONTRACT = (
     "latency_rel_iqr, train_gpu_busy, infer_gpu_busy, params, flops, peak_memory_mb, train_peak_memory_mb, epochs, "
     "batch_size, image_size, model_input_size, train_samples, val_samples, test_samples, train_split_samples, "
     "test_split_samples, device, precision, threads, concurrency, load_average, free_cores, train_time_s, "
-    "compile_time_s, time_to_target_s, duration_s, dataset_fingerprint, config_hash, notebook"
+    "compile_time_s, time_to_target_s, train_energy_j, energy_per_train_image_j, energy_to_target_j, "
+    "energy_per_inference_image_j, energy_source, energy_note, duration_s, dataset_fingerprint, config_hash, notebook"
 )
 
 

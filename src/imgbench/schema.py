@@ -106,6 +106,10 @@ class Column:
         return self.kind in (int, float)
 
 
+ENERGY_SOURCE = ("the counter read: `nvml` (the GPU's total-energy counter) or `rapl` (the CPU packages); empty "
+                 "when none")  # results.csv's and inference.csv's energy_source
+
+
 def _c(name: str, kind: type, origin: str, meaning: str, unit: str = "", better: str = "", spread: str = "") -> Column:
     return Column(name, kind, origin, meaning, unit, better, spread)
 
@@ -195,8 +199,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("energy_per_inference_image_j", float, ENGINE, "energy per image of the inference throughput measurement: "
                                                       "the counter's mean power over it / `infer_throughput` (J)",
        "J", LOWER),
-    _c("energy_source", str, ENGINE, "the counter read: `nvml` (the GPU's total-energy counter) or `rapl` (the CPU "
-                                     "packages); empty when none"),
+    _c("energy_source", str, ENGINE, ENERGY_SOURCE),
     _c("energy_note", str, ENGINE, "why an energy column is empty (no counter on this machine, a window shorter "
                                    "than the counter's resolution)"),
     _c("duration_s", float, RUNNER, "the whole job, kernel start to end, as the runner saw it (s)", "s", LOWER),
@@ -260,8 +263,7 @@ INFERENCE_COLUMNS: tuple[Column, ...] = (
     _i("energy_per_image_j", float, "energy per image (J): the counter's joules over the throughput window divided "
                                     "by the window's seconds and the throughput; empty without a counter",
        "J", LOWER),
-    _i("energy_source", str, "the counter read: `nvml` (the GPU's total-energy counter) or `rapl` (the CPU "
-                             "packages); empty when none"),
+    _i("energy_source", str, ENERGY_SOURCE),
     _i("energy_note", str, "why `energy_per_image_j` is empty (e.g. no energy counter on this machine)"),
     _i("compile_time_s", float, "`compile`: the first call at this batch size (tracing and code generation); "
                                 "`onnxruntime`: export and session creation, once per model and precision; empty "
