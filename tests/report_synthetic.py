@@ -167,7 +167,7 @@ class ReportPage(HTMLParser):
         self.images: list[str] = []
         self.leaderboard: dict[tuple[str, str, str], tuple[float | None, str]] = {}
         self.verdict_kinds: dict[str, str] = {}
-        self.significance: dict[str, dict[str, str]] = {}
+        self.significance: dict[tuple[str, str], dict[str, str]] = {}  # (dataset, model against the leader)
         self.baseline: dict[tuple[str, str, str], bool] = {}
         self._table: dict[str, str] = {}
         self._row: dict[str, str] = {}
@@ -186,7 +186,7 @@ class ReportPage(HTMLParser):
         elif tag == "tr":
             self._row = attrs
             if self._table.get("id") == "significance" and "data-dataset" in attrs:
-                self.significance[attrs["data-dataset"]] = attrs
+                self.significance[(attrs["data-dataset"], attrs["data-model"])] = attrs
         elif tag == "div" and "data-kind" in attrs:
             self.verdict_kinds[attrs["data-dataset"]] = attrs["data-kind"]
         elif tag == "td" and "data-metric" in attrs:

@@ -50,7 +50,7 @@ def test_suites_lists_the_shipped_suites_from_package_data(package_data_only, ca
 
 
 def test_an_unknown_suite_names_the_shipped_ones_from_package_data(package_data_only):
-    with pytest.raises(UsageError, match=r"\(demo, quick, reference, standard, transfer\)"):
+    with pytest.raises(UsageError, match=r"\(demo, inference-gpu, inference, quick, reference, standard, transfer\)"):
         resources.suite_path("quik")
 
 
@@ -95,7 +95,7 @@ def test_every_command_describes_itself_without_rest_markup():
 def test_the_report_hint_uses_the_real_seeds_syntax():
     sources = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "src" / "imgbench").rglob("*.py"))
     assert "--seeds 0 1 2" not in sources
-    assert "--seeds 0,1,2" in (REPO / "src" / "imgbench" / "report" / "html_page.py").read_text(encoding="utf-8")
+    assert "--seeds 0,1,2" in (REPO / "src" / "imgbench" / "report" / "explain.py").read_text(encoding="utf-8")
 
 
 # -- progress ------------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def dask_grid(cluster, plugin_dirs, tmp_path_factory):
 
 
 def test_cluster_grid_gives_the_local_executors_results(dask_grid, launcher, tmp_path):
-    local = launcher(["testkit/linear"], SEEDS, tmp_path / "local", executor="local", jobs=2)
+    local = launcher(["testkit/linear"], SEEDS, tmp_path / "local", executor="local", slots=2)
     assert [row["status"] for row in dask_grid.rows] == ["ok", "ok"]
     on_dask, here = dask_grid.frame(), local.frame()
     assert len(on_dask) == len(SEEDS)
@@ -223,7 +223,7 @@ from imgbench.registry import get_registry
 if __name__ == "__main__":
     out, plugins, params = sys.argv[1], sys.argv[2], eval(sys.argv[3])
     imgbench.run_grid(models=["testkit/linear"], datasets=["tinygray"], seeds=[0, 1], params=params, out=out,
-                      registry=get_registry([plugins]), executor="dask", jobs=1, report=False, progress=False)
+                      registry=get_registry([plugins]), executor="dask", slots=1, report=False, progress=False)
 """
 
 

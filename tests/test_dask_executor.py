@@ -30,7 +30,7 @@ def test_registered_through_the_executor_hook():
     registry = get_registry([])  # the installed entry point `dask = "imgbench.runner.dask_executor"`
     assert "dask" in [spec.name for spec in registry.executors()]
     assert not [error for error in registry.errors if error.plugin == "dask"]
-    executor = registry.executor("dask").create(jobs=3)
+    executor = registry.executor("dask").create(slots=3)
     assert isinstance(executor, dx.DaskExecutor)
     assert executor.scheduler is None and executor.workers == 3
 
@@ -39,7 +39,7 @@ def test_module_loads_without_distributed_and_create_says_how_to_install():
     code = ("import sys; sys.modules['distributed'] = None\n"
             "import imgbench.runner.dask_executor as dx\n"
             "from imgbench.errors import UsageError\n"
-            "try:\n    dx.create(jobs=1)\nexcept UsageError as exc:\n    print(exc)\n")
+            "try:\n    dx.create(slots=1)\nexcept UsageError as exc:\n    print(exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "pip install imgbench[dask]" in done.stdout
@@ -49,7 +49,7 @@ def test_scheduler_comes_from_the_option_or_the_environment(monkeypatch):
     [spec] = dx.imgbench_executors()
 
     def scheduler(**given):  # what run_grid does: the declared options, then the executor
-        return dx.create(jobs=1, **spec.resolve_options(given, os.environ)).scheduler
+        return dx.create(slots=1, **spec.resolve_options(given, os.environ)).scheduler
 
     monkeypatch.setenv(dx.SCHEDULER_ENV, "tcp://10.0.0.5:8786")
     assert scheduler() == "tcp://10.0.0.5:8786"
@@ -73,21 +73,21 @@ def test_executor_options_are_declared_by_the_executor_and_checked_by_the_cli(ca
 @pytest.mark.parametrize("address", ["tcp://host:8786/extra", "http://host:8786", "two words", ""])
 def test_bad_scheduler_address_is_a_usage_error(address):
     if not address:  # empty means "none given": a LocalCluster, not an error
-        assert dx.create(jobs=1, scheduler=address).scheduler is None
+        assert dx.create(slots=1, scheduler=address).scheduler is None
         return
     with pytest.raises(UsageError, match="tcp://HOST:8786"):
-        dx.create(jobs=1, scheduler=address)
+        dx.create(slots=1, scheduler=address)
 
 
 @pytest.mark.parametrize("jobs", [0, -2, True, 1.5])
 def test_bad_jobs_is_a_usage_error(jobs):
     with pytest.raises(UsageError, match="--jobs"):
-        dx.create(jobs=jobs)
+        dx.create(slots=jobs)
 
 
 def test_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setattr(dx, "CONNECT_TIMEOUT_S", 2)
-    executor = dx.create(jobs=1, scheduler="tcp://127.0.0.1:9")  # the discard port: nothing listens
+    executor = dx.create(slots=1, scheduler="tcp://127.0.0.1:9")  # the discard port: nothing listens
     task = make_task(tmp_path)
     Path(task.notebook).write_text("{}")
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+import time
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,72 @@ def test_cost_and_speed_figures_are_positive_and_finite(trained):
     assert m["time_to_target_s"] <= m["train_time_s"]
 
 
+def count_compiled_graphs(monkeypatch) -> dict[str, int]:
+    """Dynamo's graphs, counted from now: ``["warm"]`` is the count when ``warm_compile`` has returned."""
+    import torch._dynamo
+
+    import imgbench.engine.train as train
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    seen: dict[str, int] = {}
+    original = train.warm_compile
+
+    def warm_and_count(*args, **kwargs):
+        seconds = original(*args, **kwargs)
+        seen["warm"] = compiled_graphs()
+        return seconds
+
+    monkeypatch.setattr(train, "warm_compile", warm_and_count)
+    return seen
+
+
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compile_compiles_every_graph_before_anything_is_timed(registry, monkeypatch):
+    """Dynamo's graphs counted on the CPU (its eager backend: no compiler needed, so CI runs it too)."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    seen = count_compiled_graphs(monkeypatch)
+    # 200 training images in batches of 64 (the last partial one dropped), 30 validation images, 170 test
+    # images in batches of 64 (a remainder of 42); then the benchmark's batch of 64 and batch-1 latency
+    result = run_job("tiny/mlp", synthetic(per_class=(40, 6, 34)), registry=registry, epochs=2, batch_size=64,
+                     compile=True, bench_seconds=0.05, progress=False)
+    assert result.status == "ok" and result.metrics["compile_time_s"] > 0
+    assert result.metrics["phases"]["compile"] >= result.metrics["compile_time_s"]
+    # one graph per mode and shape: training at 64; evaluation (no_grad) at 30, 42 and 64; the benchmarks
+    # (inference_mode) at 64 and 1. All of them before training; none after.
+    assert seen["warm"] == 6 and compiled_graphs() == seen["warm"]
+
+
+def test_every_timed_window_is_over_before_the_test_and_the_engine_says_so(registry, data, tmp_path, monkeypatch):
+    import imgbench.engine.job as job
+    from imgbench.engine import handoff
+
+    mark = tmp_path / "untimed"
+    monkeypatch.setenv(handoff.UNTIMED_ENV, str(mark))
+    seen = {}
+    timed, tested = job.time_inference, job.evaluate_model
+
+    def timing(*args, **kwargs):
+        seen["benchmark"] = mark.exists()
+        return timed(*args, **kwargs)
+
+    def testing(*args, **kwargs):
+        seen["evaluate"] = mark.exists()
+        return tested(*args, **kwargs)
+
+    monkeypatch.setattr(job, "time_inference", timing)
+    monkeypatch.setattr(job, "evaluate_model", testing)
+    result = run_job("tiny/mlp", data, registry=registry, epochs=1, **FAST)
+    assert result.status == "ok" and seen == {"benchmark": False, "evaluate": True}
+
+
 def test_same_seed_in_deterministic_mode_gives_identical_predictions(registry, data):
     def predictions(seed):
         result = run_job("tiny/mlp", data, seed=seed, registry=registry, epochs=2, deterministic=True,
@@ -292,8 +359,20 @@ def test_notebook_views_show_the_job(trained):
     assert table["accuracy"] == trained.metrics["accuracy"] and table["status"] == "ok"
     curves = display.training_curves(trained.history)
     assert len(curves.axes[0].lines) >= 2  # train and val
+    curves.canvas.draw()
+    for ax in curves.axes:  # epochs are whole numbers: no tick at 1.5
+        assert all(float(tick).is_integer() for tick in ax.get_xticks())
     heatmap = display.confusion_matrix(trained.metrics)
     assert heatmap.axes[0].get_xlabel() == "predicted"
+    accuracy = heatmap.axes[0].get_title().rsplit("accuracy ", 1)[1]
+    assert accuracy == f"{trained.metrics['accuracy']:.4g}" and len(accuracy) <= 6  # rounded, not 0.8149999999
+
+
+def test_training_prints_one_line_per_epoch_and_nothing_else(registry, data, capsys):
+    run_job("tiny/mlp", data, seed=0, registry=registry, epochs=2, **{**FAST, "progress": True})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("train loss" in line and "val loss" in line and "lr " in line for line in lines)
 
 def test_rotate_and_zoom_matches_independent_rotations_and_an_identity():
     x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
@@ -331,3 +410,56 @@ def test_flip_rotate_zoom_is_applied_to_every_training_batch(registry, data, mon
     result = run_job("tiny/mlp", data, registry=registry, epochs=1, augment="flip_rotate_zoom", **FAST)
     assert result.status == "ok" and result.metrics["recipe"]["augment"] == "flip_rotate_zoom"
     assert sum(calls) == len(data.train) // FAST["batch_size"] * FAST["batch_size"]  # each training image once
+
+
+class ConstantPower:
+    """An energy counter of a device drawing exactly WATTS: joules are WATTS times the seconds of the clock the
+    meter itself reads, so every window's expected energy is known from its own duration."""
+
+    WATTS = 50.0
+    source, description = "rapl", "a stand-in counter"
+
+    def read(self) -> float:
+        return self.WATTS * time.perf_counter()
+
+
+def test_a_job_measures_energy_over_training_to_the_target_and_inference(registry, data, monkeypatch):
+    import imgbench.engine.job as job_module
+    from imgbench.energy import EnergyMeter
+
+    monkeypatch.setattr(job_module, "energy_meter", lambda device: EnergyMeter(ConstantPower(), min_window_s=0))
+    result = run_job("tiny/mlp", data, registry=registry, epochs=3, target_accuracy=0.05, **FAST)
+    m = result.metrics
+    watts = ConstantPower.WATTS
+    # the meter spans every epoch, and lies inside the train phase
+    epochs_s = sum(row["epoch_time_s"] for row in result.history)
+    assert watts * epochs_s <= m["train_energy_j"] <= watts * m["train_time_s"]
+    steps = len(data.train.y) // FAST["batch_size"]  # drop_last: whole batches only
+    assert m["energy_per_train_image_j"] == pytest.approx(m["train_energy_j"] / (3 * steps * FAST["batch_size"]))
+    assert m["time_to_target_s"] is not None  # a target of 5% is reached in the first epoch
+    assert m["energy_to_target_j"] == pytest.approx(watts * m["time_to_target_s"], rel=0.05)
+    assert m["energy_per_inference_image_j"] == pytest.approx(watts / m["infer_throughput"], rel=1e-3)
+    assert m["energy_source"] == "rapl" and m["energy_note"] == ""
+
+
+def test_without_an_energy_counter_the_energy_columns_are_empty_and_say_why(registry, data, monkeypatch):
+    import imgbench.engine.job as job_module
+    from imgbench.energy import NO_COUNTER, EnergyMeter
+
+    monkeypatch.setattr(job_module, "energy_meter", lambda device: EnergyMeter(None))
+    m = run_job("tiny/mlp", data, registry=registry, epochs=1, **FAST).metrics
+    assert [m[k] for k in ("train_energy_j", "energy_per_train_image_j", "energy_to_target_j",
+                           "energy_per_inference_image_j")] == [None] * 4
+    assert m["energy_note"] == NO_COUNTER and m["energy_source"] == ""
+
+
+def test_energy_notes_name_each_window_only_when_their_reasons_differ():
+    from imgbench.energy import EnergyReading
+    from imgbench.engine.job import energy_note
+
+    same = EnergyReading(None, 2.0, reason="no energy counter on this machine")
+    short = EnergyReading(None, 0.2, "nvml", reason="window of 0.20 s is too short")
+    assert energy_note(same, same) == {"energy_note": "no energy counter on this machine"}
+    assert energy_note(same, short) == {"energy_note": "training: no energy counter on this machine; "
+                                                       "inference: window of 0.20 s is too short"}
+    assert energy_note(EnergyReading(10.0, 2.0, "nvml"), None) == {"energy_note": ""}

@@ -80,7 +80,8 @@ def test_keras_jobs_build_and_run_on_the_engines_device(keras_elsewhere):
     out = net(torch.randn(4, 1, 12, 12))  # training mode: dropout draws its mask on the inputs' device
     assert out.device.type == "cpu" and torch.isfinite(out).all()
 
-    result = run_job("keras/mnist_convnet", synthetic(per_class=(8, 2, 4), size=12), seed=0, **TINY)
+    # asked for the CPU: on a machine with a GPU, device=auto would rightly pick the GPU
+    result = run_job("keras/mnist_convnet", synthetic(per_class=(8, 2, 4), size=12), seed=0, device="cpu", **TINY)
     assert result.status == "ok" and result.metrics["device"] == "cpu"
     assert np.isfinite(result.predictions.filter(like="p_").to_numpy()).all()
 
@@ -156,7 +157,9 @@ def _train_step(net: torch.nn.Module, size: int, channels: int):
     pytest.param("keras/efficientnet_b0", 32, marks=pytest.mark.slow),  # seeded drop-connect in 9 blocks
 ])
 def test_a_training_step_of_each_family_makes_no_host_sync(model, size):
-    assert host_syncs(_train_step(build(model, size, 3, engine=True), size, 3), outside_optimizer=True) == 0
+    step = _train_step(build(model, size, 3, engine=True), size, 3)
+    assert host_syncs(step, outside_optimizer=True) == 0
+    assert scalar_copies(step) == 0  # each would be a copy to the GPU and a host sync there
 
 
 def test_keras_seeded_dropout_syncs_and_the_engines_replacement_keeps_its_shape_and_scale():
@@ -177,6 +180,40 @@ def test_keras_seeded_dropout_syncs_and_the_engines_replacement_keeps_its_shape_
     assert per_sample[:, 0].unique().tolist() == [0.0, pytest.approx(1 / 0.75)]  # kept ones scaled by 1 / keep
     assert abs((per_sample[:, 0] > 0).double().mean().item() - 0.75) < 0.05
     assert torch.equal(wrapped.eval()(x.permute(0, 3, 1, 2)), x)  # eval: the identity (output is NHWC)
+
+
+def scalar_copies(call) -> int:
+    """How many Python scalars ``call()`` turns into tensors: on CUDA each is a copy from the host and a host sync."""
+    from torch.overrides import TorchFunctionMode
+
+    class Count(TorchFunctionMode):
+        found = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.as_tensor and args and isinstance(args[0], (bool, int, float)):
+                Count.found += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        call()
+    return Count.found
+
+
+def test_keras_rescaling_and_normalization_copy_no_scalar_to_the_device_and_compute_what_keras_does():
+    import keras
+
+    from imgbench.wrappers import KerasModule
+
+    def preprocessing():  # EfficientNet's first layers
+        return keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Rescaling(1 / 255, offset=-0.5),
+                                 keras.layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[0.5, 1.0, 2.0])])
+
+    x = torch.rand(2, 4, 4, 3) * 255
+    expected = preprocessing()(x)
+    assert scalar_copies(lambda: preprocessing()(x)) == 3  # Keras' own: scale, offset, epsilon on every call
+    wrapped = KerasModule(preprocessing())
+    assert scalar_copies(lambda: wrapped(x.permute(0, 3, 1, 2))) == 0
+    torch.testing.assert_close(wrapped(x.permute(0, 3, 1, 2)), torch.as_tensor(expected))
 
 
 # -- 5. figures that do not depend on where they were counted -----------------------------------------------

@@ -1,6 +1,6 @@
 """The CUDA path on a real GPU: devices, dtypes, memory format, synchronised timing, no host syncs, memory
-figures, compile, and learning. Skipped without CUDA (test_engine_cuda_paths.py shows each mechanism on the
-CPU). Not yet run on a GPU: benchmarks/gpu_check.sh runs this file first on the first GPU machine."""
+figures, compile, and learning. Skipped without CUDA (test_engine_cuda_paths.py and test_timing.py show each
+mechanism on the CPU). benchmarks/gpu_check.sh runs this file first on a GPU machine."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from imgbench.engine.timing import SteadyTimer
 from imgbench.engine.train import Precision, TrainStep, choose_precision
 from imgbench.registry import get_registry
 
-from test_engine import synthetic
+from test_engine import compiled_graphs, count_compiled_graphs, synthetic
 
 pytestmark = pytest.mark.gpu
 
@@ -32,17 +32,15 @@ CHANCE = 0.2
 MIN_ACCURACY = 0.8
 
 
-def cuda_host_syncs(step) -> dict[str, int]:
-    """Device-to-host reads and explicit synchronisations in ``step()``, every one counted."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+def run_without_host_syncs(step) -> None:
+    """Run ``step()`` with torch's sync debug mode at ``error``: any host sync in it (``.item()``, a read back, a
+    synchronize, a copy from pageable host memory) raises. A profiler would count its own synchronisation too."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
         step()
-    counts = dict.fromkeys(("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize"), 0)
-    for event in prof.events():
-        if event.name in counts:
-            counts[event.name] += 1
-    return counts
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_timm_job_runs_bf16_channels_last_on_device_data_and_learns(tmp_path):
@@ -64,11 +62,12 @@ def test_keras_job_computes_in_bf16_on_the_gpu():
 
 
 def test_a_keras_job_asked_for_the_cpu_leaves_the_gpu_alone():
-    before = torch.cuda.memory_allocated(CUDA)
+    # allocations made, not bytes held: an earlier test's tensors freed meanwhile change the bytes, not the count
+    before = torch.cuda.memory_stats(CUDA).get("allocation.all.allocated", 0)
     result = run_job("keras/mnist_convnet", synthetic(per_class=(8, 2, 4), size=12), seed=0, device="cpu",
                      epochs=1, batch_size=16, bench_seconds=0.02, progress=False)
     assert result.status == "ok" and result.metrics["device"] == "cpu"
-    assert torch.cuda.memory_allocated(CUDA) == before
+    assert torch.cuda.memory_stats(CUDA).get("allocation.all.allocated", 0) == before
 
 
 def _cuda_step(model: str, size: int, precision: Precision):
@@ -97,14 +96,20 @@ def _cuda_step(model: str, size: int, precision: Precision):
 def test_a_cuda_training_step_makes_no_host_sync(model, size):
     net, step = _cuda_step(model, size, choose_precision(CUDA, amp=True))
     assert all(p.device.type == "cuda" for p in net.parameters())
-    assert cuda_host_syncs(step) == {"aten::_local_scalar_dense": 0, "cudaStreamSynchronize": 0,
-                                     "cudaDeviceSynchronize": 0}
+    run_without_host_syncs(step)
 
 
 def test_fp16_with_a_grad_scaler_and_fused_optimiser_makes_no_host_sync():
     precision = Precision("cuda", torch.float16, torch.amp.GradScaler("cuda"))
     _net, step = _cuda_step("timm/resnet18", 32, precision)
-    assert cuda_host_syncs(step)["aten::_local_scalar_dense"] == 0
+    run_without_host_syncs(step)
+
+
+def test_the_sync_check_sees_a_sync():  # the control: the check fails a step that reads back
+    x = torch.ones(3, device=CUDA)
+    with pytest.raises(RuntimeError):
+        run_without_host_syncs(lambda: x.sum().item())
+    run_without_host_syncs(lambda: x * 2)
 
 
 def test_the_steady_timer_waits_for_the_gpu():
@@ -118,24 +123,34 @@ def test_the_steady_timer_waits_for_the_gpu():
     assert launched < 0.05 < timer.elapsed
 
 
+def test_cuda_events_time_the_gpu_and_the_busy_share_sees_a_launch_bound_loop():
+    from imgbench.engine import timing
+    from imgbench.engine.gpu_busy import busy_meter
+
+    clock = timing.EventClock()
+    start = clock.mark()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time
+    assert 0.05 < clock.seconds(start, clock.mark()) < 1.0
+    meter = busy_meter(CUDA)
+    if meter is None:
+        pytest.skip("no nvidia-ml-py: no busy share (pip install 'imgbench[gpu]')")
+    x = torch.ones(1, device=CUDA)
+
+    def launch_bound(_):  # tiny kernels with the CPU sleeping between them: the GPU mostly idle
+        x.add_(1)
+        time.sleep(0.002)
+
+    idle = timing.inference_throughput(launch_bound, x, CUDA, seconds=1.0, busy=meter)
+    busy = timing.inference_throughput(lambda _: torch.cuda._sleep(2_000_000), x, CUDA, seconds=1.0,
+                                       busy=busy_meter(CUDA))
+    assert idle["infer_gpu_busy"] < 0.3 < 0.7 < busy["infer_gpu_busy"]
+
+
 def test_compile_time_is_reported_apart_and_nothing_recompiles_after_it(monkeypatch):
-    import imgbench.engine.train as train
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    seen = {}
-    original = train.warm_compile
-
-    def warm_and_count(*args, **kwargs):
-        seconds = original(*args, **kwargs)
-        seen["graphs"] = counters["stats"]["unique_graphs"]
-        return seconds
-
-    monkeypatch.setattr(train, "warm_compile", warm_and_count)
+    seen = count_compiled_graphs(monkeypatch)
     # 170 test images in batches of 64: a remainder of 42; then batch-1 latency
     result = run_job("timm/resnet18", synthetic(per_class=(40, 6, 34), size=32, channels=3), seed=0,
                      epochs=1, batch_size=64, compile=True, bench_seconds=0.2, progress=False)
     assert result.status == "ok" and result.metrics["compile_time_s"] > 0
     assert result.metrics["phases"]["compile"] >= result.metrics["compile_time_s"]
-    assert seen["graphs"] > 0 and counters["stats"]["unique_graphs"] == seen["graphs"]
+    assert seen["warm"] > 0 and compiled_graphs() == seen["warm"]

@@ -11,7 +11,8 @@ import sys
 # leaf helpers everything shares. The report sits below the runner because ``run_grid`` builds the report
 # when its jobs are done (the report reads only results files); the job record sits above it because the
 # runner starts the job process by name (``python -m imgbench.jobrecord.child``) and never imports it, while
-# the job process reads its task from the runner. Tools that nothing imports are at the top.
+# the job process reads its task from the runner. `imgbench infer` sits above the runner, whose suites and
+# checks it shares. Tools that nothing imports are at the top.
 # A name not listed here yet counts as the top layer: it may import anything, and a lower layer that
 # imports it fails this test until it is placed.
 LAYERS = (
@@ -20,9 +21,9 @@ LAYERS = (
     ("datasets",),
     ("families",),
     ("engine",),
-    ("inference",),
     ("report", "tracking"),
     ("runner",),
+    ("inference",),
     ("jobrecord",),
     ("cli", "conformance", "__main__"),
 )
@@ -120,3 +121,101 @@ def test_the_layer_check_catches_an_upward_import_and_places_new_modules_at_the_
     assert upward_imports(graph) == ["imgbench.datasets.splits -> imgbench.engine.recipe",
                                      "imgbench.registry -> imgbench.someday"]
     assert len({name for names in LAYERS for name in names}) == sum(map(len, LAYERS))  # each named once
+
+
+# The one idiom for a deferred import: ``from X import y`` as the first lines of the function that needs it,
+# where X is one of these libraries (expensive to load, or optional), an imgbench module that imports one of
+# them when it loads, or a name a package's ``__getattr__`` loads lazily (``from imgbench.report import
+# build_report``). Every other import sits at the top of its module.
+DEFERRED = HEAVY + ("torchvision", "scipy", "numpy", "PIL", "nbformat", "nbclient", "ipykernel", "IPython",
+                    "distributed", "mlflow", "onnx", "onnxscript", "onnxruntime", "safetensors", "huggingface_hub",
+                    "dask", "pynvml", "pytest", "h5py")
+
+
+def needless_local_imports(sources: dict[str, str]) -> list[str]:
+    """``module:line: target`` for each function-local import of ``sources`` (module name -> source text) that
+    defers nothing listed in DEFERRED."""
+    import ast
+
+    trees = {name: ast.parse(text) for name, text in sources.items()}
+    packages = {name for name, tree in trees.items()
+                if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__" for node in tree.body)}
+
+    def owner(name: str) -> str | None:
+        parts = name.split(".")
+        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in trees), None)
+
+    def imports(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [alias.name for alias in node.names]
+        assert isinstance(node, ast.ImportFrom)
+        return [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+
+    def module_level(tree: ast.Module) -> list[str]:  # outside functions and `if TYPE_CHECKING:`
+        found, todo = [], list(tree.body)
+        while todo:
+            node = todo.pop()
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found += imports(node)
+            elif isinstance(node, (ast.If, ast.Try)) and "TYPE_CHECKING" not in ast.unparse(getattr(node, "test", "")):
+                todo += [*node.body, *getattr(node, "orelse", []), *getattr(node, "handlers", [])]
+        return found
+
+    heavy: dict[str, bool] = {}
+
+    def is_heavy(module: str) -> bool:
+        if module not in heavy:
+            heavy[module] = False  # a cycle adds nothing
+            parents = [".".join(module.split(".")[:n]) for n in range(1, module.count(".") + 1)]
+            heavy[module] = any(is_heavy(p) for p in parents if p in trees) or any(
+                target.split(".")[0] in DEFERRED or ((found := owner(target)) is not None and found != module
+                                                     and is_heavy(found))
+                for target in module_level(trees[module]))
+        return heavy[module]
+
+    def defers(target: str) -> bool:
+        if target.split(".")[0] in DEFERRED:
+            return True
+        found = owner(target)
+        return found is not None and (is_heavy(found) or (found in packages and found != target))
+
+    needless: list[tuple[str, int, str]] = []
+    for name, tree in trees.items():
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) or function.name == "__getattr__":
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and not any(map(defers, imports(node))):
+                    needless.append((name, node.lineno, imports(node)[0]))
+    return [f"{name}:{line}: {target}" for name, line, target in sorted(set(needless))]
+
+
+def _sources() -> dict[str, str]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "src"
+    sources = {}
+    for path in (root / "imgbench").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        sources[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path.read_text(encoding="utf-8")
+    return sources
+
+
+def test_function_local_imports_defer_only_what_is_expensive_or_optional():
+    needless = needless_local_imports(_sources())
+    assert not needless, ("function-local imports that defer nothing expensive or optional (move them to the top "
+                          "of the module):\n" + "\n".join(needless))
+
+
+def test_the_local_import_check_tells_a_needless_import_from_a_deferred_one():
+    sources = {
+        "pkg": "def __getattr__(name):\n    from pkg import heavy\n    return heavy\n",
+        "pkg.light": "import json\n",
+        "pkg.heavy": "import torch\n",
+        "pkg.user": ("def a():\n    from pkg.light import json\n"  # needless
+                     "def b():\n    from pkg.heavy import torch\n"  # defers torch
+                     "def c():\n    import numpy\n"  # a deferred library
+                     "def d():\n    from pkg import run\n"  # a lazy name
+                     "def e():\n    import textwrap\n"),  # needless
+    }
+    assert needless_local_imports(sources) == ["pkg.user:2: pkg.light", "pkg.user:10: textwrap"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import imgbench.engine
-import imgbench.engine.job
+import imgbench.engine.plan
 import imgbench.engine.recipe
 from imgbench import schema
 from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe, run_job
@@ -20,6 +20,7 @@ from imgbench.errors import UsageError
 from imgbench.jobrecord import display
 from imgbench.kernel import CurrentPythonKernelManager, KernelHandle
 from imgbench.registry import get_registry
+from imgbench.runner import suite
 from imgbench.runner.jobs import Job
 from imgbench.runner.suite import expand, suite_from_dict
 
@@ -87,8 +88,8 @@ def no_resolving(monkeypatch):
         calls.append((dataset, dict(overrides)))
         return real(dataset, overrides, **kwargs)
 
-    for module in (imgbench.engine, imgbench.engine.job, imgbench.engine.recipe):
-        monkeypatch.setattr(module, "resolve_recipe", counted)
+    for module in (imgbench.engine, imgbench.engine.plan, imgbench.engine.recipe, suite, display):
+        monkeypatch.setattr(module, "resolve_recipe", counted)  # wherever it is looked up
     return calls
 
 

@@ -59,6 +59,8 @@ def test_copied_benchmark_notebook_runs_with_its_defaults_offline(tmp_path, monk
     assert not errors, errors
     texts = output_texts(nb)
     assert any("status: ok" in text for text in texts)
+    training = next(c for c in nb.cells if "run_job(" in c.source)  # its final state, as saved text
+    assert "epoch 2/2" in "".join(output.get("text", "") for output in training.outputs)
     assert not any(NO_WIDGETS_WARNING in text for text in texts)
     figures = [o for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(figures) == 3  # samples, training curves, confusion matrix

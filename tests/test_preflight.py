@@ -21,7 +21,7 @@ from imgbench.datasets.download import probe as real_probe  # before the autouse
 from imgbench.datasets.idx import MNIST
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
-from imgbench.runner import execute
+from imgbench.runner import execute, executors
 from imgbench.runner.preflight import HostProbe, preflight
 from imgbench.runner.suite import GridError, load_suite, suite_from_dict
 
@@ -36,6 +36,7 @@ def no_job_starts(monkeypatch):
         raise AssertionError("a job was started although the preflight should have refused the grid")
 
     monkeypatch.setattr(execute, "execute_job", refuse)
+    monkeypatch.setattr(executors, "execute_job", refuse)  # where LocalExecutor looks it up
     monkeypatch.setattr("papermill.execute_notebook", refuse)
 
 

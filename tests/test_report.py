@@ -20,12 +20,11 @@ from imgbench.report import assemble, render
 from imgbench.report import cli as report_cli
 from imgbench.report.baseline import compare_to_baseline
 from imgbench.report.load import load_results
-from imgbench.report.stats import bootstrap_difference, mcnemar_exact
 from imgbench.report.tables import LOG_SCALE_METRICS, leaderboard, pareto_front, t_interval
 from report_synthetic import CLASSES, PLAN, RESULTS_COLUMNS, ReportPage, make_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["verdict", "leaderboards", "figures", "statistics", "baseline", "failures", "provenance"]
+SECTIONS = ["verdict", "leaderboards", "figures", "statistics", "baseline", "failures", "time", "provenance"]
 # current run against the baseline: resnet18 10% slower everywhere, mobilenet 1% slower
 SPEED_CHANGE = {"timm/resnet18": 0.90, "keras/mobilenet_v3_small": 0.99}
 
@@ -51,26 +50,6 @@ def test_t_interval_matches_scipy_and_has_none_for_one_seed():
     mean, low, high = t_interval([0.9])
     assert mean == 0.9 and math.isnan(low) and math.isnan(high)
     assert t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
-
-
-def test_mcnemar_exact_counts_discordant_pairs_and_matches_binomial():
-    a = np.array([1] * 20 + [0] * 2 + [1] * 50 + [0] * 28, bool)
-    b = np.array([0] * 20 + [1] * 2 + [1] * 50 + [0] * 28, bool)
-    only_a, only_b, p = mcnemar_exact(a, b)
-    assert (only_a, only_b) == (20, 2)
-    assert p == pytest.approx(stats.binomtest(20, 22, 0.5).pvalue)
-    assert p < 0.001
-    assert mcnemar_exact(a, a) == (0, 0, 1.0)
-
-
-def test_bootstrap_interval_covers_the_true_difference_and_excludes_zero_for_a_clear_one():
-    rng = np.random.default_rng(1)
-    a = rng.random(2000) < 0.80
-    b = rng.random(2000) < 0.70
-    low, high = bootstrap_difference(a, b)
-    observed = 100 * (a.mean() - b.mean())
-    assert low < observed < high
-    assert low > 0
 
 
 def test_pareto_front_keeps_only_undominated_models():
@@ -107,9 +86,9 @@ def test_baseline_flags_ten_percent_throughput_drop_not_one_percent(tmp_path):
 
 
 def test_baseline_flags_accuracy_below_the_baseline_interval(tmp_path):
-    base = leaderboard(load_results(make_results(tmp_path / "base")).ok)
-    now = leaderboard(load_results(make_results(tmp_path / "now", accuracy_shift=-0.05)).ok)
-    changes = compare_to_baseline(now, base).set_index(["dataset", "model", "metric"])
+    base = make_results(tmp_path / "base")
+    now = make_results(tmp_path / "now", accuracy_shift=-0.05)
+    changes = assemble(now, base).baseline.changes.set_index(["dataset", "model", "metric"])
     assert changes.loc[("cifar10", "timm/resnet18", "accuracy"), "regression"]
     assert not changes.loc[("cifar10", "timm/resnet18", "params"), "regression"]
 
@@ -131,7 +110,7 @@ def test_the_leaders_missing_predictions_leave_the_comparison_untested_and_say_w
     report = assemble(out)
     (verdict,) = report.verdicts()
     assert verdict.kind == "untested"
-    assert "no seed has predictions.csv for both models" in verdict.headline
+    assert "no seed of timm/resnet18 has a readable predictions.csv" in verdict.headline
     assert any("predictions.csv is missing" in p for p in report.results.problems)
 
 
@@ -184,12 +163,13 @@ def test_leaderboard_numbers_equal_those_computed_from_results_csv(full_report):
 def test_significance_verdict_for_a_planted_clear_difference_and_a_planted_tie(full_report):
     _, html, page = full_report
     assert page.verdict_kinds == {"cifar10": "significant", "mnist": "tie"}
-    assert page.significance["cifar10"]["data-significant"] == "true"
-    assert float(page.significance["cifar10"]["data-p"]) < 0.001
-    assert page.significance["mnist"]["data-significant"] == "false"
-    assert float(page.significance["mnist"]["data-p"]) > 0.05
+    runner_up = "keras/mobilenet_v3_small"
+    assert page.significance[("cifar10", runner_up)]["data-significant"] == "true"
+    assert float(page.significance[("cifar10", runner_up)]["data-p"]) < 0.001
+    assert page.significance[("mnist", runner_up)]["data-significant"] == "false"
+    assert float(page.significance[("mnist", runner_up)]["data-p"]) > 0.05
     text = html.read_text(encoding="utf-8")
-    assert "timm/resnet18 leads on cifar10 by" in text and "treat them as tied" in text
+    assert "timm/resnet18 leads on cifar10 by" in text and "are tied on mnist" in text
 
 
 def test_baseline_regressions_are_flagged_on_the_page(full_report):
@@ -219,13 +199,16 @@ def test_provenance_shows_versions_device_fingerprints_and_run_parameters(full_r
 
 # ---- partial and empty results --------------------------------------------------------------------------------
 
-def test_one_seed_gives_no_interval_and_says_so(tmp_path):
+def test_one_seed_gives_test_image_intervals_only_and_says_what_it_cannot_know(tmp_path):
     out = make_results(tmp_path / "out", plan={"cifar10": PLAN["cifar10"]}, seeds=(0,), failed=())
     page_text = render(out).read_text(encoding="utf-8")
     page = ReportPage(page_text)
-    assert "One seed per model: no interval" in page_text
-    assert "no interval drawn" in page_text
-    assert all("±" not in text for _, text in page.leaderboard.values())
+    assert "With one seed per model the intervals count the 300 test images only" in page_text
+    assert "Run 3 or more seeds" in page_text
+    assert "interval over the test images only (one seed per model)" in page_text  # the figure's caption
+    for (_, _, metric), (_, text) in page.leaderboard.items():
+        assert "±" not in text and "×/÷" not in text  # no spread over seeds from one seed
+        assert ("[" in text) == (metric in ("accuracy", "f1_macro", "behind_leader") and text != "leader"), text
 
 
 def test_empty_results_produce_a_report_that_says_so(tmp_path):
@@ -242,8 +225,8 @@ def test_all_failed_results_produce_a_report_that_says_so(tmp_path):
     out = make_results(tmp_path / "out", plan=plan, seeds=(0, 1),
                        failed=(("timm/resnet18", "mnist", 0), ("timm/resnet18", "mnist", 1)))
     page_text = render(out).read_text(encoding="utf-8")
-    assert "All 2 job(s) failed: there is no leaderboard" in page_text
-    assert "All 2 job(s) on mnist failed" in page_text
+    assert "All 2 jobs failed: there is no leaderboard" in page_text
+    assert "All 2 jobs on mnist failed" in page_text
     assert ReportPage(page_text).images == []
 
 
@@ -291,7 +274,8 @@ def test_test_subsets_are_stated_and_rows_on_different_test_images_are_ranked_ap
 
     verdicts = {v.tested_on: v for v in report.verdicts()}
     assert verdicts[full].kind == "single" and f"mnist ({full})" in verdicts[full].headline
-    assert f"leads on mnist ({subset})" in verdicts[subset].headline or "same mean accuracy" in verdicts[subset].headline
+    assert f"leads on mnist ({subset})" in verdicts[subset].headline or f"tied on mnist ({subset})" in verdicts[
+        subset].headline
     assert f"Not ranked against the rows {full}: different test images." in verdicts[subset].details
     assert "Trained on 5,000 of 54,000 images." in verdicts[subset].details
 

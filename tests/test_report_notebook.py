@@ -40,7 +40,7 @@ def test_build_report_executes_the_notebook_and_writes_every_file(tmp_path):
     html = build_report(out, baseline)
     assert html == out / "report.html"
     page = ReportPage(html.read_text(encoding="utf-8"))
-    assert page.sections == ["verdict", "leaderboards", "figures", "statistics", "baseline", "failures",
+    assert page.sections == ["verdict", "leaderboards", "figures", "statistics", "baseline", "failures", "time",
                              "provenance"]
     assert len(page.images) == 6
     assert (out / "report.md").is_file() and (out / "summary.csv").is_file()

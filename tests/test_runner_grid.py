@@ -65,7 +65,7 @@ def processes_in(folder: Path) -> list[psutil.Process]:
 def e2e(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e")
     suite = grid(["keras/mnist_convnet", "timm/resnet18"], ["tinygray", "tinyrgb"])
-    result = run_grid(suite, out=out, jobs=2, timeout=WAIT_S, report=False, registry=env, progress=False)
+    result = run_grid(suite, out=out, slots=2, timeout=WAIT_S, report=False, registry=env, progress=False)
     return suite, result
 
 
@@ -85,6 +85,28 @@ def test_e2e_four_ok_rows_in_the_documented_schema(e2e):
         assert row.job_id.endswith(row.config_hash[:8]) and Path(row.notebook).parent.name == row.job_id
         metrics = json.loads((result.out_dir / "jobs" / row.job_id / "metrics.json").read_text())
         assert metrics["accuracy"] == pytest.approx(row.accuracy)
+
+
+def test_e2e_phases_add_up_to_each_jobs_wall_time(e2e):
+    _, result = e2e
+    for job in result.jobs:
+        metrics = json.loads((result.out_dir / "jobs" / job.job_id / "metrics.json").read_text())
+        wall, parts = metrics["wall"], metrics["phases"]
+        assert sum(parts.values()) == pytest.approx(wall["seconds"], rel=1e-6)
+        assert {"process_start", "kernel_start", "imports", "load_data", "train", "evaluate", "benchmark",
+                "display", "write"} <= set(parts)
+        assert wall["started_at"] < wall["device_from"] < wall["ended_at"]
+
+
+def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before_using_the_device(env, tmp_path):
+    result = run_grid(suite_from_dict({"models": ["testkit/linear"], "datasets": ["tinygray"], "seeds": [0, 1],
+                                       "params": TINY}), out=tmp_path / "out", slots=1, timeout=WAIT_S,
+                      report=False, registry=env, progress=False)
+    assert result.exit_code == 0, result.summary()
+    first, second = sorted((json.loads((result.out_dir / "jobs" / job.job_id / "metrics.json").read_text())["wall"]
+                            for job in result.jobs), key=lambda wall: wall["started_at"])
+    assert second["started_at"] < first["ended_at"]  # its start overlapped the first job's figures and files
+    assert second["device_from"] > first["ended_at"]  # but nothing of the first job ran beside its timed work
 
 
 def test_e2e_notebooks_hold_exactly_the_requested_parameters(e2e):
@@ -112,13 +134,13 @@ def test_e2e_run_json_records_the_grid(e2e):
     _, result = e2e
     run = json.loads((result.out_dir / "run.json").read_text())
     assert [j["job_id"] for j in run["grid"]] == [j.job_id for j in result.jobs]
-    assert run["statuses"] == {"ok": 4} and run["jobs"] == 2 and run["finished_at"]
+    assert run["statuses"] == {"ok": 4} and run["slots"] == 2 and run["finished_at"]
 
 
 def test_rerun_skips_succeeded_jobs_and_keeps_one_row_each(e2e):
     suite, result = e2e
     records = {p: p.stat().st_mtime_ns for p in result.out_dir.glob("jobs/*/job.json")}
-    again = run_grid(suite, out=result.out_dir, jobs=2, report=False, registry=get_registry([TESTKIT], ()),
+    again = run_grid(suite, out=result.out_dir, slots=2, report=False, registry=get_registry([TESTKIT], ()),
                      progress=False)
     assert again.skipped == 4 and again.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in result.out_dir.glob("jobs/*/job.json")} == records
@@ -144,7 +166,7 @@ def test_a_failing_report_is_reported_and_loses_no_results(e2e, monkeypatch):
 def faults(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("faults")
     suite = grid(["testkit/hang", "testkit/linear", "testkit/exit", "testkit/raise"], ["tinygray"])
-    result = run_grid(suite, out=out, jobs=2, timeout=FAULT_TIMEOUT_S, report=False, registry=env, progress=False)
+    result = run_grid(suite, out=out, slots=2, timeout=FAULT_TIMEOUT_S, report=False, registry=env, progress=False)
     return {row["model"]: row for row in result.rows}, result
 
 
@@ -236,7 +258,7 @@ def test_sigkilled_runner_resumes_without_losing_or_repeating_jobs(env, tmp_path
 # -- a dead kernel leaves its trace ---------------------------------------------------------------------------
 
 def test_a_dead_kernel_leaves_its_stack_in_runner_log_and_names_the_signal_and_cell(env, tmp_path):
-    result = run_grid(grid(["crashkit/segfault", "crashkit/sigkill"], ["tinygray"]), out=tmp_path / "out", jobs=2,
+    result = run_grid(grid(["crashkit/segfault", "crashkit/sigkill"], ["tinygray"]), out=tmp_path / "out", slots=2,
                       timeout=WAIT_S, report=False, registry=env, progress=False)
     rows = {row["model"]: row for row in result.rows}
     segfault, sigkill = rows["crashkit/segfault"], rows["crashkit/sigkill"]

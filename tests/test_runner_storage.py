@@ -27,6 +27,7 @@ import pytest
 from imgbench import cli, schema
 from imgbench.paths import atomic_write_json, atomic_write_text
 from imgbench.runner import grid as grid_module
+from imgbench.specs import Executor
 from imgbench.runner.cli import WRITE_FAILED
 from imgbench.runner.folder import MIN_FREE_MB
 from imgbench.runner.jobs import Job
@@ -39,7 +40,7 @@ GRID = ["-m", "testkit/linear", "-d", "tinygray", "--seeds", "0,1,2", "-p", "epo
 QUIET = MachineLoad(load_average=0.0, free_cores=2.0, cores=2)
 
 
-class InstantExecutor:
+class InstantExecutor(Executor[Any]):
     """Runs each job as execute_job leaves it, without a kernel; ``after(number, task)`` runs between jobs."""
 
     def __init__(self, after: Callable[[int, Any], None]) -> None:

@@ -331,10 +331,10 @@ def test_a_record_with_another_configuration_is_not_reused(tmp_path):
 
 def test_local_executor_is_registered_and_gives_each_slot_one_gpu():
     spec = get_registry([], ()).executor("local")
-    two = spec.create(jobs=3, gpus=["0", "1"])
+    two = spec.create(slots=3, gpus=["0", "1"])
     assert [two.slot_env(slot) for slot in range(3)] == [
         {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "0"}]
-    assert spec.create(jobs=2, gpus=["0"]).slot_env(1) == {}
+    assert spec.create(slots=2, gpus=["0"]).slot_env(1) == {}
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):

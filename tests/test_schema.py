@@ -8,14 +8,14 @@ from imgbench.engine.record import empty_metrics
 
 CONTRACT = (
     "job_id, model, family, plugin, dataset, seed, status, error, accuracy, top5_accuracy, f1_macro, "
-    "precision_macro, recall_macro, f1_weighted, precision_weighted, recall_weighted, balanced_accuracy, "
-    "log_loss, ece, chance_accuracy, chance_p_value, did_not_learn, best_val_accuracy, train_throughput, "
-    "infer_throughput, latency_p50_ms, latency_p95_ms, "
-    "latency_p99_ms, train_throughput_rel_iqr, infer_throughput_rel_iqr, latency_rel_iqr, params, flops, "
-    "peak_memory_mb, train_peak_memory_mb, epochs, batch_size, image_size, model_input_size, train_samples, "
-    "val_samples, test_samples, train_split_samples, test_split_samples, device, precision, threads, concurrency, "
-    "load_average, free_cores, "
-    "train_time_s, compile_time_s, time_to_target_s, duration_s, dataset_fingerprint, config_hash, notebook"
+    "precision_macro, recall_macro, f1_weighted, precision_weighted, recall_weighted, balanced_accuracy, log_loss, "
+    "ece, chance_accuracy, chance_p_value, did_not_learn, best_val_accuracy, train_throughput, infer_throughput, "
+    "latency_p50_ms, latency_p95_ms, latency_p99_ms, train_throughput_rel_iqr, infer_throughput_rel_iqr, "
+    "latency_rel_iqr, train_gpu_busy, infer_gpu_busy, params, flops, peak_memory_mb, train_peak_memory_mb, epochs, "
+    "batch_size, image_size, model_input_size, train_samples, val_samples, test_samples, train_split_samples, "
+    "test_split_samples, device, precision, threads, concurrency, load_average, free_cores, train_time_s, "
+    "compile_time_s, time_to_target_s, train_energy_j, energy_per_train_image_j, energy_to_target_j, "
+    "energy_per_inference_image_j, energy_source, energy_note, duration_s, dataset_fingerprint, config_hash, notebook"
 )
 
 

@@ -16,7 +16,7 @@ from imgbench.engine import Recipe, threads
 from imgbench.engine.train import select_device
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
-from imgbench.runner import execute, run_grid
+from imgbench.runner import executors, run_grid
 from imgbench.runner.dask_executor import host_slots
 from imgbench.runner.executors import LocalExecutor
 from imgbench.runner.suite import suite_from_dict
@@ -51,40 +51,40 @@ def test_threads_in_force_sets_torch_from_the_concurrency_and_restores_it(monkey
 def test_local_executor_gives_every_job_its_share_and_the_concurrency(monkeypatch):
     seen, lock = [], threading.Lock()
 
-    def fake_execute(task, *, extra_env=None, stop=None):
+    def fake_execute(task, *, extra_env=None, stop=None, on_untimed=None):
         with lock:
             seen.append((task.job.job_id, dict(extra_env)))
         return {"job_id": task.job.job_id}
 
-    monkeypatch.setattr(execute, "execute_job", fake_execute)
+    monkeypatch.setattr(executors, "execute_job", fake_execute)  # where LocalExecutor looks it up
     tasks = [fake_task("a"), fake_task("b"), fake_task("c", requested=3)]
-    LocalExecutor(jobs=2, gpus=[]).run(tasks, lambda task, row: None)
+    LocalExecutor(slots=2, gpus=[]).run(tasks, lambda task, row: None)
     envs = dict(seen)
     share = str(max(1, CORES // 2))
     assert envs["a"]["OMP_NUM_THREADS"] == envs["b"]["MKL_NUM_THREADS"] == share
     assert envs["c"]["OMP_NUM_THREADS"] == "3"
     assert {env["IMGBENCH_CONCURRENCY"] for env in envs.values()} == {"2"}
     seen.clear()
-    LocalExecutor(jobs=8, gpus=[]).run(tasks[:2], lambda task, row: None)  # only 2 jobs can run at once
+    LocalExecutor(slots=8, gpus=[]).run(tasks[:2], lambda task, row: None)  # only 2 jobs can run at once
     assert {env["IMGBENCH_CONCURRENCY"] for _, env in seen} == {"2"}
 
 
 def test_several_gpu_jobs_on_one_gpu_are_refused_cpu_jobs_are_not():
     tasks = [fake_task("a"), fake_task("b")]
     with pytest.raises(UsageError, match=r"--jobs 2 would run 2 jobs at once on 1 GPU.*use --jobs 1"):
-        LocalExecutor(jobs=2, gpus=["0"]).check(tasks)
+        LocalExecutor(slots=2, gpus=["0"]).check(tasks)
     with pytest.raises(UsageError, match="contaminate every speed figure"):
-        LocalExecutor(jobs=2, gpus=["0"]).check([fake_task("a", "cuda"), fake_task("b", "cpu")])
-    LocalExecutor(jobs=2, gpus=["0"]).check([fake_task("a", "cpu"), fake_task("b", "cpu")])
-    LocalExecutor(jobs=2, gpus=["0", "1"]).check(tasks)  # one GPU per slot
-    LocalExecutor(jobs=2, gpus=["0"]).check(tasks[:1])  # one job: nothing to share with
+        LocalExecutor(slots=2, gpus=["0"]).check([fake_task("a", "cuda"), fake_task("b", "cpu")])
+    LocalExecutor(slots=2, gpus=["0"]).check([fake_task("a", "cpu"), fake_task("b", "cpu")])
+    LocalExecutor(slots=2, gpus=["0", "1"]).check(tasks)  # one GPU per slot
+    LocalExecutor(slots=2, gpus=["0"]).check(tasks[:1])  # one job: nothing to share with
 
 
 def test_cuda_index_is_refused_where_each_slot_sees_only_its_own_gpu():
     with pytest.raises(UsageError, match=r"device='cuda:1'.*sees only its own GPU, as cuda:0"):
-        LocalExecutor(jobs=2, gpus=["0", "1"]).check([fake_task("a", "cuda:1"), fake_task("b")])
-    LocalExecutor(jobs=2, gpus=["0", "1"]).check([fake_task("a", "cuda:0"), fake_task("b", "cuda")])
-    one_slot = LocalExecutor(jobs=1, gpus=["0", "1"])  # one job at a time sees every GPU: the index is real
+        LocalExecutor(slots=2, gpus=["0", "1"]).check([fake_task("a", "cuda:1"), fake_task("b")])
+    LocalExecutor(slots=2, gpus=["0", "1"]).check([fake_task("a", "cuda:0"), fake_task("b", "cuda")])
+    one_slot = LocalExecutor(slots=1, gpus=["0", "1"])  # one job at a time sees every GPU: the index is real
     one_slot.check([fake_task("a", "cuda:1")])
     assert one_slot.slot_env(0) == {}
 
@@ -105,7 +105,7 @@ def test_grid_refuses_shared_gpu_before_writing_anything(tmp_path, monkeypatch):
     suite = suite_from_dict({"models": ["tinycnn/small"], "datasets": ["tinygray"], "seeds": [0, 1],
                              "params": {"device": "cuda"}})
     with pytest.raises(UsageError, match="one job per GPU"):
-        run_grid(suite, out=tmp_path / "out", jobs=2, registry=registry, report=False, progress=False)
+        run_grid(suite, out=tmp_path / "out", slots=2, registry=registry, report=False, progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -124,7 +124,7 @@ def test_jobs_2_runs_each_job_on_its_share_and_records_threads_and_concurrency(t
     registry = get_registry([TESTKIT, REPO / "plugins"], ())
     suite = suite_from_dict({"models": ["tinycnn/small"], "datasets": ["tinygray"], "seeds": [0, 1],
                              "params": {"epochs": 1, "batch_size": 8, "bench_seconds": 0.05, "device": "cpu"}})
-    result = run_grid(suite, out=tmp_path / "out", jobs=2, registry=registry, report=False, progress=False,
+    result = run_grid(suite, out=tmp_path / "out", slots=2, registry=registry, report=False, progress=False,
                       timeout=300)
     assert result.exit_code == 0, result.summary()
     frame = pd.read_csv(result.results_csv)

@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 
 from imgbench.engine import timing
+from imgbench.engine.gpu_busy import BusyMeter
 from imgbench.report import noise
 from imgbench.report.findings import assemble
 from imgbench.report.html_page import render_html
@@ -79,17 +80,116 @@ def test_latency_reports_percentiles_and_the_spread_of_its_samples():
     assert 0 <= figures["latency_rel_iqr"] < 0.5
 
 
-def test_steady_timer_syncs_a_gpu_at_window_edges_only(monkeypatch):
-    syncs = []
-    monkeypatch.setattr(timing, "synchronize", lambda device: syncs.append(device))
-    timer = timing.SteadyTimer(torch.device("cuda"))  # nothing runs on it: synchronize is replaced
+class FakeGpu:
+    """Stands in for a CUDA stream: work is queued (``launch``) and runs at its own pace, events are stamped
+    with the GPU time at which the work queued before them ends, and synchronising is recorded."""
+
+    def __init__(self) -> None:
+        self.queued_ms = 0.0  # when the GPU will have run everything launched so far
+        self.syncs: list[float] = []  # the GPU time of each event a host waited for
+
+    def launch(self, ms: float) -> None:
+        self.queued_ms += ms
+
+    def event(self) -> "FakeEvent":
+        return FakeEvent(self)
+
+
+class FakeEvent:
+    def __init__(self, gpu: FakeGpu) -> None:
+        self.gpu, self.stamp = gpu, None
+
+    def record(self) -> None:
+        self.stamp = self.gpu.queued_ms
+
+    def synchronize(self) -> None:
+        self.gpu.syncs.append(self.stamp)
+
+    def elapsed_time(self, end: "FakeEvent") -> float:
+        return end.stamp - self.stamp
+
+
+def test_steady_timer_marks_gpu_window_edges_with_events_and_waits_only_when_stopped():
+    gpu = FakeGpu()
+    timer = timing.SteadyTimer(torch.device("cuda"), clock=timing.EventClock(gpu.event))
     timer.start()
     for _ in range(25):
+        gpu.launch(4.0)  # a step queues 4 ms of GPU work and returns at once
         timer.step(4)
+        assert gpu.syncs == []  # never a host sync while training: not per step, not per window
     timer.stop()
-    assert len(syncs) == 4  # start, after steps 10 and 20, stop: never one per step
-    assert timer.images == 100 and len(timer.window_rates) == 3
-    assert timer.images_per_second() == pytest.approx(100 / timer.elapsed)
+    assert gpu.syncs == [40.0, 80.0, 100.0]  # each window's end, read once the epoch's steps are queued
+    assert timer.images == 100 and timer.window_rates == [pytest.approx(1000.0)] * 3  # 40 images / 40 ms...
+    assert timer.elapsed == pytest.approx(0.1) and timer.images_per_second() == pytest.approx(1000.0)
+
+
+def test_inference_on_events_times_the_gpus_work_not_the_hosts():
+    gpu = FakeGpu()
+
+    def forward(x):  # 2 ms of GPU work per batch of 8; the host returns at once
+        gpu.launch(2.0)
+
+    figures = timing.inference_throughput(forward, BATCH, torch.device("cuda"), seconds=0.1,
+                                          clock=timing.EventClock(gpu.event))
+    assert figures["infer_throughput"] == pytest.approx(8 / 0.002)
+    assert figures["infer_throughput_rel_iqr"] == 0.0 and figures["infer_gpu_busy"] is None
+
+
+def _noisy_then_steady(noisy_ms: float):
+    """A fake GPU forward: 1 ms, but 3 ms in every other 25 ms of the first ``noisy_ms`` of GPU time."""
+    gpu, calls = FakeGpu(), []
+
+    def forward(x):
+        calls.append(1)
+        slow = gpu.queued_ms < noisy_ms and int(gpu.queued_ms / 25) % 2
+        gpu.launch(3.0 if slow else 1.0)
+
+    return gpu, calls, forward
+
+
+def test_inference_chunks_are_added_until_their_spread_is_small():
+    seconds = 0.2
+    gpu, calls, forward = _noisy_then_steady(noisy_ms=150)
+    figures = timing.inference_throughput(forward, BATCH, CPU, seconds, clock=timing.EventClock(gpu.event))
+    timed_s = gpu.queued_ms / 1000
+    warm_up = timing.WARMUP_SHARE * seconds
+    assert seconds * 1.5 < timed_s - warm_up < timing.MAX_BENCH_FACTOR * seconds  # past bench_seconds, then stopped
+    assert figures["infer_throughput_rel_iqr"] <= timing.TARGET_REL_IQR
+
+
+def test_inference_chunks_stop_at_the_time_cap_when_the_spread_stays_large():
+    seconds = 0.2
+    gpu, calls, forward = _noisy_then_steady(noisy_ms=float("inf"))
+    figures = timing.inference_throughput(forward, BATCH, CPU, seconds, clock=timing.EventClock(gpu.event))
+    timed_s = gpu.queued_ms / 1000
+    assert timing.MAX_BENCH_FACTOR * seconds <= timed_s - timing.WARMUP_SHARE * seconds < (timing.MAX_BENCH_FACTOR + 0.5) * seconds
+    assert figures["infer_throughput_rel_iqr"] > timing.TARGET_REL_IQR
+
+
+def test_the_gpu_busy_share_averages_the_drivers_samples_taken_inside_the_windows():
+    driver = [(100, 90.0), (200, 90.0)]  # samples from before the window: left out
+    meter = BusyMeter(lambda since: [sample for sample in driver if sample[0] > since])
+    gpu = FakeGpu()
+
+    def forward(x):  # the driver samples as the batches run: a launch-bound 30% busy
+        gpu.launch(1.0)
+        driver.append((driver[-1][0] + 100, 30.0))
+
+    figures = timing.inference_throughput(forward, BATCH, torch.device("cuda"), seconds=0.05,
+                                          clock=timing.EventClock(gpu.event), busy=meter)
+    assert figures["infer_gpu_busy"] == pytest.approx(0.30)
+    driver.append((10**9, 100.0))  # after the window: left out too
+    assert meter.share() == pytest.approx(0.30)
+    timer = timing.SteadyTimer(torch.device("cuda"), clock=timing.EventClock(gpu.event), busy=meter)
+    timer.start()
+    for busy in (50.0, 70.0):  # a second meter window, during training: its samples join the first's
+        driver.append((driver[-1][0] + 100, busy))
+        gpu.launch(1.0)
+        timer.step(8)
+    timer.stop()
+    samples = [30.0] * (len(meter.values) - 2) + [50.0, 70.0]
+    assert timer.gpu_busy() == pytest.approx(sum(samples) / len(samples) / 100)
+    assert BusyMeter(lambda since: []).share() is None  # no sample inside: no figure, not zero
 
 
 def test_steady_timer_on_the_cpu_times_every_step_and_measures_their_spread():
@@ -131,12 +231,12 @@ def _ok(**columns):
 
 def test_noise_note_names_the_noisy_figure_and_why():
     assert noise.speed_notes(_ok()) == []
-    note = noise.noise_note(_ok(infer_throughput_rel_iqr=0.31))
+    note = " ".join(noise.noise_notes(_ok(infer_throughput_rel_iqr=0.31)))
     assert "m on d, seed 0: inference speed 31%" in note and "another process took the cpu" in note.lower()
 
 
 def test_shared_cpu_note_only_for_cpu_jobs_that_ran_beside_others():
-    assert "2 jobs at once, 1 thread(s) each" in noise.shared_cpu_note(_ok(concurrency=2))
+    assert "2 jobs at once, 1 thread each" in noise.shared_cpu_note(_ok(concurrency=2))
     assert noise.shared_cpu_note(_ok(concurrency=2, device="cuda:0")) == ""
     assert noise.shared_cpu_note(_ok(concurrency=1)) == ""
 

@@ -41,8 +41,8 @@ def locate(*, data_dir: Path | None, cache_dir: Path, arg: str) -> tuple[str, st
 
 
 class RunOnly:
-    def __init__(self, jobs: int = 1) -> None:
-        self.jobs = jobs
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
 
     def run(self, tasks: Sequence[Any], on_result: Any, on_start: Any = None) -> None:
         pass

@@ -10,17 +10,22 @@ import argparse
 import json
 import os
 import sys
+import tomllib
 from pathlib import Path
 from typing import Sequence
 
 from imgbench import __version__
+from imgbench.engine.recipe import resolve_recipe
 from imgbench.errors import UsageError
+from imgbench.inference import cli as infer_cli
 from imgbench.paths import DATA_DIR_ENV, DataFolders
 from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV, repo_plugins_dir
+from imgbench.recipe_fields import RECIPE_FIELDS
 from imgbench.registry import Registry, registry_with
 from imgbench.report import cli as report_cli
+from imgbench.resources import copy_notebooks, shipped_suite_texts
 from imgbench.runner import cli as run_cli
-from imgbench.runner.suite import is_glob
+from imgbench.runner.suite import is_glob, suite_from_dict
 from imgbench.terminal import plural, table, wrap
 
 BROKEN_PIPE = 141  # the shell's code for a process whose reader went away (128 + SIGPIPE)
@@ -28,6 +33,7 @@ BROKEN_PIPE = 141  # the shell's code for a process whose reader went away (128 
 DELEGATED = {
     "report": (report_cli, "build the comparison report of a results folder"),
     "run": (run_cli, "run a benchmark grid (a suite TOML and/or -m/-d/--seeds)"),
+    "infer": (infer_cli, "benchmark inference: batch sizes x precisions x runtimes, energy, agreement"),
 }
 # (name, one-line help, description) of the commands defined here; argparse shows the help in
 # `imgbench --help` and the description in `imgbench NAME --help`.
@@ -189,10 +195,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    import tomllib
-
-    from imgbench.resources import shipped_suite_texts
-    from imgbench.runner.suite import suite_from_dict
 
     rows = []
     for name, text in shipped_suite_texts().items():
@@ -210,9 +212,6 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from imgbench.engine.recipe import resolve_recipe
-    from imgbench.recipe_fields import RECIPE_FIELDS
-
     spec = None
     if args.dataset:  # by its base name, so `imgbench params imagefolder` needs no folder
         base = args.dataset.partition(":")[0]
@@ -241,8 +240,6 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    from imgbench.resources import copy_notebooks
-
     for path in copy_notebooks(args.folder, overwrite=args.force):
         print(path)
     print(wrap("open them with `jupyter lab`; benchmark.ipynb runs one job as is, report.ipynb wants a results folder"))

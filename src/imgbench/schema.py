@@ -9,6 +9,7 @@ and the tests follow.
 Layout of a results folder ``OUT/``::
 
     results.csv  run.json  tracking.json  report.html  report.md  report.ipynb  summary.csv  figures/
+    inference.csv  inference.json                           (from `imgbench infer`, alone or beside a grid)
     jobs/<job-id>/{metrics.json, predictions.csv, history.csv, notebook.ipynb,
                                           runner.log, request.json, execution.json, model.safetensors, job.json}
 """
@@ -31,6 +32,9 @@ REPORT_MD = "report.md"  # the same content, figures linked from FIGURES_DIR
 REPORT_NOTEBOOK = "report.ipynb"  # the executed report notebook
 FIGURES_DIR = "figures"  # every figure as PNG and SVG
 SUMMARY_CSV = "summary.csv"  # the leaderboards: per (dataset, test set, model) mean, interval, seeds, rank
+# `imgbench infer` (imgbench.inference): its table (INFERENCE_COLUMNS below) and its run's record
+INFERENCE_CSV = "inference.csv"  # one row per (model, dataset, runtime, precision, batch size)
+INFERENCE_JSON = "inference.json"  # the command, device, versions, allocator and energy counter of the run
 
 # -- one job's folder: OUT/jobs/<job-id>/ ---------------------------------------------------------------------
 METRICS_JSON = "metrics.json"  # the engine's results and provenance, written last by the engine
@@ -102,6 +106,10 @@ class Column:
         return self.kind in (int, float)
 
 
+ENERGY_SOURCE = ("the counter read: `nvml` (the GPU's total-energy counter) or `rapl` (the CPU packages); empty "
+                 "when none")  # results.csv's and inference.csv's energy_source
+
+
 def _c(name: str, kind: type, origin: str, meaning: str, unit: str = "", better: str = "", spread: str = "") -> Column:
     return Column(name, kind, origin, meaning, unit, better, spread)
 
@@ -149,6 +157,10 @@ COLUMNS: tuple[Column, ...] = (
                                                   "chunks", better=LOWER),
     _c("latency_rel_iqr", float, ENGINE, "spread of the latency: relative IQR of the single-image samples",
        better=LOWER),
+    _c("train_gpu_busy", float, ENGINE, "share of the training steps' wall time the GPU spent running kernels "
+                                        "(low: bound by the CPU launching kernels); empty off CUDA", FRACTION),
+    _c("infer_gpu_busy", float, ENGINE, "share of the inference batches' wall time the GPU spent running kernels "
+                                        "(low: bound by the CPU launching kernels); empty off CUDA", FRACTION),
     _c("params", int, ENGINE, "trainable parameters", better=LOWER),
     _c("flops", int, ENGINE, "forward FLOPs per image at the model's input size", "FLOPs", LOWER),
     _c("peak_memory_mb", float, ENGINE, "peak memory during the job (MB; GPU memory on CUDA)", "MB", LOWER),
@@ -178,6 +190,18 @@ COLUMNS: tuple[Column, ...] = (
     _c("compile_time_s", float, ENGINE, "`torch.compile` time (s); empty without `compile`", "s", LOWER),
     _c("time_to_target_s", float, ENGINE, "training time until validation accuracy first reached "
                                           "`target_accuracy` (s); empty if off or never", "s", LOWER),
+    _c("train_energy_j", float, ENGINE, "energy the device's counter measured over the training phase, validation "
+                                        "passes included (J); empty without a counter (`energy_note` says why)",
+       "J", LOWER),
+    _c("energy_per_train_image_j", float, ENGINE, "`train_energy_j` per training image seen (J)", "J", LOWER),
+    _c("energy_to_target_j", float, ENGINE, "energy until validation accuracy first reached `target_accuracy` "
+                                            "(J), over the same span as `time_to_target_s`", "J", LOWER),
+    _c("energy_per_inference_image_j", float, ENGINE, "energy per image of the inference throughput measurement: "
+                                                      "the counter's mean power over it / `infer_throughput` (J)",
+       "J", LOWER),
+    _c("energy_source", str, ENGINE, ENERGY_SOURCE),
+    _c("energy_note", str, ENGINE, "why an energy column is empty (no counter on this machine, a window shorter "
+                                   "than the counter's resolution)"),
     _c("duration_s", float, RUNNER, "the whole job, kernel start to end, as the runner saw it (s)", "s", LOWER),
     _c("dataset_fingerprint", str, ENGINE, "checksum of the data, split and preprocessing the job used"),
     _c("config_hash", str, RUNNER, "12 hex characters: sha256 of model, dataset, seed and full recipe; "
@@ -202,6 +226,69 @@ assert all(c.kind in (str, int, float) and c.origin in (RUNNER, ENGINE) and c.be
            for c in COLUMNS)
 
 
+# -- the columns of inference.csv (`imgbench infer`) -----------------------------------------------------------
+INFER = "infer"  # measured or set by `imgbench infer`
+RUNTIMES = ("eager", "compile", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "fp16")
+AGREEMENT_REFERENCE = ("eager", "fp32")  # the (runtime, precision) every other one is compared with
+
+
+def _i(name: str, kind: type, meaning: str, unit: str = "", better: str = "", spread: str = "") -> Column:
+    return Column(name, kind, INFER, meaning, unit, better, spread)
+
+
+INFERENCE_COLUMNS: tuple[Column, ...] = (
+    _i("model", str, "model name, e.g. `timm/resnet18`"),
+    _i("family", str, "model family (`keras`, `timm`, or a plugin's namespace)"),
+    _i("dataset", str, "the dataset that gave the input shape and the test images"),
+    _i("runtime", str, ", ".join(f"`{r}`" for r in RUNTIMES) + " (torch.compile; ONNX Runtime on a model exported "
+                                                                "with torch.onnx)"),
+    _i("precision", str, ", ".join(f"`{p}`" for p in PRECISIONS) + ": autocast for `eager` and `compile`; the "
+                                                                    "model and inputs cast for `onnxruntime`"),
+    _i("batch_size", int, "images per call"),
+    _i("status", str, f"`{Status.OK}`; `{Status.OOM}` (the batch did not fit); `{Status.FAILED}` (the runtime "
+                      f"cannot run the model: export failure, unsupported op, missing package)"),
+    _i("error", str, "why the row is not `ok`, in the runtime's own words (on an `ok` row: why its agreement "
+                     "is empty); empty otherwise"),
+    _i("throughput", float, "images per second at this batch size", "img/s", HIGHER, spread="throughput_rel_iqr"),
+    _i("latency_p50_ms", float, "time of one call at this batch size, median (ms)", "ms", LOWER,
+       spread="latency_rel_iqr"),
+    _i("latency_p90_ms", float, "time of one call at this batch size, 90th percentile (ms)", "ms", LOWER),
+    _i("latency_p99_ms", float, "time of one call at this batch size, 99th percentile (ms)", "ms", LOWER),
+    _i("throughput_rel_iqr", float, "spread of `throughput`: relative IQR over its equal timed chunks", better=LOWER),
+    _i("latency_rel_iqr", float, "spread of the latency: relative IQR of the timed calls", better=LOWER),
+    _i("peak_memory_mb", float, "peak memory while this batch size was timed (MB): the CUDA allocator's peak for "
+                                "torch runtimes on a GPU, the process's peak resident memory on the CPU; empty "
+                                "for onnxruntime on a GPU (its own arena)", "MB", LOWER),
+    _i("energy_per_image_j", float, "energy per image (J): the counter's joules over the throughput window divided "
+                                    "by the window's seconds and the throughput; empty without a counter",
+       "J", LOWER),
+    _i("energy_source", str, ENERGY_SOURCE),
+    _i("energy_note", str, "why `energy_per_image_j` is empty (e.g. no energy counter on this machine)"),
+    _i("compile_time_s", float, "`compile`: the first call at this batch size (tracing and code generation); "
+                                "`onnxruntime`: export and session creation, once per model and precision; empty "
+                                "for `eager`", "s", LOWER),
+    _i("agreement", float, "share of the test images whose top-1 class equals eager fp32's", FRACTION, HIGHER),
+    _i("max_logit_diff", float, "largest absolute difference from eager fp32's logits over the test images",
+       better=LOWER),
+    _i("accuracy", float, "test top-1 accuracy of this runtime and precision on the same images", FRACTION, HIGHER),
+    _i("agreement_samples", int, "test images compared (`--test-samples`, stratified)"),
+    _i("image_size", int, "side of the images the model saw"),
+    _i("weights", str, "`random`, `pretrained`, or the checkpoint file"),
+    _i("device", str, "where it ran (`cpu`, `cuda:0`, ...)"),
+    _i("runtime_version", str, "the runtime as it ran: torch's version, ONNX Runtime's version and execution "
+                               "provider"),
+    _i("threads", int, "CPU threads (torch's, and ONNX Runtime's intra-op threads)"),
+    _i("bench_seconds", float, "seconds of each timed measurement (`--bench-seconds`)", "s"),
+)
+INFERENCE_BY_NAME: dict[str, Column] = {c.name: c for c in INFERENCE_COLUMNS}
+INFERENCE_STATUSES = (Status.OK, Status.OOM, Status.FAILED)
+INFERENCE_KEYS = ("model", "dataset", "runtime", "precision", "batch_size")  # one row per key
+
+assert len(INFERENCE_BY_NAME) == len(INFERENCE_COLUMNS), "two inference columns share a name"
+assert all(c.spread in INFERENCE_BY_NAME for c in INFERENCE_COLUMNS if c.spread)
+
+
 def unit(name: str) -> str:
     """The unit of a column ('' for counts, names and unknown columns)."""
     column = BY_NAME.get(name)
@@ -212,12 +299,13 @@ def higher_is_better(name: str) -> bool:
     return BY_NAME[name].better == HIGHER
 
 
-def markdown_table() -> str:
-    """The results.csv table of docs/reference/results-schema.md, generated from ``COLUMNS``."""
+def markdown_table(columns: tuple[Column, ...] = COLUMNS) -> str:
+    """The results.csv table of docs/reference/results-schema.md (or docs/inference.md's inference.csv table),
+    generated from the columns."""
     lines = ["| column | type | meaning |", "| --- | --- | --- |"]
-    lines += [f"| `{c.name}` | {c.kind.__name__} | {c.meaning} |" for c in COLUMNS]
+    lines += [f"| `{c.name}` | {c.kind.__name__} | {c.meaning} |" for c in columns]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m imgbench.schema: print it
-    sys.stdout.write(markdown_table() + "\n")
+if __name__ == "__main__":  # python -m imgbench.schema [inference]: print it
+    sys.stdout.write(markdown_table(INFERENCE_COLUMNS if sys.argv[1:] == ["inference"] else COLUMNS) + "\n")

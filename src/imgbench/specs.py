@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, TypeVar, cast
 
 from imgbench import schema
+from imgbench.errors import UsageError
 from imgbench.recipe_fields import RecipeValue
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,14 +135,14 @@ class Executor(Protocol[Task]):
 
 
 class ExecutorFactory(Protocol):
-    """``ExecutorSpec.create``: ``create(jobs=N, **options)`` makes the executor of one grid.
+    """``ExecutorSpec.create``: ``create(slots=N, **options)`` makes the executor of one grid.
 
     ``jobs`` is ``imgbench run --jobs``; the other keywords are the spec's declared ``options`` that were
     given (as strings), and nothing else. A factory takes its tasks as the runner's ``JobTask``; this
     bottom layer cannot name that type, hence ``Executor[Any]``.
     """
 
-    def __call__(self, *, jobs: int) -> Executor[Any]:
+    def __call__(self, *, slots: int) -> Executor[Any]:
         ...
 
 
@@ -292,7 +293,7 @@ class ExecutorOption:
 class ExecutorSpec:
     """One way to run a grid of jobs (``local``, ``dask``, ...), returned by ``imgbench_executors``.
 
-    ``create`` (:class:`ExecutorFactory`) is called as ``create(jobs=N, **options)`` and returns an
+    ``create`` (:class:`ExecutorFactory`) is called as ``create(slots=N, **options)`` and returns an
     :class:`Executor`. ``options`` are the only other keywords ``create`` is given; each becomes a
     command-line option of ``imgbench run``.
     """
@@ -304,8 +305,6 @@ class ExecutorSpec:
 
     def resolve_options(self, given: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, object]:
         """``given`` checked against ``options``, with declared environment variables filling the gaps."""
-        from imgbench.errors import UsageError
-
         known = {option.name: option for option in self.options}
         unknown = [key for key in given if key not in known]
         if unknown:

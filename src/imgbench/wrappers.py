@@ -36,6 +36,9 @@ class KerasModule(torch.nn.Module):
       ``torch.Generator`` from its seed state with ``int(tensor)`` on every call: one host sync per layer per
       training step. Those layers draw the same Bernoulli mask from torch's own generator on the device
       instead (seeded by the job's seed), with the same shape, rate and scaling.
+    - Keras' ``Rescaling`` and ``Normalization`` (EfficientNet's first layers) turn their Python floats (scale,
+      offset, epsilon) into device tensors on every call: a copy from the host, and on CUDA a host sync, each.
+      They compute the same with the floats as torch scalars instead.
 
     A model built channels-first (the engine builds them so: ``imgbench.families.keras_models``) takes the
     NCHW inputs as they are; a channels-last one gets an NHWC view of them (a permute, no copy). Which one is
@@ -56,6 +59,10 @@ class KerasModule(torch.nn.Module):
             # exactly Dropout: its subclasses (SpatialDropout2D...) compute their own noise shapes
             if type(layer) is keras.layers.Dropout and (layer.noise_shape is not None or layer.seed is not None):
                 layer.call = _DeviceDropout(layer)
+            elif type(layer) is keras.layers.Rescaling and _scalars(layer.scale, layer.offset):
+                layer.call = _ScalarRescaling(layer)
+            elif type(layer) is keras.layers.Normalization and not layer.invert:
+                layer.call = _ScalarEpsilonNormalization(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._device_scope(str(x.device)):
@@ -111,3 +118,33 @@ class _DeviceDropout:
         keep = 1.0 - rate
         mask = torch.empty(shape, dtype=inputs.dtype, device=inputs.device).bernoulli_(keep)
         return inputs / keep * mask  # Keras: where(mask, inputs / keep, 0)
+
+
+def _scalars(*values: object) -> bool:
+    return all(isinstance(value, (int, float)) for value in values)
+
+
+class _ScalarRescaling:
+    """``keras.layers.Rescaling.call`` for a scalar scale and offset, without making them device tensors."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        return inputs.to(getattr(torch, layer.compute_dtype)) * layer.scale + layer.offset
+
+
+class _ScalarEpsilonNormalization:
+    """``keras.layers.Normalization.call`` (not inverted) with its epsilon a torch scalar, not a device tensor."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        import keras
+
+        layer = self.layer
+        mean, variance = layer.convert_weight(layer.mean), layer.convert_weight(layer.variance)
+        inputs = inputs.to(getattr(torch, layer.compute_dtype))
+        return (inputs - mean) / torch.sqrt(variance).clamp_min(keras.config.epsilon())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from imgbench.engine.recipe import Recipe
 from imgbench.engine.weights import Start, plan_start
 from imgbench.paths import DataFolders
+from imgbench.registry import get_registry
 from imgbench.specs import LoadedDataset, ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +29,6 @@ def load_dataset(dataset: str, recipe: Recipe, *, model: str | ModelSpec | None 
     job's plan when the caller made it already); without, the recipe's ``image_size`` (0: the dataset's own).
     ``data_dir`` is where local copies live (``--data-dir``; default ``IMGBENCH_DATA_DIR``).
     """
-    from imgbench.registry import get_registry
-
     registry = registry or get_registry()
     spec, arg = registry.dataset(dataset)
     model_spec = registry.model(model) if isinstance(model, str) else model

@@ -16,8 +16,10 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from imgbench.engine.weights import file_sha256, resolve_weights_path
 from imgbench.errors import UsageError
 from imgbench.recipe_fields import Recipe, RecipeValue, checked_value
+from imgbench.registry import get_registry
 from imgbench.specs import DatasetSpec, RecipeDefaults
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,8 +54,6 @@ def check_parameter(name: str, value: object) -> None:
     wrong type, a value out of range, or a ``weights`` file that cannot be used."""
     value = checked_value(name, value)
     if name == "weights" and isinstance(value, str) and value:
-        from imgbench.engine.weights import resolve_weights_path
-
         resolve_weights_path(value)
 
 
@@ -62,8 +62,6 @@ def _dataset_defaults(dataset: DatasetSpec | str | None, registry: Registry | No
     if dataset is None:
         return RecipeDefaults()
     if isinstance(dataset, str):
-        from imgbench.registry import get_registry
-
         dataset = (registry or get_registry()).dataset(dataset)[0]
 
     def checked(part: str, values: Mapping[str, object]) -> dict[str, RecipeValue]:
@@ -78,8 +76,6 @@ def _dataset_defaults(dataset: DatasetSpec | str | None, registry: Registry | No
 
 def _transfer_recipe(defaults: RecipeDefaults, recipe: Recipe, checked: Mapping[str, RecipeValue]) -> Recipe:
     """Check weights/finetune and give jobs that start from trained weights the fine-tuning defaults."""
-    from imgbench.engine.weights import resolve_weights_path
-
     if recipe.weights and recipe.pretrained:
         raise UsageError("parameters pretrained=true and weights=... both name starting weights; set one")
     if recipe.weights:
@@ -134,7 +130,6 @@ def config_hash(model: str, dataset: str, seed: int, recipe_dict: Mapping[str, o
     """12 hex characters of the sha256 of the job's canonical JSON configuration."""
     config = {"model": model, "dataset": dataset, "seed": seed, "recipe": dict(recipe_dict)}
     if recipe_dict.get("weights"):  # the file's content, not only its name: a changed file reruns the job
-        from imgbench.engine.weights import file_sha256
 
         config["weights_sha256"] = file_sha256(str(recipe_dict["weights"]))
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))

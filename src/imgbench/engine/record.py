@@ -9,21 +9,44 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import subprocess
+import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import pandas as pd
 
 from imgbench import schema
+from imgbench.engine.phases import WRITE
 from imgbench.paths import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgbench.engine.phases import PhaseTimer
 
 VERSIONED = ("torch", "keras", "timm", "imgbench", "numpy", "scikit-learn")
 GIT_TIMEOUT_S = 5
 
 
+class Recorded(Protocol):
+    """A phase's result: what it adds to the job's record."""
+
+    def record(self) -> Mapping[str, Any]: ...
+
+
 def empty_metrics() -> dict[str, Any]:
     """Every flat key metrics.json carries (``schema.METRICS_KEYS``), None until measured."""
     return dict.fromkeys(schema.METRICS_KEYS)
+
+
+def merge_record(*parts: Recorded | Mapping[str, Any]) -> dict[str, Any]:
+    """The job's record (metrics.json): every flat key, then each part's values in order, a later part's
+    winning; a nested record two parts contribute to (``provenance``, ``weights``) is merged key by key."""
+    merged = empty_metrics()
+    for part in parts:
+        values = part if isinstance(part, Mapping) else part.record()
+        for key, value in values.items():
+            known = merged.get(key)
+            merged[key] = {**known, **value} if isinstance(known, dict) and isinstance(value, Mapping) else value
+    return merged
 
 
 def _version(distribution: str) -> str | None:
@@ -91,10 +114,15 @@ def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(history), columns=list(schema.HISTORY_COLUMNS))
 
 
-def write_job(out_dir: Path, metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
-              predictions: pd.DataFrame) -> None:
-    """history.csv and predictions.csv first, metrics.json last."""
+def write_job(out_dir: Path, metrics: dict[str, Any], history: Sequence[Mapping[str, Any]],
+              predictions: pd.DataFrame, phases: PhaseTimer | None = None) -> None:
+    """history.csv and predictions.csv first, metrics.json last; with ``phases``, the time the tables took
+    goes into metrics.json's ``phases`` as ``write``."""
+    start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / schema.HISTORY_CSV, history_frame(history).to_csv(index=False))
     atomic_write_text(out_dir / schema.PREDICTIONS_CSV, predictions.to_csv(index=False, float_format="%.6g"))
+    if phases is not None:
+        phases.add(WRITE, time.perf_counter() - start)
+        metrics["phases"] = phases.seconds
     atomic_write_json(out_dir / schema.METRICS_JSON, metrics)

@@ -14,13 +14,15 @@ import os
 import random
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from imgbench.energy import EnergyMeter, EnergyReading
+from imgbench.engine import gpu_busy
 from imgbench.engine.data import Augmenter, ImageBatches
 from imgbench.engine.evaluate import loss_and_accuracy, predict_logits
 from imgbench.engine.recipe import Recipe, device_problem
@@ -176,10 +178,15 @@ def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
 
 
 def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: ImageBatches, batch_size: int,
-                 precision: Precision, eval_sizes: Sequence[int] = ()) -> float:
-    """Compile the training graph on one batch and the eval graph at each of ``eval_sizes`` (the batch shapes
-    the job will evaluate and time: remainders and batch 1 each recompile otherwise, inside a timed phase);
-    seconds taken. Weights are restored."""
+                 precision: Precision, eval_sizes: Sequence[int] = (), bench_sizes: Sequence[int] = ()) -> float:
+    """Compile every graph the job will run before anything is timed; the seconds it took. Weights are restored.
+
+    Each (mode, batch shape) is a graph of its own: the training step at ``batch_size`` (train mode, forward
+    and backward); evaluation (eval mode, ``no_grad``, as validation and testing run it) at each of
+    ``eval_sizes``, remainders included; and the benchmarks' forward (eval mode, ``inference_mode``, as
+    :func:`imgbench.engine.timing.inference_forward` runs it) at each of ``bench_sizes``: its batch and batch 1.
+    A shape or mode first seen later would compile inside a timed window.
+    """
     snapshot = copy.deepcopy(model.state_dict())
     x, y = next(train.batches(batch_size))
     start = time.perf_counter()
@@ -188,9 +195,15 @@ def warm_compile(model: torch.nn.Module, compiled: torch.nn.Module, train: Image
         loss = torch.nn.functional.cross_entropy(compiled(x).float(), y)
     loss.backward()
     compiled.eval()
-    with torch.no_grad(), precision.autocast():
-        for size in eval_sizes or (len(x),):
-            compiled(train.inputs(train.x[torch.arange(size, device=train.x.device) % len(train)]))
+    # inputs made where the job makes them: evaluation's under no_grad, the benchmarks' before inference_mode
+    # (an inference tensor as input would be a graph of its own)
+    modes = ((torch.no_grad, torch.no_grad, eval_sizes or (len(x),)), (nullcontext, torch.inference_mode, bench_sizes))
+    for made_under, run_under, sizes in modes:
+        for size in sizes:
+            with made_under():
+                inputs = train.inputs(train.x[torch.arange(size, device=train.x.device) % len(train)])
+            with run_under(), precision.autocast():
+                compiled(inputs)
     synchronize(train.device)
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
@@ -203,10 +216,30 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_throughput: float | None = None
     train_throughput_rel_iqr: float | None = None  # spread of the timed windows' throughputs
+    train_gpu_busy: float | None = None  # the GPU's busy share over the same windows (CUDA only)
     best_val_accuracy: float | None = None
     best_val_epoch: int | None = None
     time_to_target_s: float | None = None
+    images_seen: int = 0  # training images over every epoch, warm-up steps included
+    energy: EnergyReading | None = None  # over the whole of fit, validation included
+    energy_to_target: EnergyReading | None = None  # over the span of time_to_target_s
     error: str | None = None  # set when training diverged
+
+    def record(self) -> dict[str, Any]:
+        return {"train_throughput": self.train_throughput, "train_throughput_rel_iqr": self.train_throughput_rel_iqr,
+                "train_gpu_busy": self.train_gpu_busy, "best_val_accuracy": self.best_val_accuracy,
+                "best_val_epoch": self.best_val_epoch, "time_to_target_s": self.time_to_target_s,
+                "final_val_accuracy": self.history[-1]["val_accuracy"] if self.history else None,
+                **self._energy_record()}
+
+    def _energy_record(self) -> dict[str, Any]:
+        if self.energy is None:
+            return {}
+        target = self.energy_to_target
+        return {"train_energy_j": self.energy.joules,
+                "energy_per_train_image_j": self.energy.per_image(self.images_seen),
+                "energy_to_target_j": target.joules if target is not None else None,
+                "energy_source": self.energy.source}
 
 
 class TrainStep:
@@ -238,21 +271,27 @@ class TrainStep:
 
 
 def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, recipe: Recipe,
-        precision: Precision, seed: int, image_size: int, memory: PeakMemory, progress: bool = False) -> FitResult:
-    """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests."""
-    from tqdm.auto import tqdm
+        precision: Precision, *, seed: int, image_size: int, memory: PeakMemory, progress: bool = False,
+        energy: EnergyMeter | None = None) -> FitResult:
+    """Train for ``recipe.epochs``; validate after each epoch. The final model is what the caller tests.
 
+    With ``energy``, the meter runs over the whole of it (and is lapped when ``target_accuracy`` is reached).
+
+    With ``progress``, one line per epoch on stdout once the epoch is done (as Keras' ``fit(verbose=2)``):
+    nothing is printed while a window is timed, and the lines stay in a saved notebook as plain text.
+    """
     device = train.device
     batch_size = min(recipe.batch_size, len(train))
     steps_per_epoch = train.steps(batch_size, drop_last=True)
     step = TrainStep(model, recipe, precision, steps_per_epoch,
                      Augmenter(recipe.augment, image_size, device, seed, train.memory_format))
     shuffle = torch.Generator().manual_seed(seed)
-    timer = SteadyTimer(device)
+    timer = SteadyTimer(device, busy=gpu_busy.busy_meter(device))
     skip = min(SKIP_STEPS, recipe.epochs * steps_per_epoch // 2)
     result = FitResult()
+    if energy is not None:
+        energy.start()
     started = time.perf_counter()
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, disable=not progress, unit="step", desc="train")
     done = 0
     try:
         for epoch in range(1, recipe.epochs + 1):
@@ -266,12 +305,12 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
                     memory.start_window()
                 step(x, y)
                 seen += len(y)
+                result.images_seen += len(y)
                 done += 1
                 if timer.running:
                     timer.step(len(y))
                 if done % CHECK_EVERY == 0:
                     _check_finite(step.loss_sum, epoch, done)
-                bar.update()
             timer.stop()
             memory.end_window()
             _check_finite(step.loss_sum, epoch, done)
@@ -281,18 +320,34 @@ def fit(model: torch.nn.Module, train: ImageBatches, val: ImageBatches | None, r
             if val is not None and len(val):
                 row["val_loss"], row["val_accuracy"] = loss_and_accuracy(
                     predict_logits(model, val, batch_size, precision.autocast), val.y)
-                _track_best(result, row, recipe.target_accuracy, time.perf_counter() - started)
+                reached = _track_best(result, row, recipe.target_accuracy, time.perf_counter() - started)
+                if reached and energy is not None:
+                    result.energy_to_target = energy.lap()
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             result.history.append(row)
             memory.sample()
-            bar.set_postfix({k: round(row[k], 4) for k in ("train_loss", "val_accuracy") if row[k] is not None})
+            if progress:
+                print(epoch_line(row, recipe.epochs, steps_per_epoch), flush=True)
     except Diverged as exc:
         timer.stop()
         memory.end_window()
         result.error = str(exc)
-    bar.close()
+        if progress:
+            print(f"stopped: {exc}", flush=True)
     result.train_throughput, result.train_throughput_rel_iqr = timer.images_per_second(), timer.rel_iqr()
+    result.train_gpu_busy = timer.gpu_busy()
+    if energy is not None:
+        result.energy = energy.stop()
     return result
+
+
+def epoch_line(row: dict[str, Any], epochs: int, steps: int) -> str:
+    """``epoch 2/3 (160 steps, 4.1 s): train loss 0.7589 accuracy 0.7542, val loss 0.4357 accuracy 0.8728, lr 0.000707``."""
+    parts = [f"train loss {row['train_loss']:.4f} accuracy {row['train_accuracy']:.4f}"]
+    if row["val_accuracy"] is not None:
+        parts.append(f"val loss {row['val_loss']:.4f} accuracy {row['val_accuracy']:.4f}")
+    parts.append(f"lr {row['lr']:.3g}")
+    return f"epoch {row['epoch']}/{epochs} ({steps} steps, {row['epoch_time_s']:.1f} s): " + ", ".join(parts)
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
@@ -301,8 +356,11 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
                        f"lower lr or check the model")
 
 
-def _track_best(result: FitResult, row: dict[str, Any], target: float, elapsed: float) -> None:
+def _track_best(result: FitResult, row: dict[str, Any], target: float, elapsed: float) -> bool:
+    """Update the best epoch; True when this epoch is the first to reach ``target``."""
     if result.best_val_accuracy is None or row["val_accuracy"] > result.best_val_accuracy:
         result.best_val_accuracy, result.best_val_epoch = row["val_accuracy"], row["epoch"]
     if target and result.time_to_target_s is None and row["val_accuracy"] >= target:
         result.time_to_target_s = elapsed
+        return True
+    return False

@@ -15,12 +15,14 @@ import hashlib
 import json
 import os
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from imgbench.errors import UsageError
+from imgbench.paths import atomic_write_bytes
 from imgbench.specs import DataConfig, ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -267,8 +269,6 @@ def _read_state(path: str, kind: str) -> dict[str, Any]:
 def _load_keras_file(core: torch.nn.Module, path: str, heads: set[str], model: str) -> dict[str, Any]:
     """Keras' own loader, with every float variable set to NaN first: what is still NaN was not in the file
     (Keras' loader only warns about what it skipped)."""
-    import warnings
-
     import torch
 
     from imgbench.wrappers import KerasModule
@@ -298,7 +298,6 @@ def save_checkpoint(core: torch.nn.Module, path: Path, metadata: Mapping[str, An
     """``core``'s weights as safetensors with imgbench's metadata, written atomically."""
     from safetensors.torch import save
 
-    from imgbench.paths import atomic_write_bytes
 
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model_state(core).items()}
     record = {"version": CHECKPOINT_VERSION, **metadata}

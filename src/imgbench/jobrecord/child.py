@@ -2,9 +2,10 @@
 
 :func:`imgbench.runner.execute.execute_job` starts it in the job folder, in a session of its own, with the
 job's :class:`~imgbench.runner.execute.JobTask` in ``REQUEST``. It executes the notebook with papermill in a
-kernel of this very Python (:mod:`imgbench.kernel`) and writes how that ended to ``execution.json`` (``schema.OUTCOME_JSON``): ``completed``,
-``failed`` (a cell raised) or ``crashed`` (the kernel died, or did not start); the supervisor turns that into
-the job's status. If the supervisor dies, even by SIGKILL, it takes the kernel down and leaves.
+kernel of this very Python (:mod:`imgbench.kernel`) and writes how that ended to ``execution.json``
+(``schema.OUTCOME_JSON``): ``completed``, ``failed`` (a cell raised) or ``crashed`` (the kernel died, or did
+not start), and when papermill started and returned; the supervisor turns that into the job's status and its
+phase breakdown. If the supervisor dies, even by SIGKILL, it takes the kernel down and leaves.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ def _main(request: str, supervisor_pid: int) -> int:
     task = JobTask.from_dict(json.loads(Path(request).read_text(encoding="utf-8")))
     if task.log_output:  # papermill logs each output through the "papermill" logger; stdout is runner.log
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    started = time.time()
     outcome = run_notebook(task, kernel)
-    atomic_write_json(task.job_dir / schema.OUTCOME_JSON, outcome)
+    # wall-clock times, for the supervisor's phase breakdown (imgbench.engine.phases.JobTimes)
+    atomic_write_json(task.job_dir / schema.OUTCOME_JSON,
+                      {**outcome, "notebook_started": started, "notebook_ended": time.time()})
     return 0
 
 

@@ -2,12 +2,16 @@
 the confusion matrix and the metrics table. Also the recipe from the notebook's parameters; the notebook loads
 its dataset with the engine's own ``imgbench.engine.load_dataset``.
 
-matplotlib and pandas are imported inside the functions; this module is only used in kernels.
+matplotlib and pandas are imported inside the functions; this module is only used in kernels. The figures are
+drawn cheaply (no layout engine: Jupyter's inline backend crops each figure to its contents when it saves it),
+because a job's figures are part of its wall time.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -17,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SAMPLE_COLUMNS = 8
 SAMPLE_ROWS = 2
+TITLE_DIGITS = 4  # significant digits of a number in a figure's title
 # The scalar results worth a glance in the notebook; the full record is metrics.json.
 TABLE_METRICS = (
     "status", "error", "accuracy", "top5_accuracy", "balanced_accuracy", "f1_macro", "log_loss", "ece",
@@ -32,8 +37,6 @@ def recipe_from_parameters(dataset: str, values: Mapping[str, Any]) -> "Recipe":
     recipe, not resolved again. Run by hand, the dataset's recipe with every parameter that is not None
     applied (None = the dataset's default).
     """
-    from imgbench.engine import RECIPE_FIELDS, Recipe, resolve_recipe
-
     given = {name: values.get(name) for name in RECIPE_FIELDS}
     if None not in given.values():
         return Recipe.from_dict(given)
@@ -71,7 +74,6 @@ def sample_grid(data: "LoadedDataset", columns: int = SAMPLE_COLUMNS, rows: int 
     ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray" if c == 1 else None, vmin=0, vmax=255)
     ax.set_title(f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
                  f"{h}x{w}x{c}", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -79,20 +81,22 @@ def training_curves(history: Sequence[Mapping[str, Any]]):
     """Loss and accuracy per epoch, train against validation; None when nothing was trained."""
     import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.ticker import MaxNLocator
 
     if not history:
         print("no training epochs (epochs=0): nothing to plot")
         return None
     frame = pd.DataFrame(list(history))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig.subplots_adjust(wspace=0.25)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for split in ("train", "val"):
             if frame[f"{split}_{metric}"].notna().any():
                 ax.plot(frame["epoch"], frame[f"{split}_{metric}"], marker="o", label=split)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.legend(title="split")
-    fig.tight_layout()
     return fig
 
 
@@ -119,9 +123,13 @@ def confusion_matrix(metrics: Mapping[str, Any]):
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{metrics.get('model')} on {metrics.get('dataset')}: accuracy {metrics.get('accuracy')}")
-    fig.tight_layout()
+    ax.set_title(f"{metrics.get('model')} on {metrics.get('dataset')}: accuracy {_rounded(metrics.get('accuracy'))}")
     return fig
+
+
+def _rounded(value: Any) -> str:
+    """A number as a title shows it: ``TITLE_DIGITS`` significant digits; anything else as it is."""
+    return f"{value:.{TITLE_DIGITS}g}" if isinstance(value, float) else str(value)
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> "pd.DataFrame":

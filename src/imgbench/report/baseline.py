@@ -1,7 +1,8 @@
 """Against a baseline run: the change of each metric per (dataset, model), regressions beyond noise flagged.
 
-Quality metrics regress when the new mean falls below the baseline's 95% interval over seeds (with a single
-baseline seed there is no interval, so nothing is flagged and the row says so). Speed metrics regress when
+Quality metrics regress when the new mean falls below the baseline's 95% interval, the one its leaderboard shows
+(over seeds and test images; over the test images only for a single baseline seed; none without the baseline's
+predictions.csv, so nothing is flagged and the row says so). Speed metrics regress when
 they are worse by more than SPEED_TOLERANCE, a margin above the run-to-run jitter of timing on one machine.
 """
 
@@ -47,7 +48,7 @@ def unmatched(board: pd.DataFrame, baseline_board: pd.DataFrame) -> tuple[list[s
 def _judge(metric: str, current: float, base: float, base_low: float) -> tuple[bool, str]:
     if metric in QUALITY_METRICS:
         if pd.isna(base_low):
-            return False, "baseline has one seed: no interval to judge against"
+            return False, "the baseline has no interval to judge against (no predictions.csv)"
         if current < base_low:
             return True, "below the baseline's 95% interval"
         return False, ""

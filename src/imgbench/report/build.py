@@ -8,7 +8,10 @@ from pathlib import Path
 from imgbench import schema
 from imgbench.paths import atomic_write_text
 from imgbench.report import figures as figs
+from imgbench.report import inference as report_inference
 from imgbench.report.findings import Report, assemble
+from imgbench.report.significance import IMAGES_ONLY
+from imgbench.report.stats import CONFIDENCE
 from imgbench.report.html_page import render_html
 from imgbench.report.markdown_page import render_markdown
 
@@ -24,24 +27,30 @@ def draw_figures(report: Report) -> list[figs.FigureFile]:
     board = report.board.merge(largest[["dataset", "tested_on"]], on=["dataset", "tested_on"])
     for dataset in sorted(set(board["dataset"])):
         ranked = board[board["dataset"] == dataset]
-        best = ranked.iloc[0]["model"]
-        one_seed = ranked["n_seeds"].max() < 2
-        interval = "one seed per model: no interval drawn" if one_seed else "whiskers: 95% t-interval over seeds"
+        leader = ranked.loc[ranked["rank"] == 1, "model"]
+        covers = set(ranked["interval_covers"]) - {""}
+        interval = ("no interval: no predictions.csv" if not covers else
+                    f"whiskers: {CONFIDENCE:.0%} interval over " + (
+                        "the test images only (one seed per model)" if covers == {IMAGES_ONLY}
+                        else "seeds and test images (test images only for a model with one seed)"
+                        if IMAGES_ONLY in covers else "seeds and test images"))
         if len(report.test_sets(dataset)) > 1:
             interval += f"; models ranked as {ranked.iloc[0]['tested_on']}"
+        noisy = bool(ranked["infer_throughput_noisy"].any())
         planned = [
             ("scores", "Accuracy and macro F1", f"Diamond: mean over seeds; dots: single seeds; {interval}.",
              lambda: figs.scores(board, report.results.ok, dataset, palette)),
             ("pareto", "Accuracy vs. inference throughput",
-             "Outlined points lie on the Pareto front (no other model is both faster and more accurate).",
+             "Outlined points lie on the Pareto front (no other model that learnt is both faster and more "
+             f"accurate); whiskers as above{'; hollow points: inference speed too noisy to rank on' * noisy}.",
              lambda: figs.pareto(board, dataset, palette)),
-            ("params", "Accuracy vs. parameters", "Mean accuracy against parameter count.",
+            ("params", "Accuracy vs. parameters", "Mean accuracy against parameter count; whiskers as above.",
              lambda: figs.accuracy_vs_params(board, dataset, palette)),
             ("history", "Validation accuracy per epoch", "Line: mean over seeds; band: min to max over seeds.",
              lambda: figs.history(report.results, dataset, palette)),
-            ("confusion", f"Confusion matrix of {best}",
-             "Best model by mean accuracy, summed over its seeds; each row is normalised to its true class.",
-             lambda: figs.confusion(report.results, dataset, best)),
+            *([("confusion", f"Confusion matrix of {leader.iloc[0]}",
+                "The leader by mean accuracy, summed over its seeds; each row is normalised to its true class.",
+                lambda: figs.confusion(report.results, dataset, leader.iloc[0]))] if len(leader) else []),
             ("perclass", "Per-class F1", "F1 of each class, mean over seeds; models best first.",
              lambda: figs.per_class_f1(report.results, board, dataset)),
         ]
@@ -56,6 +65,7 @@ def draw_figures(report: Report) -> list[figs.FigureFile]:
         if stale not in keep:
             stale.unlink()
     report.figures = files
+    report_inference.draw_figures(report.inference, directory)  # after the sweep of stale files: its own
     return files
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import io
 import math
 import re
+from typing import Any
 from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from imgbench.paths import atomic_write_bytes
 from imgbench.report import fmt
@@ -28,7 +31,10 @@ ROW_INCHES = 0.42  # height per model row in bar charts and heatmaps
 WIDTH_INCHES = 7.5
 MAX_ANNOTATED_CELLS = 15  # confusion matrices up to 15x15 get numbers in their cells
 MAX_HEATMAP_CLASSES = 60  # beyond this, per-class heatmaps show the worst classes only
-THEME = {"style": "whitegrid", "context": "notebook", "font_scale": 0.9}
+THEME: dict[str, Any] = {"style": "whitegrid", "context": "notebook", "font_scale": 0.9}
+# an accuracy axis without intervals to show spans at least this much, so that no gap looks larger than it is
+MIN_ACCURACY_SPAN = 0.05
+NOT_LEARNT = " (did not learn)"
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,11 @@ def slug(text: str) -> str:
 
 
 def scores(board: pd.DataFrame, ok_rows: pd.DataFrame, dataset: str, palette: dict) -> Figure:
-    """Accuracy and macro F1 per model: a diamond at the mean, 95% t-interval whiskers, one dot per seed.
+    """Accuracy and macro F1 per model: a diamond at the mean, whiskers for the interval over seeds and test
+    images (inside [0, 1]), one dot per seed; a model that did not learn is labelled so.
 
-    Points rather than bars, because the axis is zoomed to the models' range and a cut bar would mislead.
+    Points rather than bars, because the axis is zoomed to the models' range and a cut bar would mislead; the
+    zoom always takes in every whisker, so two models whose intervals overlap never look far apart.
     """
     ranked = board[board["dataset"] == dataset]
     seeds = ok_rows[ok_rows["dataset"] == dataset]
@@ -92,6 +100,8 @@ def scores(board: pd.DataFrame, ok_rows: pd.DataFrame, dataset: str, palette: di
         ax.set(xlabel="", ylabel="", title=label)
         if ax is figure.axes[1]:
             ax.tick_params(axis="y", labelleft=False)
+    flagged = set(ranked.loc[ranked["did_not_learn"] != "", "model"])
+    figure.axes[0].set_yticks(positions, [m + NOT_LEARNT if m in flagged else m for m in order])
     return figure
 
 
@@ -102,11 +112,14 @@ def pareto(board: pd.DataFrame, dataset: str, palette: dict) -> Figure | None:
         return None
     figure = _figure(WIDTH_INCHES, 4.2)
     ax = figure.axes[0]
-    front = ranked[pareto_front(ranked, "infer_throughput_mean", "accuracy_mean")]
+    learnt = ranked[ranked["did_not_learn"] == ""]
+    front = learnt[pareto_front(learnt, "infer_throughput_mean", "accuracy_mean")]
     front = front.sort_values("infer_throughput_mean")
     ax.step(front["infer_throughput_mean"], front["accuracy_mean"], where="post", color="grey",
             linestyle="--", linewidth=1, label="Pareto front", zorder=1)
-    _scatter_models(ax, ranked, "infer_throughput_mean", palette, highlight=set(front["model"]))
+    noisy = ranked.get("infer_throughput_noisy", pd.Series(False, index=ranked.index))
+    _scatter_models(ax, ranked, "infer_throughput_mean", palette, highlight=set(front["model"]),
+                    hollow=set(ranked.loc[noisy, "model"]))
     _log_axis(ax, lambda value: f"{value:,.0f}")
     ax.set(xlabel="Inference throughput (img/s, log scale)", ylabel="Accuracy",
            title=f"Accuracy vs. inference speed on {dataset}")
@@ -131,9 +144,9 @@ def history(results: Results, dataset: str, palette: dict) -> Figure | None:
     rows = results.ok[results.ok["dataset"] == dataset]
     frames = []
     for job_id, model, seed in zip(rows["job_id"], rows["model"], rows["seed"]):
-        epochs = results.history(job_id)
-        if epochs is not None and {"epoch", "val_accuracy"} <= set(epochs.columns):
-            frames.append(epochs.assign(model=model, seed=seed))
+        history = results.history(job_id)
+        if history is not None and {"epoch", "val_accuracy"} <= set(history.columns):
+            frames.append(history.assign(model=model, seed=seed))
     data = pd.concat(frames, ignore_index=True).dropna(subset=["val_accuracy"]) if frames else None
     if data is None or data.empty:
         return None
@@ -141,9 +154,11 @@ def history(results: Results, dataset: str, palette: dict) -> Figure | None:
     ax = figure.axes[0]
     sns.lineplot(data=data, x="epoch", y="val_accuracy", hue="model", palette=palette, errorbar=("pi", 100),
                  marker="o", markersize=4, ax=ax)
-    epochs = sorted(data["epoch"].unique())  # type: ignore[assignment]  # until the report's rewrite (issue 25)
-    if len(epochs) <= 20:  # type: ignore[arg-type]  # whole epochs only, also when there is just one
-        ax.set_xticks(epochs)  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
+    epochs = sorted(int(epoch) for epoch in data["epoch"].unique())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only: no tick at 1.2
+    if len(epochs) <= 20:  # every epoch, also when there is just one
+        ax.set_xticks(epochs)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0f}"))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.set(xlabel="Epoch", ylabel="Validation accuracy", title=f"Validation accuracy per epoch on {dataset}")
     ax.legend(fontsize="small", title=None)
@@ -166,7 +181,7 @@ def confusion(results: Results, dataset: str, model: str) -> Figure | None:
                 annot_kws={"fontsize": 7}, cbar_kws={"label": "share of the true class", "shrink": 0.7},
                 xticklabels=True, yticklabels=True)
     figure.axes[0].set(xlabel="Predicted", ylabel="True",
-                       title=f"{model} on {dataset} ({len(matrices)} seed{'s' * (len(matrices) > 1)})")
+                       title=f"{model} on {dataset} ({fmt.count(len(matrices), 'seed')})")
     return figure
 
 
@@ -212,21 +227,38 @@ def _job_metrics(results: Results, dataset: str, model: str, key: str) -> tuple[
     return values, classes
 
 
-def _scatter_models(ax, ranked: pd.DataFrame, x: str, palette: dict, highlight: set[str] = frozenset()) -> None:  # type: ignore[assignment]  # until the report's rewrite (issue 25)
+def _scatter_models(ax: Axes, ranked: pd.DataFrame, x: str, palette: dict,
+                    highlight: AbstractSet[str] = frozenset(), hollow: AbstractSet[str] = frozenset()) -> None:
+    """One point per model at (x, accuracy) with its accuracy interval; ``highlight`` outlined, ``hollow`` drawn
+    open (its x is too noisy to rank on), a model that did not learn as a cross."""
     for _, row in ranked.iterrows():
-        on_front = row["model"] in highlight
-        ax.scatter(row[x], row["accuracy_mean"], s=70 if on_front else 40, color=palette[row["model"]],
-                   edgecolor="black" if on_front else "none", linewidth=1.2, zorder=3)
+        on_front, colour, flagged = row["model"] in highlight, palette[row["model"]], bool(row["did_not_learn"])
+        style = ({"marker": "x", "color": colour} if flagged else
+                 {"facecolor": "white" if row["model"] in hollow else colour,
+                  "edgecolor": "black" if on_front else colour})
+        ax.scatter(row[x], row["accuracy_mean"], s=70 if on_front else 40, linewidth=1.2, zorder=3, **style)
         if not math.isnan(row["accuracy_low"]):
-            ax.errorbar(row[x], row["accuracy_mean"], color=palette[row["model"]], zorder=2, capsize=2,
+            ax.errorbar(row[x], row["accuracy_mean"], color=colour, zorder=2, capsize=2,
                         yerr=[[row["accuracy_mean"] - row["accuracy_low"]],
                               [row["accuracy_high"] - row["accuracy_mean"]]], linewidth=1)
-        ax.annotate(row["model"], (row[x], row["accuracy_mean"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
+        ax.annotate(row["model"] + (NOT_LEARNT if flagged else ""), (row[x], row["accuracy_mean"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
-    ax.margins(x=0.25, y=0.15)
-    low, high = ax.get_ylim()
-    ax.set_ylim(max(0.0, low), min(1.0, high))  # accuracy lives in [0, 100] %
+    ax.margins(x=0.25)
+    ax.set_ylim(_accuracy_limits(ranked))
+
+
+def _accuracy_limits(ranked: pd.DataFrame) -> tuple[float, float]:
+    """y limits that hold every point and every interval, padded: an axis zoomed to the points alone would
+    stretch a gap their intervals show to be noise across the whole height."""
+    values = ranked[["accuracy_mean", "accuracy_low", "accuracy_high"]].to_numpy(float)
+    values = values[np.isfinite(values)]
+    low, high = float(values.min()), float(values.max())
+    if ranked["accuracy_low"].isna().all() and high - low < MIN_ACCURACY_SPAN:
+        middle = (low + high) / 2
+        low, high = middle - MIN_ACCURACY_SPAN / 2, middle + MIN_ACCURACY_SPAN / 2
+    pad = max(0.005, (high - low) * 0.12)
+    return max(-pad / 2, low - pad), min(1.0 + pad / 2, high + pad)  # room for a whisker's cap at 0 or 100%
 
 
 def _log_axis(ax, label) -> None:
@@ -254,7 +286,7 @@ def _zoomed_limits(values: np.ndarray) -> tuple[float, float]:
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> Figure:
-    sns.set_theme(**THEME)  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
+    sns.set_theme(**THEME)
     figure = Figure(figsize=(width, height), layout="constrained")
     figure.subplots(1, ncols, squeeze=False)
     return figure

@@ -16,10 +16,13 @@ import pandas as pd
 
 from imgbench.report import baseline as baseline_mod
 from imgbench.report import fmt
+from imgbench.report.explain import what_one_interval_knows, what_the_interval_knows
 from imgbench.report.figures import FigureFile
+from imgbench.report.inference import InferenceFindings, load_inference
 from imgbench.report.load import Results, load_results
-from imgbench.report.noise import speed_notes
-from imgbench.report.stats import ALPHA, Comparison, compare_top_two
+from imgbench.report.noise import mark_noisy, speed_notes
+from imgbench.report.significance import Comparison, assess
+from imgbench.report.stats import CONFIDENCE
 from imgbench.report.tables import is_subset, leaderboard
 
 FAILURE_COLUMNS = ["job_id", "model", "dataset", "seed", "status", "error"]
@@ -29,7 +32,7 @@ SPLIT_BY_ELSEWHERE = ("test_samples",)  # recipe fields that already give rows t
 @dataclass(frozen=True)
 class Verdict:
     """The answer for one leaderboard (a dataset and a test set): kind is significant | tie | untested | single
-    | failed."""
+    | no_learner (every model's jobs did not learn) | failed."""
 
     dataset: str
     kind: str
@@ -58,6 +61,7 @@ class Report:
     comparisons: list[Comparison]
     baseline: Baseline | None = None
     figures: list[FigureFile] = field(default_factory=list)
+    inference: InferenceFindings | None = None  # OUT/inference.csv, from `imgbench infer`
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -73,11 +77,14 @@ class Report:
         return self.results.not_ok[FAILURE_COLUMNS].sort_values(["dataset", "model", "seed"])
 
     def speed_notes(self) -> list[str]:
-        """Shown beside the speed columns and verdicts: shared-CPU jobs, figures too noisy to rank on."""
+        """Shown once, above the leaderboards: shared-CPU jobs, figures too noisy to rank on and why."""
         return speed_notes(self.results.ok)
 
-    def comparison(self, dataset: str, test_set: str = "") -> Comparison | None:
-        return next((c for c in self.comparisons if c.dataset == dataset and c.tested_on == test_set), None)
+    def comparison(self, dataset: str, test_set: str, model: str) -> Comparison | None:
+        """``model`` against the leader of the leaderboard (dataset, test set); None for the leader itself and
+        for a model that did not learn."""
+        return next((c for c in self.comparisons
+                     if (c.dataset, c.tested_on, c.other) == (dataset, test_set, model)), None)
 
     def test_sets(self, dataset: str) -> list[str]:
         """The test sets the dataset's leaderboards were scored on (one unless test_samples differed)."""
@@ -108,11 +115,11 @@ class Report:
             return "results.csv has no jobs yet: there is nothing to compare."
         n_ok, n_models, n_datasets = len(self.results.ok), table["model"].nunique(), table["dataset"].nunique()
         if n_ok == 0:
-            return f"All {len(table)} job(s) failed: there is no leaderboard; see Failures for the errors."
-        seeds = ", ".join(str(int(s)) for s in sorted(table["seed"].dropna().unique()))
-        summary = (f"{len(table)} jobs: {n_ok} ok, {len(table) - n_ok} not ok; {n_models} model"
-                   f"{'s' * (n_models > 1)} on {n_datasets} dataset{'s' * (n_datasets > 1)}, seeds {seeds}.")
-        return summary
+            return f"{_all(len(table), 'job')} failed: there is no leaderboard; see Failures for the errors."
+        seeds = sorted(int(s) for s in table["seed"].dropna().unique())
+        return (f"{fmt.count(len(table), 'job')}: {n_ok} ok, {len(table) - n_ok} not ok; "
+                f"{fmt.count(n_models, 'model')} on {fmt.count(n_datasets, 'dataset')}, "
+                f"{fmt.plural(len(seeds), 'seed')} {', '.join(map(str, seeds))}.")
 
     def verdicts(self) -> list[Verdict]:
         """One Verdict per leaderboard, in dataset order: a dataset whose rows were tested on different test
@@ -122,18 +129,11 @@ class Report:
             test_sets = self.test_sets(dataset)
             if not test_sets:
                 n_jobs = int((self.results.table["dataset"] == dataset).sum())
-                out.append(Verdict(dataset, "failed", f"All {n_jobs} job(s) on {dataset} failed: no result.",
+                out.append(Verdict(dataset, "failed", f"{_all(n_jobs, 'job')} on {dataset} failed: no result.",
                                    ["See Failures for the errors."]))
             for test_set in test_sets:
                 ranked = self.board[(self.board["dataset"] == dataset) & (self.board["tested_on"] == test_set)]
-                where = self._place(dataset, test_set)
-                if len(ranked) == 1:
-                    leader = ranked.iloc[0]
-                    verdict = Verdict(dataset, "single", f"{leader['model']} is the only model with results on "
-                                      f"{where}: {fmt.number('accuracy', leader['accuracy_mean'])}.", [],
-                                      test_set)
-                else:
-                    verdict = self._verdict(dataset, test_set, where, ranked)
+                verdict = self._verdict(dataset, test_set, self._place(dataset, test_set), ranked)
                 verdict.details.extend(_training_subsets(ranked))
                 others = [t for t in test_sets if t != test_set]
                 if others:
@@ -143,43 +143,55 @@ class Report:
         return out
 
     def _verdict(self, dataset: str, test_set: str, where: str, ranked: pd.DataFrame) -> Verdict:
-        leader, second = ranked.iloc[0], ranked.iloc[1]
-        c = self.comparison(dataset, test_set)
-        lead = (f"{leader['model']} leads on {where} by {c.margin_points:.2f} points over {second['model']}"  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-                if c.margin_points > 0 else  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-                f"{leader['model']} and {second['model']} have the same mean accuracy on {where}")
-        details = [f"Accuracy {fmt.number('accuracy', leader['accuracy_mean'])} against "
-                   f"{fmt.number('accuracy', second['accuracy_mean'])}."]
-        if not c.tested:  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-            kind, headline = "untested", f"{lead}; not tested: {c.reason}."  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-        elif c.significant:  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-            kind, headline = "significant", f"{lead}, significant ({_mcnemar(c)})."  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
+        learnt = ranked[ranked["rank"].notna()].sort_values("rank")
+        unranked = [f"Not ranked: {row['model']} did not learn ({row['did_not_learn']})."
+                    for _, row in ranked[ranked["rank"].isna()].iterrows()]
+        if learnt.empty:
+            return Verdict(dataset, "no_learner", f"No model learnt on {where}: each has a job that did not, so "
+                           "there is no leader.", unranked, test_set)
+        leader = learnt.iloc[0]
+        if len(learnt) == 1:
+            only = "the only model with results" if ranked.shape[0] == 1 else "the only model that learnt"
+            return Verdict(dataset, "single", f"{leader['model']} is {only} on {where}: "
+                           f"{_score(leader)}.", [what_one_interval_knows(leader), *unranked], test_set)
+        second = learnt.iloc[1]
+        c = self.comparison(dataset, test_set, second["model"])
+        details = [f"Accuracy {_score(leader)} against {_score(second)}."]
+        if c is None or (d := c.difference) is None:
+            lead = 100 * (leader["accuracy_mean"] - second["accuracy_mean"])
+            reason = c.reason if c else "no comparison was made"
+            return Verdict(dataset, "untested", f"{leader['model']} leads on {where} by {lead:.2f} points over "
+                           f"{second['model']}; not tested: {reason}.", [*details, *unranked,
+                                                                        *_cost(leader, second)], test_set)
+        interval, p = fmt.points_interval(d.low, d.high), fmt.p_value(d.p_value)
+        if c.significant:
+            kind, headline = "significant", (f"{leader['model']} leads on {where} by {100 * d.value:.2f} points "
+                                             f"over {second['model']}: significant ({CONFIDENCE:.0%} interval of "
+                                             f"the lead {interval}, {p}).")
         else:
-            kind, headline = "tie", f"{lead}, not significant ({_mcnemar(c)}): treat them as tied."  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
-        if c.tests_disagree:  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-            details.append(f"Borderline: the bootstrap interval of the difference, [{c.diff_low:+.2f}, "  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-                           f"{c.diff_high:+.2f}] points, {'excludes' if c.diff_low > 0 else 'includes'} zero.")  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
-        details.extend(_cost(leader, second))
+            kind, headline = "tie", (f"{leader['model']} and {second['model']} are tied on {where}: "
+                                     f"{leader['model']} is ahead by {100 * d.value:.2f} points, but the "
+                                     f"{CONFIDENCE:.0%} interval of the lead, {interval}, includes zero ({p}).")
+        details += [*what_the_interval_knows(c), *unranked, *_cost(leader, second)]
         return Verdict(dataset, kind, headline, details, test_set)
 
     def provenance(self) -> dict[str, list[tuple[str, str]]]:
         """Sections of (key, value) rows: run, environment (versions, device), datasets, recipe per dataset."""
-        jobs = [self.results.metrics(job_id) for job_id in self.results.ok["job_id"]]
-        jobs = [m for m in jobs if m]
+        jobs = [m for m in map(self.results.metrics, self.results.ok["job_id"]) if m]
         sections: dict[str, list[tuple[str, str]]] = {}
         if self.results.run_info:
             run = _flatten(self.results.run_info)
             if isinstance(run.get("command"), list):  # argv: show it as it was typed
                 run["command"] = shlex.join(map(str, run["command"]))
             sections["Run (run.json)"] = [(k, _text(v)) for k, v in run.items()]
-        environment = _tally([_flatten(m.get("provenance") or {}) for m in jobs])  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
+        environment = _tally([_flatten(m.get("provenance") or {}) for m in jobs])
         environment += _tally([{"device (results.csv)": d} for d in self.results.ok["device"] if d])
         sections["Environment"] = environment
         sections["Datasets"] = _tally([{f"{d} fingerprint": f} for d, f in
                                        zip(self.results.table["dataset"], self.results.table["dataset_fingerprint"])
                                        if f])
         for dataset in self.datasets:
-            recipes = [_flatten(m.get("recipe") or {}) for m in jobs if m.get("dataset") == dataset]  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
+            recipes = [_flatten(m.get("recipe") or {}) for m in jobs if m.get("dataset") == dataset]
             if recipes:
                 sections[f"Recipe on {dataset}"] = _tally(recipes)
         return sections
@@ -188,17 +200,22 @@ class Report:
 def assemble(out_dir: str | Path, baseline: str | Path | None = None) -> Report:
     """Read ``out_dir`` (and the baseline folder) and compute every table and test of the report."""
     results = load_results(out_dir)
-    name_recipe_variants(results)
-    board = leaderboard(results.ok)
-    report = Report(results, board, compare_top_two(results, board))
+    board, comparisons = _boards(results)
+    report = Report(results, board, comparisons, inference=load_inference(results.out_dir))
     if baseline:
         base = load_results(baseline)
-        name_recipe_variants(base)
-        base_board = leaderboard(base.ok)
+        base_board, _ = _boards(base)
         only_here, only_there = baseline_mod.unmatched(board, base_board)
         report.baseline = Baseline(base.out_dir, base_board, baseline_mod.compare_to_baseline(board, base_board),
                                    only_here, only_there)
     return report
+
+
+def _boards(results: Results) -> tuple[pd.DataFrame, list[Comparison]]:
+    """The leaderboards with every interval and noise flag, and the comparisons with each leader."""
+    name_recipe_variants(results)
+    board, comparisons = assess(results, leaderboard(results.ok))
+    return mark_noisy(board, results.ok), comparisons
 
 
 def name_recipe_variants(results: Results) -> None:
@@ -206,14 +223,15 @@ def name_recipe_variants(results: Results) -> None:
     default recipes) are different entries: their model name gets the fields that differ, e.g.
     ``keras/mnist_convnet [epochs=15, optimizer=adam]``, so no leaderboard pools them as seeds of one."""
     ok = results.ok
-    recipes = {job_id: (results.metrics(job_id) or {}).get("recipe") for job_id in ok["job_id"]}
+    recipes: dict[str, dict[str, Any]] = {job_id: (results.metrics(job_id) or {}).get("recipe") or {}
+                                          for job_id in ok["job_id"]}
     for (_, model), group in ok.groupby(["dataset", "model"]):
         known = {index: recipes[job_id] for index, job_id in zip(group.index, group["job_id"]) if recipes[job_id]}
-        keys = sorted({key for recipe in known.values() for key in recipe} - set(SPLIT_BY_ELSEWHERE))  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
+        keys = sorted({key for recipe in known.values() for key in recipe} - set(SPLIT_BY_ELSEWHERE))
         differing = [key for key in keys
-                     if len({json.dumps(r.get(key), sort_keys=True) for r in known.values()}) > 1]  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
+                     if len({json.dumps(r.get(key), sort_keys=True) for r in known.values()}) > 1]
         for index, recipe in known.items() if differing else ():
-            label = ", ".join(f"{key}={recipe.get(key)}" for key in differing)  # type: ignore[union-attr]  # until the report's rewrite (issue 25)
+            label = ", ".join(f"{key}={recipe.get(key)}" for key in differing)
             results.table.loc[index, "model"] = f"{model} [{label}]"
 
 
@@ -223,15 +241,26 @@ def _training_subsets(ranked: pd.DataFrame) -> list[str]:
     return [f"{label[0].upper()}{label[1:]}." for label in subsets]
 
 
-def _mcnemar(c: Comparison) -> str:
-    return f"McNemar {fmt.p_value(c.p_value)}, alpha {ALPHA}"
+def _all(n: int, noun: str) -> str:
+    """'The 1 job' / 'All 3 jobs': the subject of 'failed'."""
+    return f"The {fmt.count(n, noun)}" if n == 1 else f"All {fmt.count(n, noun)}"
+
+
+def _score(row: pd.Series) -> str:
+    """'96.52 % [93.10, 98.40]': a leaderboard row's accuracy with the interval the leaderboard shows."""
+    return " ".join(filter(None, [fmt.number("accuracy", row["accuracy_mean"]),
+                                  fmt.interval("accuracy", row["accuracy_low"], row["accuracy_high"])]))
 
 
 def _cost(leader: pd.Series, second: pd.Series) -> list[str]:
-    """What the lead costs against the runner-up: inference speed and size."""
+    """What the lead costs against the runner-up: inference speed (unless noisy) and size."""
     lines = []
     speed, speed2 = leader["infer_throughput_mean"], second["infer_throughput_mean"]
-    if pd.notna(speed) and pd.notna(speed2) and speed2 > 0:
+    if leader.get("infer_throughput_noisy") or second.get("infer_throughput_noisy"):
+        lines.append(f"Inference {fmt.number('infer_throughput', speed)} against "
+                     f"{fmt.number('infer_throughput', speed2)}: too noisy to compare (see the note under "
+                     "Leaderboards).")
+    elif pd.notna(speed) and pd.notna(speed2) and speed2 > 0:
         lines.append(f"Inference {fmt.number('infer_throughput', speed)} against "
                      f"{fmt.number('infer_throughput', speed2)} ({speed / speed2:.2f}x).")
     if pd.notna(leader["params_mean"]) and pd.notna(second["params_mean"]):

@@ -72,8 +72,37 @@ def half_width(metric: str, low: float, high: float) -> str:
     return f"± {width:,.0f}" if width >= 10 else f"± {width:.1f}"
 
 
+def interval(metric: str, low: float, high: float) -> str:
+    """An asymmetric interval in the metric's display unit, '[94.10, 98.20]' for 94.1 % to 98.2 % ('' without)."""
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    if is_percent(metric):
+        return f"[{100 * low:.2f}, {100 * high:.2f}]"
+    return f"[{low:,.4g}, {high:,.4g}]"
+
+
 def points(value: float) -> str:
-    return MISSING if pd.isna(value) else f"{value:+.2f} pt"
+    """A difference of two fractions in percentage points: 0.0167 -> '+1.67 pt'."""
+    return MISSING if pd.isna(value) else f"{100 * value:+.2f} pt"
+
+
+def points_interval(low: float, high: float, unit: str = " pt") -> str:
+    """The interval of a difference of two fractions in points: '[+0.28, +3.20] pt' ('' without)."""
+    return "" if pd.isna(low) or pd.isna(high) else f"[{100 * low:+.2f}, {100 * high:+.2f}]{unit}"
+
+
+def plural(n: float, noun: str) -> str:
+    """``noun`` or its plural, as ``n`` asks: 1 job, 2 jobs, 0.5 cores ('y' -> 'ies' after a consonant)."""
+    if n == 1:
+        return noun
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def count(n: int, noun: str) -> str:
+    """'1 job', '3 jobs', '1,200 images'."""
+    return f"{n:,} {plural(n, noun)}"
 
 
 def p_value(value: float) -> str:
@@ -84,7 +113,7 @@ def p_value(value: float) -> str:
 
 def change(metric: str, delta: float, percent: float) -> str:
     if is_percent(metric):
-        return points(100 * delta)
+        return points(delta)
     return MISSING if pd.isna(percent) else f"{percent:+.1f} %"
 
 

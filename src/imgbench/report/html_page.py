@@ -7,24 +7,27 @@ Leaderboard cells carry the raw number in ``data-value`` so tools (and tests) ca
 from __future__ import annotations
 
 import base64
+import math
 from html import escape
 
 import pandas as pd
 
 from imgbench import schema
-from imgbench.report import fmt
+from imgbench.report import fmt, wall_time
 from imgbench.report.baseline import SPEED_TOLERANCE
 from imgbench.report.findings import Report
+from imgbench.report import inference as report_inference
 from imgbench.report.figures import slug
-from imgbench.report.stats import ALPHA, PAIRING
-from imgbench.report.tables import BOARD_KEYS, CONFIDENCE, LEADERBOARD_METRICS
+from imgbench.report.tables import LEADERBOARD_METRICS, boards
+from imgbench.report.explain import BEHIND_HEADING, INTERVALS, METHOD, behind_text, comparison_verdict, seeds_advice
 from imgbench.tracking import links as tracking_links
 
 SECTIONS = {"verdict": "Verdict", "leaderboards": "Leaderboards", "figures": "Figures",
             "statistics": "Is the leader really better?", "baseline": "Against the baseline",
-            "failures": "Failures", "provenance": "Provenance"}
+            "inference": report_inference.TITLE, "failures": "Failures", wall_time.KEY: wall_time.TITLE,
+            "provenance": "Provenance"}
 BADGES = {"significant": "significant", "tie": "not significant", "untested": "not tested",
-          "single": "one model", "failed": "failed"}
+          "single": "one model", "no_learner": "no model learnt", "failed": "failed"}
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1d2330;
  margin:0;background:#f5f6f8;line-height:1.45}
@@ -40,12 +43,15 @@ nav{margin:12px 0 8px;font-size:.92rem} nav a{margin-right:14px;color:#2456a6;te
 .badge{display:inline-block;font-size:.75rem;font-weight:600;padding:1px 8px;border-radius:10px;
  background:#e3e6eb;margin-left:6px;vertical-align:middle}
 .significant .badge{background:#d6f0e0;color:#14633a} .tie .badge{background:#fbecc8;color:#7a5306}
-.failed .badge{background:#f8d7d3;color:#8c2318}
+.failed .badge,.no_learner .badge{background:#f8d7d3;color:#8c2318} .card.no_learner{border-left-color:#c0392b}
 table{border-collapse:collapse;font-size:.88rem;margin:6px 0 4px;font-variant-numeric:tabular-nums}
 th,td{padding:5px 8px;border-bottom:1px solid #e9ecf0;text-align:right;white-space:nowrap}
 th{background:#f0f2f5;font-weight:600;white-space:normal;vertical-align:bottom} td.text,th.text{text-align:left}
 tr:nth-child(even) td{background:#fafbfc} td.best{font-weight:700}
-.ci{color:#6b7482;font-size:.8rem} .note{color:#5b6473;font-size:.88rem}
+.ci{color:#6b7482;font-size:.8rem} .ci.below{display:block} .note{color:#5b6473;font-size:.88rem}
+td.noisy{color:#8a919c;font-style:italic} .tag{font-size:.72rem;font-weight:600;font-style:normal;padding:0 5px;
+ border-radius:8px;background:#eceef2;color:#5b6473;margin-left:4px} .tag.flag{background:#f8d7d3;color:#8c2318}
+tr.unlearnt td{color:#8a919c}
 .wrap{overflow-x:auto} td.error{white-space:pre-wrap;text-align:left;font-family:ui-monospace,Menlo,Consolas,
  monospace;font-size:.8rem;max-width:640px}
 td.regression{background:#fbe3e0 !important;color:#8c2318;font-weight:600} .flag{color:#b03020;font-weight:700}
@@ -60,7 +66,8 @@ dt{color:#5b6473} dd{margin:0;overflow-wrap:anywhere}
 
 def render_html(report: Report) -> str:
     body = [_header(report), _verdict(report), _leaderboards(report), _figures(report), _statistics(report),
-            _baseline(report), _failures(report), _provenance(report)]
+            _baseline(report), report_inference.html_section(report.inference), _failures(report),
+            wall_time.render_html(report), _provenance(report)]
     body.append(tracking_links.html_section(report.out_dir, report.results.table))  # imgbench.tracking's section
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>imgbench report: {escape(report.out_dir.name)}</title>"
@@ -70,7 +77,7 @@ def render_html(report: Report) -> str:
 
 def _header(report: Report) -> str:
     links = "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS.items()
-                    if key != "baseline" or report.baseline)
+                    if (key != "baseline" or report.baseline) and (key != "inference" or report.inference))
     return (f"<header><h1>imgbench report</h1><p class=\"meta\">{escape(str(report.out_dir))} &middot; "
             f"built {escape(report.created)}</p><p class=\"meta\">{escape(report.headline())}</p>"
             f"<nav>{links}</nav></header>")
@@ -86,54 +93,75 @@ def _verdict(report: Report) -> str:
         return _section("verdict", f"<p>{escape(report.headline())}</p>")
     cards = "".join(
         f'<div class="card {v.kind}" data-dataset="{escape(v.dataset)}" data-tested-on="{escape(v.tested_on)}" '
-        f'data-kind="{v.kind}"><h3>{escape(report.board_title(v.dataset, v.tested_on))}<span class="badge">{BADGES[v.kind]}</span></h3><p class="headline">'
-        f'{escape(v.headline)}</p>' + "".join(f'<p class="detail">{escape(d)}</p>' for d in v.details) + "</div>"
+        f'data-kind="{v.kind}"><h3>{escape(report.board_title(v.dataset, v.tested_on))}<span class="badge">'
+        f'{BADGES[v.kind]}</span></h3><p class="headline">{escape(v.headline)}</p>'
+        + "".join(f'<p class="detail">{escape(d)}</p>' for d in v.details) + "</div>"
         for v in verdicts)
-    return _section("verdict", f'<div class="cards">{cards}</div>' + _speed_notes(report))
-
-
-def _speed_notes(report: Report) -> str:
-    return "".join(f'<p class="note speed-note">{escape(note)}</p>' for note in report.speed_notes())
+    return _section("verdict", f'<div class="cards">{cards}</div>')
 
 
 def _leaderboards(report: Report) -> str:
     if report.board.empty:
         return _section("leaderboards", "<p>No successful job: nothing to rank.</p>")
-    parts = [f'<p class="note">Mean over seeds; &plusmn; is the half-width of the {CONFIDENCE:.0%} t-interval '
-             "over seeds (none with a single seed); speeds: geometric mean, &times;/&divide; the factor of the "
-             "interval on a log scale. Best value per column in bold.</p>" + _speed_notes(report)]
-    for (dataset, test_set), ranked in report.board.groupby(BOARD_KEYS, sort=True):
-        title = report.board_title(dataset, test_set)  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
+    notes = "".join(f'<p class="note speed-note">{escape(note)}</p>' for note in report.speed_notes())
+    parts = [f'<p class="note">{escape(INTERVALS)} Best value per column in bold.</p>{notes}']
+    for dataset, test_set, ranked in boards(report.board):
+        title = report.board_title(dataset, test_set)
         parts.append(f"<h3>{escape(title)}</h3>")
         if title != dataset:
-            parts.append(f'<p class="note">{escape(report.tested_note(dataset, test_set))}</p>')  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
-        if ranked["n_seeds"].max() < 2:
-            parts.append('<p class="note">One seed per model: no interval can be given; rerun with more seeds '
-                         "(e.g. <code>imgbench run ... --seeds 0,1,2</code>) to get one.</p>")
-        parts.append(_leaderboard_table(dataset, title, ranked))  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
+            parts.append(f'<p class="note">{escape(report.tested_note(dataset, test_set))}</p>')
+        parts.append(_leaderboard_table(dataset, title, ranked))
+        parts += [f'<p class="note">{escape(row["model"])} did not learn ({escape(row["did_not_learn"])}): '
+                  "it is listed, not ranked.</p>" for _, row in ranked.iterrows() if row["did_not_learn"]]
     return _section("leaderboards", "\n".join(parts))
 
 
 def _leaderboard_table(dataset: str, title: str, ranked: pd.DataFrame) -> str:
-    head = "<tr><th>#</th><th class=\"text\">Model</th><th>Seeds</th>" + "".join(
-        f"<th>{escape(label)}{escape(fmt.unit_suffix(metric))}</th>"
-        for metric, label in LEADERBOARD_METRICS.items()) + "</tr>"
-    best = {metric: (ranked[f"{metric}_mean"].max() if schema.higher_is_better(metric)
-                     else ranked[f"{metric}_mean"].min()) for metric in LEADERBOARD_METRICS}
+    metrics = list(LEADERBOARD_METRICS)
+    head = ("<tr><th>#</th><th class=\"text\">Model</th><th>Seeds</th>"
+            + "".join(f"<th>{escape(LEADERBOARD_METRICS[m])}{escape(fmt.unit_suffix(m))}</th>" for m in metrics[:2])
+            + f"<th>{escape(BEHIND_HEADING)}</th>"
+            + "".join(f"<th>{escape(LEADERBOARD_METRICS[m])}{escape(fmt.unit_suffix(m))}</th>" for m in metrics[2:])
+            + "</tr>")
+    learnt = ranked[ranked["rank"].notna()]
+    best = {metric: (learnt[f"{metric}_mean"].max() if schema.higher_is_better(metric)
+                     else learnt[f"{metric}_mean"].min()) for metric in metrics}
     rows = []
     for _, row in ranked.iterrows():
-        cells = [f"<td>{row['rank']}</td>", f'<td class="text">{escape(row["model"])}</td>',
+        flagged = bool(row["did_not_learn"])
+        model = escape(row["model"]) + ('<span class="tag flag">did not learn</span>' if flagged else "")
+        cells = [f"<td>{fmt.MISSING if flagged else row['rank']}</td>", f'<td class="text">{model}</td>',
                  f"<td>{row['n_seeds']}</td>"]
-        for metric in LEADERBOARD_METRICS:
-            mean, low, high = row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"]
-            interval = fmt.half_width(metric, low, high)
-            css = ' class="best"' if pd.notna(mean) and mean == best[metric] and len(ranked) > 1 else ""
-            value = "" if pd.isna(mean) else repr(float(mean))
-            cells.append(f'<td{css} data-metric="{metric}" data-value="{value}">{escape(fmt.cell(metric, mean))}'
-                         + (f' <span class="ci">{escape(interval)}</span>' if interval else "") + "</td>")
-        rows.append(f'<tr data-model="{escape(row["model"])}">{"".join(cells)}</tr>')
+        for metric in metrics:
+            cells.append(_metric_cell(row, metric, best[metric] if len(learnt) > 1 and not flagged else None))
+            if metric == metrics[1]:
+                lead, _, interval = behind_text(row).partition(" ")
+                cells.append(f'<td data-metric="behind_leader">{escape(lead)}'
+                             + (f' <span class="ci below">{escape(interval)}</span>' if interval else "") + "</td>")
+        css = ' class="unlearnt"' if flagged else ""
+        rows.append(f'<tr{css} data-model="{escape(row["model"])}" data-rank="{"" if flagged else row["rank"]}">'
+                    f'{"".join(cells)}</tr>')
     return (f'<div class="wrap"><table class="leaderboard" id="leaderboard-{slug(title)}" '
-            f'data-dataset="{escape(dataset)}" data-tested-on="{escape(ranked["tested_on"].iloc[0])}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>')
+            f'data-dataset="{escape(dataset)}" data-tested-on="{escape(ranked["tested_on"].iloc[0])}"><thead>{head}'
+            f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _metric_cell(row: pd.Series, metric: str, best: float | None) -> str:
+    """One leaderboard cell: the mean, then its interval or 'noisy'; ``data-value`` carries the raw mean."""
+    mean, low, high = row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"]
+    noisy = bool(row.get(f"{metric}_noisy", False))
+    classes = " ".join(name for name, on in (("best", pd.notna(mean) and mean == best and not noisy),
+                                             ("noisy", noisy)) if on)
+    if noisy:
+        extra = ' <span class="tag">noisy</span>'
+    else:
+        interval = fmt.interval(metric, low, high) if fmt.is_percent(metric) else fmt.half_width(metric, low, high)
+        below = " below" if fmt.is_percent(metric) else ""  # brackets on their own line: the table stays narrow
+        extra = f' <span class="ci{below}">{escape(interval)}</span>' if interval else ""
+    value = "" if pd.isna(mean) else repr(float(mean))
+    css = f' class="{classes}"' if classes else ""
+    return (f'<td{css} data-metric="{metric}" data-value="{value}" data-noisy="{str(noisy).lower()}">'
+            f"{escape(fmt.cell(metric, mean))}{extra}</td>")
 
 
 def _figures(report: Report) -> str:
@@ -155,24 +183,26 @@ def _figures(report: Report) -> str:
 
 
 def _statistics(report: Report) -> str:
+    method = f'<p class="note">{escape(METHOD)}</p>'
     if not report.comparisons:
-        return _section("statistics", "<p>No dataset has two models with results: nothing to compare.</p>")
-    head = ("<tr><th class=\"text\">Dataset</th><th class=\"text\">Leader</th><th class=\"text\">Runner-up</th>"
-            "<th>Margin</th><th>Seeds</th><th>Images</th><th>Only leader right</th><th>Only runner-up right</th>"
-            "<th>McNemar p</th><th>Bootstrap 95% CI</th><th class=\"text\">Verdict</th></tr>")
+        return _section("statistics", method + "<p>No leaderboard has two models that learnt: nothing to "
+                        "compare.</p>")
+    head = ("<tr><th class=\"text\">Leaderboard</th><th class=\"text\">Leader</th><th class=\"text\">Model</th>"
+            "<th>Lead</th><th>95% interval</th><th>p</th><th>Seeds</th><th>Test images</th>"
+            "<th class=\"text\">Verdict</th><th class=\"text\">Seeds to settle it</th></tr>")
     rows = []
     for c in report.comparisons:
-        verdict = (f"not tested: {c.reason}" if not c.tested else
-                   "significant" if c.significant else "not significant")
-        interval = "" if pd.isna(c.diff_low) else f"[{c.diff_low:+.2f}, {c.diff_high:+.2f}] pt"
+        d = c.difference
+        cells = [report.board_title(c.dataset, c.tested_on), c.leader, c.other]
+        numbers = ([fmt.points(d.value), fmt.points_interval(d.low, d.high), fmt.p_value(d.p_value),
+                    f"{c.leader_seeds} / {c.other_seeds}", f"{c.n_images:,}"] if d else [fmt.MISSING] * 5)
         rows.append(
-            f'<tr data-dataset="{escape(c.dataset)}" data-significant="{str(c.significant).lower()}" '
-            f'data-p="{c.p_value!r}"><td class="text">{escape(report.board_title(c.dataset, c.tested_on))}</td><td class="text">{escape(c.winner)}'
-            f'</td><td class="text">{escape(c.runner_up)}</td><td>{fmt.points(c.margin_points)}</td>'
-            f"<td>{' '.join(map(str, c.seeds)) or fmt.MISSING}</td><td>{c.n_images or fmt.MISSING}</td>"
-            f"<td>{c.winner_only}</td><td>{c.runner_up_only}</td><td>{fmt.p_value(c.p_value)}</td>"
-            f'<td>{interval or fmt.MISSING}</td><td class="text">{escape(verdict)}</td></tr>')
-    method = f'<p class="note">Method: {escape(PAIRING)}. Significance level alpha = {ALPHA}.</p>'
+            f'<tr data-dataset="{escape(c.dataset)}" data-model="{escape(c.other)}" '
+            f'data-significant="{str(c.significant).lower()}" data-p="{d.p_value if d else math.nan!r}">'
+            + "".join(f'<td class="text">{escape(cell)}</td>' for cell in cells)
+            + "".join(f"<td>{escape(n)}</td>" for n in numbers)
+            + f'<td class="text">{escape(comparison_verdict(c))}</td><td class="text">{escape(seeds_advice(c))}'
+            f"</td></tr>")
     table = (f'<div class="wrap"><table id="significance"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
              "</table></div>")
     return _section("statistics", method + table)
@@ -187,9 +217,10 @@ def _baseline(report: Report) -> str:
              f"{SPEED_TOLERANCE:.0%} higher.</p>"]
     changes = base.changes
     flagged = changes[changes["regression"]]
-    parts.append(f"<p><span class=\"flag\">{len(flagged)} regression(s)</span> in {len(changes)} compared "
-                 "metrics (red cells; hover a cell for both values).</p>" if len(flagged)
-                 else f"<p>No regression in {len(changes)} compared metrics.</p>")
+    compared = fmt.count(len(changes), "compared metric")
+    parts.append(f"<p><span class=\"flag\">{fmt.count(len(flagged), 'regression')}</span> in {compared} (red "
+                 "cells; hover a cell for both values).</p>" if len(flagged)
+                 else f"<p>No regression in {compared}.</p>")
     if not changes.empty:
         parts.append(_baseline_table(changes))
     for label, pairs in (("Only in this run", base.only_here), ("Only in the baseline", base.only_there)):
@@ -205,21 +236,21 @@ def _baseline_table(changes: pd.DataFrame) -> str:
             + "".join(f"<th>{escape(LEADERBOARD_METRICS[m])}</th>" for m in metrics) + "</tr>")
     rows = []
     for (dataset, model), group in changes.groupby(["dataset", "model"], sort=True):
-        by_metric = {r.metric: r for r in group.itertuples()}
+        by_metric = {r["metric"]: r for r in group.to_dict("records")}  # a record's values are typed Any
         cells = []
         for metric in metrics:
             r = by_metric.get(metric)
             if r is None:
                 cells.append("<td></td>")
                 continue
-            title = f"{fmt.number(metric, r.baseline)} -> {fmt.number(metric, r.current)}" + (  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
-                f"; {r.note}" if r.note else "")  # type: ignore[str-bytes-safe]  # until the report's rewrite (issue 25)
-            css = ' class="regression"' if r.regression else ""
-            cells.append(f'<td{css} data-metric="{metric}" data-regression="{str(r.regression).lower()}" '
-                         f'title="{escape(title)}">{fmt.change(metric, r.change, r.change_pct)}'  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
-                         + (' <span class="flag">&#9660;</span>' if r.regression else "") + "</td>")
-        rows.append(f'<tr data-dataset="{escape(dataset)}" data-model="{escape(model)}"><td class="text">'  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
-                    f'{escape(dataset)}</td><td class="text">{escape(model)}</td>{"".join(cells)}</tr>')  # type: ignore[arg-type]  # until the report's rewrite (issue 25)
+            title = f"{fmt.number(metric, r['baseline'])} -> {fmt.number(metric, r['current'])}" + (
+                f"; {r['note']}" if r["note"] else "")
+            css = ' class="regression"' if r["regression"] else ""
+            cells.append(f'<td{css} data-metric="{metric}" data-regression="{str(r["regression"]).lower()}" '
+                         f'title="{escape(title)}">{fmt.change(metric, r["change"], r["change_pct"])}'
+                         + (' <span class="flag">&#9660;</span>' if r["regression"] else "") + "</td>")
+        rows.append(f'<tr data-dataset="{escape(str(dataset))}" data-model="{escape(str(model))}"><td class="text">'
+                    f'{escape(str(dataset))}</td><td class="text">{escape(str(model))}</td>{"".join(cells)}</tr>')
     return (f'<div class="wrap"><table id="baseline-changes"><thead>{head}</thead><tbody>{"".join(rows)}'
             "</tbody></table></div>")
 
@@ -234,8 +265,9 @@ def _failures(report: Report) -> str:
         rows = "".join(
             "<tr>" + "".join(f'<td class="{"error" if c == "error" else "text"}">{escape(_cell(v))}</td>'
                              for c, v in row.items()) + "</tr>" for _, row in failures.iterrows())
-        parts.append(f'<p>{len(failures)} job(s) did not finish with status ok and are left out of every table '
-                     f'and figure.</p><div class="wrap"><table id="failures"><thead><tr>{head}</tr></thead>'
+        verb = "is" if len(failures) == 1 else "are"
+        parts.append(f'<p>{fmt.count(len(failures), "job")} did not finish with status ok and {verb} left out of '
+                     f'every table and figure.</p><div class="wrap"><table id="failures"><thead><tr>{head}</tr></thead>'
                      f"<tbody>{rows}</tbody></table></div>")
     if report.results.problems:
         items = "".join(f"<li>{escape(p)}</li>" for p in report.results.problems)

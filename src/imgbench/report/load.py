@@ -95,6 +95,8 @@ def load_results(out_dir: str | Path) -> Results:
     if not out_dir.is_dir():
         raise UsageError(f"results folder {out_dir} does not exist: pass the folder `imgbench run --out` wrote")
     results_path = out_dir / schema.RESULTS_CSV
+    if not results_path.is_file() and (out_dir / schema.INFERENCE_CSV).is_file():  # `imgbench infer` alone
+        return Results(out_dir=out_dir, table=_read_table(results_path))
     if not results_path.is_file():
         raise UsageError(f"{out_dir} has no {schema.RESULTS_CSV}: pass the folder `imgbench run --out` wrote "
                          f"(it holds {schema.RESULTS_CSV} and {schema.JOBS_DIR}/)")
@@ -105,12 +107,12 @@ def load_results(out_dir: str | Path) -> Results:
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype={name: "string" for name in schema.TEXT_COLUMNS}, keep_default_na=True)
-    except pd.errors.EmptyDataError:
+    except (pd.errors.EmptyDataError, FileNotFoundError):
         table = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: it was not written by "
-                         f"`imgbench run`; rerun it or fix the header")
+        raise UsageError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}: it was not "
+                         f"written by `imgbench run`; rerun it or fix the header")
     for column in schema.TEXT_COLUMNS:
         table[column] = table[column].astype("string").fillna("") if column in table else ""
     for column in schema.NUMERIC_COLUMNS:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from imgbench.errors import UsageError
+from imgbench.registry import get_registry, registry_with
 from imgbench.resources import DEFAULT_SUITE, NO_SUITE
+from imgbench.runner.folder import ResultsFolderError
+from imgbench.runner.grid import run_grid
+from imgbench.runner.suite import parse_param
+from imgbench.terminal import wrap
 
 INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
 WRITE_FAILED = 74  # sysexits' EX_IOERR: the results folder could not be written any more, the run stopped
@@ -63,19 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imgbench.registry import registry_with
-    from imgbench.runner.folder import ResultsFolderError
-    from imgbench.runner.grid import run_grid
-    from imgbench.runner.suite import parse_param
-    from imgbench.terminal import wrap
-
     params = dict(parse_param(text) for text in args.params)
     registry = registry_with(args.plugins_dir, args.block_plugin, strict=args.strict)
     executor_options = _executor_options(args, registry.executors())
     try:
         result = run_grid(
             args.suite, models=args.models, datasets=args.datasets, seeds=args.seeds, params=params, out=args.out,
-            jobs=args.jobs, timeout=args.timeout, executor=args.executor,
+            slots=args.jobs, timeout=args.timeout, executor=args.executor,
             executor_options=executor_options, report=not args.no_report, registry=registry, data_dir=args.data_dir, command=sys.argv, log_output=args.log_output,
             track=args.track, track_uri=args.track_uri,
         )
@@ -92,8 +92,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Each executor's declared options (``ExecutorSpec.options``), in a group of their own."""
-    from imgbench.registry import get_registry
-
     for spec in get_registry().executors():
         if spec.options:
             group = parser.add_argument_group(f"--executor {spec.name}")
@@ -103,8 +101,6 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 def _executor_options(args: argparse.Namespace, specs) -> dict[str, str]:
     """The options given for ``--executor``; one meant for another executor is an error."""
-    from imgbench.errors import UsageError
-
     chosen = {}
     for spec in specs:
         for option in spec.options:

@@ -40,12 +40,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from imgbench import schema
+from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
 from imgbench.paths import CACHE_DIR_ENV, DATA_DIR_ENV
 from imgbench.plugins import PLUGINS_DIR_ENV
 from imgbench.runner.execute import JobTask, execute_job
-from imgbench.engine.threads import thread_env
 from imgbench.runner.executors import OnResult, OnStart, check_device_indices, job_device, visible_gpus, wants_gpu
 from imgbench.runner.results import make_row, write_record
 from imgbench.specs import Executor, ExecutorOption, ExecutorSpec
@@ -369,18 +369,18 @@ OPTIONS = (
 )
 
 
-def create(jobs: int = 1, scheduler: str | None = None,
+def create(slots: int = 1, scheduler: str | None = None,
            local_directory: str | os.PathLike | None = None) -> DaskExecutor:
     """The ``dask`` executor, on the cluster at ``scheduler``; without one a LocalCluster with one worker per
-    GPU (else ``jobs`` CPU workers) is started when the grid runs. ``IMGBENCH_DASK_SCHEDULER`` reaches
+    GPU (else ``slots`` CPU workers) is started when the grid runs. ``IMGBENCH_DASK_SCHEDULER`` reaches
     ``scheduler`` through the declared option (:meth:`imgbench.specs.ExecutorSpec.resolve_options`)."""
     import_distributed()
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise UsageError(f"--jobs must be 1 or more, got {slots!r}")
     address = (scheduler or "").strip() or None
     if address is not None:
         address = check_scheduler_address(address)
-    return DaskExecutor(address, workers=jobs, gpus=() if address else visible_gpus(),
+    return DaskExecutor(address, workers=slots, gpus=() if address else visible_gpus(),
                         local_directory=local_directory)
 
 

@@ -11,7 +11,9 @@ executor may call it in a thread, another process or on another machine that sha
 4. classifies the outcome: the engine's status from ``metrics.json`` (ok, diverged, oom), or ``failed`` (a
    cell raised), ``crashed`` (the kernel or the child died), ``timeout``, ``missing_metrics`` (the notebook
    finished without writing metrics.json),
-5. writes ``job.json`` last and atomically, and returns the results.csv row.
+5. completes metrics.json's ``phases`` with the whole job as it saw it, from launch to exit
+   (:func:`imgbench.engine.phases.launcher_breakdown`): they add up to the job's ``duration_s``,
+6. writes ``job.json`` last and atomically, and returns the results.csv row.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import psutil
 from tqdm import tqdm
 
 from imgbench import schema
+from imgbench.engine.handoff import UNTIMED_ENV
+from imgbench.engine.phases import JobTimes, launcher_breakdown, notebook_cells
 from imgbench.schema import Status
 from imgbench.paths import atomic_write_json
 from imgbench.runner.jobs import Job
@@ -42,6 +46,7 @@ CHILD_MODULE = "imgbench.jobrecord.child"  # started by name: it imports this mo
 POLL_S = 0.2  # how often the supervisor checks the child, and the child checks its parent
 KILL_WAIT_S = 10  # for killed processes to go, and for a dead kernel's exit status
 CELL_LINE_CHARS = 80  # of the running cell's first line, in a crashed job's error
+UNTIMED_MARK = ".untimed"  # in the job folder while the job runs: the engine's timed windows are over
 
 
 class JobCancelled(Exception):
@@ -78,11 +83,13 @@ class JobTask:
 
 
 def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
-                stop: threading.Event | None = None) -> dict[str, Any]:
+                stop: threading.Event | None = None, on_untimed: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run one job into ``OUT/jobs/<job-id>/`` and return its results.csv row (also saved in job.json).
 
     ``extra_env`` is for the executor's slot (``CUDA_VISIBLE_DEVICES``); setting ``stop`` kills the job and
-    raises :class:`JobCancelled`.
+    raises :class:`JobCancelled`. ``on_untimed`` is called once, as soon as the job's engine has marked its
+    timed windows over (it still tests, the notebook still draws) or the job process has ended: the executor
+    may start the slot's next job then (:mod:`imgbench.engine.handoff`).
     """
     job_dir = task.job_dir
     if job_dir.exists():
@@ -90,9 +97,10 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
     job_dir.mkdir(parents=True)
     atomic_write_json(job_dir / schema.REQUEST_JSON, task.to_dict())
     load = measure_load()  # before the job's processes exist: the machine as the job finds it
+    untimed = job_dir / UNTIMED_MARK
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
-           **task.env, **(extra_env or {})}
-    started = time.monotonic()
+           **task.env, **(extra_env or {}), UNTIMED_ENV: str(untimed)}
+    started, launched = time.monotonic(), time.time()
     with open(job_dir / schema.RUNNER_LOG, "wb") as log:
         # our pid goes along: read from os.getppid() after the child's slow imports, a supervisor killed in
         # the meantime would already be gone, and the child would never notice it was orphaned
@@ -101,12 +109,16 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         child = subprocess.Popen(command,
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
-        forward = LogForwarder(job_dir / schema.RUNNER_LOG, task.job.job_id) if task.log_output else None
-        ended = _wait(child, task.timeout, stop, forward)
+        watch = Watch(LogForwarder(job_dir / schema.RUNNER_LOG, task.job.job_id) if task.log_output else None,
+                      untimed, on_untimed)
+        ended = _wait(child, task.timeout, stop, watch)
     duration = time.monotonic() - started
+    untimed.unlink(missing_ok=True)
     if ended == "stopped":
         raise JobCancelled(task.job.job_id)
     status, error, metrics = _classify(task, ended, child.returncode)
+    if metrics is not None:
+        metrics = record_phases(job_dir, metrics, launched, launched + duration)
     row = make_row(task.job, status=status, error=error, metrics=metrics, duration_s=duration,
                    notebook=schema.job_file(task.job.job_id, schema.NOTEBOOK), load=load.columns())
     write_record(job_dir, task.job, row)
@@ -140,21 +152,40 @@ class LogForwarder:
                 tqdm.write(self.prefix + frames[-1].rstrip(), file=sys.stderr)
 
 
-def _wait(child: subprocess.Popen, timeout: float | None, stop: threading.Event | None,
-          forward: LogForwarder | None = None) -> str:
+@dataclass
+class Watch:
+    """What the supervisor does while the child runs: forward its log, and say when the engine has marked its
+    timed windows over."""
+
+    forward: LogForwarder | None = None
+    untimed_mark: Path | None = None
+    on_untimed: Callable[[], None] | None = None
+
+    def poll(self) -> None:
+        if self.forward is not None:
+            self.forward.pump()
+        if self.on_untimed is not None and self.untimed_mark is not None and self.untimed_mark.exists():
+            self.untimed()
+
+    def untimed(self) -> None:
+        if self.on_untimed is not None:
+            callback, self.on_untimed = self.on_untimed, None
+            callback()
+
+
+def _wait(child: subprocess.Popen, timeout: float | None, stop: threading.Event | None, watch: Watch) -> str:
     deadline = time.monotonic() + timeout if timeout else None
     try:
-        return _poll(child, deadline, stop, forward)
+        return _poll(child, deadline, stop, watch)
     finally:
-        if forward is not None:
-            forward.pump(final=True)
+        if watch.forward is not None:
+            watch.forward.pump(final=True)
+        watch.untimed()
 
 
-def _poll(child: subprocess.Popen, deadline: float | None, stop: threading.Event | None,
-          forward: LogForwarder | None) -> str:
+def _poll(child: subprocess.Popen, deadline: float | None, stop: threading.Event | None, watch: Watch) -> str:
     while child.poll() is None:
-        if forward is not None:
-            forward.pump()
+        watch.poll()
         if stop is not None and stop.is_set():
             _kill_tree(child)
             return "stopped"
@@ -202,6 +233,20 @@ def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, s
     if metrics is None:
         return Status.MISSING_METRICS, f"the notebook finished without writing a readable {schema.METRICS_JSON}", None
     return str(metrics.get("status") or Status.MISSING_METRICS), str(metrics.get("error") or ""), metrics
+
+
+def record_phases(job_dir: Path, metrics: dict[str, Any], launched: float, ended: float) -> dict[str, Any]:
+    """metrics.json with ``phases`` covering the whole job, launch to exit, and ``wall`` (its start, end and
+    seconds, wall-clock, beside the engine's ``device_from``), rewritten atomically; the engine's own phases
+    come from the same file."""
+    outcome = _read_json(job_dir / schema.OUTCOME_JSON) or {}
+    times = JobTimes(launched, ended, outcome.get("notebook_started"), outcome.get("notebook_ended"),
+                     notebook_cells(_read_json(job_dir / schema.NOTEBOOK) or {}))
+    metrics = {**metrics, "phases": launcher_breakdown(times, metrics.get("phases") or {}),
+               "wall": {**(metrics.get("wall") or {}), "started_at": launched, "ended_at": ended,
+                        "seconds": ended - launched}}
+    atomic_write_json(job_dir / schema.METRICS_JSON, metrics)
+    return metrics
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -1,9 +1,13 @@
 """Executors: how the jobs of a grid are run. ``local`` is built in; others (Dask, ...) come from plugins.
 
 A plugin returns ``ExecutorSpec(name, create, description)`` from its ``imgbench_executors`` hook;
-``imgbench run --executor NAME --jobs N`` calls ``create(jobs=N)``, then the executor's ``check(tasks)`` and,
+``imgbench run --executor NAME --jobs N`` calls ``create(slots=N)``, then the executor's ``check(tasks)`` and,
 once, its ``run(tasks, on_result, on_start=None)``. The contract, what each is given and must do, is
 :class:`imgbench.specs.Executor`; here its tasks are :class:`imgbench.runner.execute.JobTask`.
+
+An executor may start a slot's next job while the running one finishes: ``execute_job``'s ``on_untimed`` says
+when the running job's timed windows are over, and :mod:`imgbench.engine.handoff` makes the next job wait,
+before it first uses the device, until the previous one is recorded (``local`` does this).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import os
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from imgbench.engine.handoff import START_AFTER_ENV
 from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
+from imgbench.runner.execute import execute_job
 from imgbench.specs import Executor, ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,17 +78,22 @@ class LocalExecutor(Executor["JobTask"]):
     ``threads``. With several GPUs and several slots, slot ``i`` sees only GPU ``i mod #GPUs``
     (``CUDA_VISIBLE_DEVICES``), where it is ``cuda:0``. A grid of GPU jobs with more slots than GPUs is refused:
     jobs sharing a GPU slow each other down, and every speed figure would be contaminated.
+
+    A slot starts its next job as soon as the running one's timed windows are over, so that the next job's
+    process, kernel, imports and data load run while the previous one tests its model, draws its figures,
+    writes its files and shuts down; the next job waits for the previous one's record before it touches the device
+    (:mod:`imgbench.engine.handoff`).
     """
 
-    def __init__(self, jobs: int = 1, gpus: Sequence[str] | None = None) -> None:
-        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-            raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
-        self.jobs = jobs
+    def __init__(self, slots: int = 1, gpus: Sequence[str] | None = None) -> None:
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise UsageError(f"--jobs must be 1 or more, got {slots!r}")
+        self.slots = slots
         self.gpus = visible_gpus() if gpus is None else list(gpus)
 
     @property
     def pins_gpus(self) -> bool:
-        return self.jobs > 1 and len(self.gpus) > 1
+        return self.slots > 1 and len(self.gpus) > 1
 
     def slot_env(self, slot: int) -> dict[str, str]:
         if self.pins_gpus:
@@ -91,9 +103,9 @@ class LocalExecutor(Executor["JobTask"]):
     def check(self, tasks: Sequence[JobTask]) -> None:
         """Refuse GPU jobs that would share a GPU, or name a GPU index their slot cannot see."""
         gpu_jobs = [task for task in tasks if wants_gpu(job_device(task), bool(self.gpus))]
-        at_once = min(self.jobs, len(tasks))
+        at_once = min(self.slots, len(tasks))
         if gpu_jobs and self.gpus and at_once > len(self.gpus):
-            raise UsageError(f"--jobs {self.jobs} would run {at_once} jobs at once on {len(self.gpus)} GPU(s) "
+            raise UsageError(f"--jobs {self.slots} would run {at_once} jobs at once on {len(self.gpus)} GPU(s) "
                              f"({len(gpu_jobs)} jobs use a GPU, first: {gpu_jobs[0].job.job_id}); jobs sharing a "
                              f"GPU slow each other down and contaminate every speed figure: use --jobs "
                              f"{len(self.gpus)} (one job per GPU), or device=cpu")
@@ -101,35 +113,62 @@ class LocalExecutor(Executor["JobTask"]):
             check_device_indices(gpu_jobs)
 
     def run(self, tasks: Sequence[Any], on_result: OnResult, on_start: OnStart | None = None) -> None:
-        from imgbench.runner.execute import execute_job
-
         self.check(tasks)
-        at_once = min(self.jobs, len(tasks))
+        at_once = min(self.slots, len(tasks))
+        todo: queue.Queue[Any] = queue.Queue()
+        for task in tasks:
+            todo.put(task)
+        finished: queue.Queue[tuple[Any, Any, Path]] = queue.Queue()  # (task, row or exception, its done mark)
         stop = threading.Event()
-        free_slots: queue.Queue[int] = queue.Queue()
-        for slot in range(self.jobs):
-            free_slots.put(slot)
+        marks = Path(tempfile.mkdtemp(prefix="imgbench-handoff-"))
+        workers: list[threading.Thread] = []
 
-        def run_one(task: Any) -> dict:
-            slot = free_slots.get()
+        def run_one(task: Any, env: dict[str, str], untimed: threading.Event, done: Path) -> None:
             try:
                 if on_start is not None:
                     on_start(task)
-                threads = thread_env(task.job.recipe.threads, at_once)
-                return execute_job(task, extra_env={**self.slot_env(slot), **threads}, stop=stop)
+                finished.put((task, execute_job(task, extra_env=env, stop=stop, on_untimed=untimed.set), done))
+            except BaseException as exc:  # handed to the caller's thread, which re-raises it
+                finished.put((task, exc, done))
             finally:
-                free_slots.put(slot)
+                untimed.set()
 
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="imgbench-job") as pool:
-            futures = {pool.submit(run_one, task): task for task in tasks}
-            try:
-                for future in as_completed(futures):
-                    on_result(futures[future], future.result())
-            except BaseException:
-                stop.set()  # running jobs kill their kernels; queued ones never start
-                for future in futures:
-                    future.cancel()
-                raise
+        def slot(index: int) -> None:
+            """Run the slot's jobs, each started once the one before it is past its timed windows."""
+            before: Path | None = None
+            while not stop.is_set():
+                try:
+                    task = todo.get_nowait()
+                except queue.Empty:
+                    return
+                env = {**self.slot_env(index), **thread_env(task.job.recipe.threads, at_once)}
+                if before is not None:
+                    env[START_AFTER_ENV] = str(before)
+                before, untimed = marks / f"{task.job.job_id}.done", threading.Event()
+                worker = threading.Thread(target=run_one, args=(task, env, untimed, before),
+                                          name=f"imgbench-job-{index}")
+                workers.append(worker)
+                worker.start()
+                untimed.wait()
+
+        slots = [threading.Thread(target=slot, args=(index,), name=f"imgbench-slot-{index}")
+                 for index in range(self.slots)]
+        for thread in slots:
+            thread.start()
+        try:
+            for _ in tasks:
+                task, row, done = finished.get()
+                if isinstance(row, BaseException):
+                    raise row
+                on_result(task, row)
+                done.touch()  # the slot's next job may use the device now
+        finally:
+            stop.set()  # on an error or Ctrl-C, running jobs kill their kernels and queued ones never start
+            for thread in slots:  # once they are done, no slot starts another worker
+                thread.join()
+            for thread in workers:
+                thread.join()
+            shutil.rmtree(marks, ignore_errors=True)
 
 
 @hookimpl

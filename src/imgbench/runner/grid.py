@@ -28,17 +28,18 @@ from imgbench import __version__, schema
 from imgbench.errors import UsageError
 from imgbench.paths import DataFolders, atomic_write_json
 from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV
+from imgbench.registry import get_registry
+from imgbench.resources import NO_SUITE, notebook_path, suite_path
 from imgbench.runner.execute import JobTask
 from imgbench.runner.folder import FolderWatch, folder_problem, write_failure
 from imgbench.runner.jobs import Job
+from imgbench.runner.lifecycle import Lifecycle, create_trackers
 from imgbench.runner.machine import measure_load
-from imgbench.runner.progress import GridProgress
-from imgbench.resources import NO_SUITE, notebook_path, suite_path
-from imgbench.runner.results import check_finished, forget_record, read_record, write_results
 from imgbench.runner.preflight import preflight, timeout_problem
+from imgbench.runner.progress import GridProgress
+from imgbench.runner.results import check_finished, forget_record, read_record, write_results
 from imgbench.runner.suite import Suite, load_suite, with_options
 from imgbench.terminal import plural, wrap
-from imgbench.runner.lifecycle import Lifecycle, create_trackers
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
@@ -109,9 +110,9 @@ class GridResult:
         return wrap("\n".join(lines))
 
 
-def _create_executor(registry: "Registry", name: str, jobs: int, options: dict[str, Any]) -> Executor[JobTask]:
+def _create_executor(registry: "Registry", name: str, slots: int, options: dict[str, Any]) -> Executor[JobTask]:
     spec = registry.executor(name)
-    return spec.create(jobs=jobs, **spec.resolve_options(options, os.environ))
+    return spec.create(slots=slots, **spec.resolve_options(options, os.environ))
 
 
 def run_grid(
@@ -122,7 +123,7 @@ def run_grid(
     seeds: Iterable[int] | str | None = None,
     params: Mapping[str, Any] | None = None,
     out: str | os.PathLike | None = None,
-    jobs: int = 1,
+    slots: int = 1,
     timeout: float | None = None,
     executor: str = "local",
     executor_options: Mapping[str, Any] | None = None,
@@ -151,7 +152,7 @@ def run_grid(
         out: the results folder (default ``./results/<timestamp>/``). A folder of an earlier run resumes it:
             jobs that succeeded with the same configuration, and whose files still match the checksums in their
             ``job.json``, are skipped; a job whose record is missing files or damaged runs again.
-        jobs: how many jobs run at once (the executor's slots); they share the CPU cores equally.
+        slots: how many jobs run at once (``imgbench run --jobs``); they share the CPU cores equally.
         timeout: seconds after which a job is killed with its kernel (status ``timeout``); default: the suite's.
         executor: ``"local"`` (this machine) or a plugin's executor (``"dask"``); ``executor_options`` are its
             declared options (``{"scheduler": "tcp://host:8786"}``).
@@ -188,16 +189,14 @@ def run_grid(
     job) and the report. Before the first job it warns on stderr when the machine is already busy (its load
     average above its free cores); every row records ``load_average`` and ``free_cores`` at its job's start.
     """
-    from imgbench.registry import get_registry
-
     registry = registry or get_registry()
     grid, inherited = grid_suite(suite, models, datasets, seeds, params)
     timeout = grid.timeout if timeout is None else timeout
     out_dir = Path(out).expanduser().resolve() if out else default_out_dir()
     problems = [p for p in [timeout_problem(timeout), folder_problem(out_dir)] if p]
-    runner: Executor[JobTask] | None = None
+    job_executor: Executor[JobTask] | None = None  # the object; `executor` is its name
     try:
-        runner = _create_executor(registry, executor, jobs, dict(executor_options or {}))
+        job_executor = _create_executor(registry, executor, slots, dict(executor_options or {}))
     except UsageError as exc:
         problems.append(str(exc))
     trackers: dict[str, object] = {}
@@ -214,12 +213,12 @@ def run_grid(
     env = job_env(registry, data_dir)
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
-    assert runner is not None  # preflight raised the problem of an executor that could not be made
-    runner.check(tasks)  # e.g. local refuses to put several jobs on one GPU
+    assert job_executor is not None  # preflight raised the problem of an executor that could not be made
+    job_executor.check(tasks)  # e.g. local refuses to put several jobs on one GPU
     record = {
         "command": list(command) if command is not None else sys.argv, "imgbench": __version__,
         "suite": grid.to_dict(), "executor": executor, "executor_options": dict(executor_options or {}),
-        "jobs": jobs, "timeout": timeout,
+        "slots": slots, "timeout": timeout,
         "notebook": str(notebook_file), "env": env, "grid": [job.to_dict() for job in job_list],
     }
     if inherited is not None:
@@ -234,7 +233,7 @@ def run_grid(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(out_dir), Lifecycle(registry.pm, trackers, out_dir) as lifecycle:
-            return _run(tasks, runner, out_dir, record, report=report, progress=progress, lifecycle=lifecycle)
+            return _run(tasks, job_executor, out_dir, record, report=report, progress=progress, lifecycle=lifecycle)
     except OSError as exc:
         failure = write_failure(exc, out_dir, job_list)
         if failure is None:
@@ -261,7 +260,7 @@ def _resume(tasks: list[JobTask], out_dir: Path) -> tuple[list[str], dict[str, s
     return skipped, rerun
 
 
-def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record: dict[str, Any], *, report: bool,
+def _run(tasks: list[JobTask], executor: Executor[JobTask], out_dir: Path, record: dict[str, Any], *, report: bool,
          progress: bool, lifecycle: Lifecycle) -> GridResult:
     job_list = [task.job for task in tasks]
     skipped, rerun = _resume(tasks, out_dir)
@@ -273,7 +272,7 @@ def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record:
     write_results(out_dir, job_list)
     watch = FolderWatch(out_dir)
 
-    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["jobs"], rerun=rerun)
+    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["slots"], rerun=rerun)
 
     finished: list[str] = []
 
@@ -286,7 +285,7 @@ def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record:
         lifecycle.job_finished(task.job, row)
 
     try:
-        runner.run(todo, on_result, on_start=bar.started)
+        executor.run(todo, on_result, on_start=bar.started)
     except KeyboardInterrupt:
         write_results(out_dir, job_list)  # a job may have finished as the run was interrupted
         raise
@@ -298,7 +297,7 @@ def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record:
     result = GridResult(out_dir, rows, skipped=len(skipped), jobs=job_list, rerun=rerun)
     if report:
         try:
-            from imgbench.report import build_report
+            from imgbench.report import build_report  # pandas, seaborn, Jupyter: only when a report is built
 
             result.report = Path(build_report(out_dir))
         except Exception as exc:  # the results are already on disk; a broken report must not lose them
@@ -312,7 +311,7 @@ def _run(tasks: list[JobTask], runner: Executor[JobTask], out_dir: Path, record:
 
 @contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
-    """One runner per output folder at a time (the OS drops the lock if the runner is killed)."""
+    """One launcher per output folder at a time (the OS drops the lock if the launcher is killed)."""
     lock = FileLock(out_dir / LOCK_FILE)
     try:
         lock.acquire(timeout=0)

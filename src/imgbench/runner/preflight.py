@@ -21,8 +21,10 @@ import os
 from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlsplit
 
+from imgbench.engine.recipe import device_problem
 from imgbench.errors import UsageError
 from imgbench.paths import DataFolders
+from imgbench.recipe_fields import DEVICE_PATTERN
 from imgbench.runner.jobs import Job
 from imgbench.runner.suite import GridError, Suite, expand
 
@@ -76,9 +78,6 @@ def timeout_problem(timeout: object) -> str:
 def device_problems(grid: Suite) -> list[str]:
     """Each device the grid asks for that this machine lacks (``cuda`` without CUDA, ``cuda:3`` with two GPUs,
     ``mps`` off macOS), named where it was set. Malformed names are the recipe's to report."""
-    from imgbench.engine.recipe import device_problem
-    from imgbench.recipe_fields import DEVICE_PATTERN
-
     problems: dict[str, str] = {}  # device -> why not: asked for in several places, checked once
     found = []
     for part in grid.grids or (grid,):

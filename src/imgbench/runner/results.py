@@ -44,7 +44,7 @@ def make_row(job: Job, *, status: str, error: str, metrics: Mapping[str, Any] | 
         seed=job.seed, status=status, error=" ".join(str(error or "").split())[:MAX_ERROR_CHARS],
         duration_s=round(duration_s, 3), config_hash=job.config_hash, notebook=notebook,
     )
-    return {column: row[column] for column in schema.RESULT_COLUMNS}
+    return {column: row.get(column) for column in schema.RESULT_COLUMNS}  # columns the runner leaves unset: empty
 
 
 def write_record(job_dir: Path, job: Job, row: Mapping[str, Any]) -> None:

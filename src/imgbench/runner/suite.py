@@ -37,13 +37,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from imgbench.engine import check_parameter, config_hash, resolve_recipe
+from imgbench.engine.recipe import subset_problem
 from imgbench.errors import UsageError
 from imgbench.runner.jobs import Job
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.registry import Registry
 
-SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides", "grids")
+SUITE_KEYS = ("description", "models", "datasets", "seeds", "timeout", "params", "overrides", "grids", "infer")
 GRID_KEYS = ("name", "models", "datasets", "seeds", "params", "overrides", "published")
 RESERVED_PARAMS = ("model", "dataset", "seed", "out_dir")  # notebook parameters the runner sets itself
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # plain identifiers only: nothing can be injected
@@ -79,6 +81,7 @@ class Suite:
         if name in self.params:
             return self.origins.get(name) or f"{self.where} [params]"
         return f"the default recipe of dataset {dataset}" if dataset else "the default recipe"
+    infer: Mapping[str, Any] = field(default_factory=dict)  # [infer]: an inference suite, for `imgbench infer`
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -126,6 +129,7 @@ def suite_from_dict(data: Mapping[str, Any], source: str = "") -> Suite:
         description=description,
         timeout=float(timeout) if timeout is not None else None,
         source=source,
+        infer=_table(data.get("infer", {}), f"{where}: [infer]"),
     )
 
 
@@ -273,13 +277,12 @@ class GridError(UsageError):
 
 def expand(suite: Suite, registry: "Registry") -> list[Job]:
     """Every (model, dataset, seed) job of the suite, checked; raises GridError naming every problem."""
-    from imgbench.engine import check_parameter, config_hash, resolve_recipe
-    from imgbench.engine.recipe import subset_problem
-
     if suite.grids:  # the union, once per job: two grids may give a job the same recipe
         return list({job.job_id: job for grid in suite.grids for job in expand(grid, registry)}.values())
     where = suite.where
     problems = []
+    if suite.infer:
+        problems.append(f"{where} is an inference suite ([infer]): run it with `imgbench infer`")
     if not suite.models:
         problems.append(f"{where}: no models; name some with -m MODEL or the suite's models = [...]")
     if not suite.datasets:
