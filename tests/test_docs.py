@@ -191,7 +191,11 @@ def _script_main(path: Path) -> Callable[..., Any]:
     spec = importlib.util.spec_from_file_location(f"docs_check_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))  # as `python benchmarks/X.py` runs it: its sibling scripts import
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module.main
 
 
