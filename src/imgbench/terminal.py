@@ -43,9 +43,18 @@ def truncate(text: str, columns: int) -> str:
     return text if len(text) <= columns else text[:max(columns - len(ELLIPSIS), 0)] + ELLIPSIS
 
 
-def plural(count: int, noun: str, many: str = "") -> str:
-    """``1 job``, ``2 jobs``, ``0 jobs``; ``many`` for an irregular plural."""
-    return f"{count} {noun if count == 1 else many or noun + 's'}"
+def noun_form(n: float, noun: str) -> str:
+    """``noun`` or its plural, as ``n`` asks: 1 job, 2 jobs, 0.5 cores ('y' -> 'ies' after a consonant)."""
+    if n == 1:
+        return noun
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def plural(count: float, noun: str, many: str = "") -> str:
+    """``1 job``, ``2 jobs``, ``1,200 images``; ``many`` for an irregular plural."""
+    return f"{count:,} {noun if count == 1 else many or noun_form(count, noun)}"
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], columns_wide: int | None = None) -> str:

@@ -8,6 +8,8 @@ import pandas as pd
 
 from imgbench import schema
 from imgbench.report.tables import LOG_SCALE_METRICS
+from imgbench.terminal import noun_form as plural  # the English plural rule lives in terminal
+from imgbench.terminal import plural as count
 
 MISSING = "–"
 HEADING_UNITS = ("img/s", "ms", "MB")  # leaderboard headings carry these units, so cells are bare numbers
@@ -89,20 +91,6 @@ def points(value: float) -> str:
 def points_interval(low: float, high: float, unit: str = " pt") -> str:
     """The interval of a difference of two fractions in points: '[+0.28, +3.20] pt' ('' without)."""
     return "" if pd.isna(low) or pd.isna(high) else f"[{100 * low:+.2f}, {100 * high:+.2f}]{unit}"
-
-
-def plural(n: float, noun: str) -> str:
-    """``noun`` or its plural, as ``n`` asks: 1 job, 2 jobs, 0.5 cores ('y' -> 'ies' after a consonant)."""
-    if n == 1:
-        return noun
-    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
-        return noun[:-1] + "ies"
-    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
-
-
-def count(n: int, noun: str) -> str:
-    """'1 job', '3 jobs', '1,200 images'."""
-    return f"{n:,} {plural(n, noun)}"
 
 
 def p_value(value: float) -> str:

@@ -66,9 +66,10 @@ def render_markdown(report: Report) -> str:
     if report.baseline is not None:
         changes = report.baseline.changes
         lines += ["", "## Against the baseline", "", f"Baseline: {escape(report.baseline.out_dir)}", ""]
-        rows = [[r["dataset"], r["model"], r["metric"], fmt.number(r["metric"], r["baseline"]), fmt.number(r["metric"], r["current"]),
-                 fmt.change(r["metric"], r["change"], r["change_pct"]), ("REGRESSION " if r["regression"] else "") + r["note"]]
-                for r in changes.to_dict("records")]
+        rows = [[r["dataset"], r["model"], r["metric"], fmt.number(r["metric"], r["baseline"]),
+                 fmt.number(r["metric"], r["current"]), fmt.change(r["metric"], r["change"], r["change_pct"]),
+                 ("REGRESSION " if r["regression"] else "") + r["note"]]
+                for r in changes.to_dict("records")]  # a record's values are typed Any
         lines += _table(["Dataset", "Model", "Metric", "Baseline", "Now", "Change", "Flag"], rows) if rows \
             else ["No (model, dataset) pair is in both runs."]
     lines += ["", *inference_lines(report.inference, escape)]

@@ -9,6 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any, Callable
 
 from imgbench.engine.phases import COMPUTE, MEANINGS, ORDER, compute_seconds, covered
+from imgbench.report import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgbench.report.findings import Report
@@ -84,8 +85,9 @@ def summary(grid: GridTime) -> str:
     """One paragraph: the grid's span, its compute and its harness, per job."""
     n, span, compute = len(grid.jobs), grid.span_s, grid.compute_s
     harness = max(0.0, span - compute)
-    return (f"The {n} job(s) took {span:.1f} s from the first one's start to the last one's end. The models "
-            f"computed (training, evaluation, benchmarks) for {compute:.1f} s ({_share(compute, span)}); the "
+    return (f"The {fmt.count(n, 'job')} took {span:.1f} s from the first one's start to the last one's end. "
+            f"The models computed (training, evaluation, benchmarks) for {compute:.1f} s "
+            f"({_share(compute, span)}); the "
             f"harness around them took {harness:.1f} s ({_share(harness, span)}), {harness / n:.1f} s per job. "
             f"A job started while the one before it finished counts once.")
 
@@ -123,9 +125,10 @@ def render_markdown(report: Report, md: Callable[[object], str]) -> list[str]:
     totals = grid.phase_totals()
     walls = sum(job.wall_s for job in grid.jobs)
     lines += [md(summary(grid)), "", "| Phase | Seconds, all jobs | Share | Kind |", "| --- | --- | --- | --- |"]
-    lines += [f"| {md(name)} | {seconds:.1f} | {_share(seconds, walls)} | {'compute' if name in COMPUTE else 'harness'} |"
-              for name, seconds in totals.items()]
-    lines += ["", "| Job | Wall s | Compute s | Harness s | Largest harness phases |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {md(name)} | {seconds:.1f} | {_share(seconds, walls)} | "
+              f"{'compute' if name in COMPUTE else 'harness'} |" for name, seconds in totals.items()]
+    lines += ["", "| Job | Wall s | Compute s | Harness s | Largest harness phases |",
+              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {md(job.label)} | {job.wall_s:.1f} | {job.compute_s:.1f} | {job.harness_s:.1f} | "
               f"{md(_named(job.top_harness()))} |" for job in grid.jobs]
     return lines
