@@ -21,7 +21,9 @@
 # The data travels as one tarball (.device/data.tar.gz: MNIST's four IDX files and a CIFAR-10 subset as PNG
 # class folders; 12,000 small files would take 79 MB on disk for 38 MB of data), unpacked where it runs.
 # Environment: OUT (default results/gpu_check), DEVICE (cuda | cpu, default cuda), PYTHON (default python3),
-# LIMIT_SCALE (multiplies every step's limit, default 1; a CPU check under load needs more).
+# LIMIT_SCALE (multiplies every step's limit, default 1; a CPU check under load needs more), STEPS (the steps to
+# run, default all: the device tool allows 600 s per command, so run `STEPS="tests bench_engine matrix"` and then
+# `STEPS="grid parity"` with OUT set apart for each).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,8 +82,15 @@ SUMMARY="$OUT/summary.md"
 started=$(date +%s)
 echo "# gpu_check ($DEVICE) $(date -u +%FT%TZ)" >"$SUMMARY"
 
+STEPS=${STEPS:-tests bench_engine matrix grid parity}
+selected() { [[ " $STEPS " == *" $1 "* ]]; }
+
 step() {  # step NAME LIMIT_S COMMAND...: runs it, records status and seconds in the summary
     local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
+    if ! selected "$name"; then
+        echo "| $name | not in STEPS | | |" >>"$SUMMARY"
+        return 0
+    fi
     local t0=$(date +%s)
     echo "== $name (limit ${limit}s)"
     timeout "$limit" "$@"
@@ -167,7 +176,7 @@ step grid 180 "$PYTHON" -m imgbench.cli run -m keras/mnist_convnet -m timm/resne
     -p device=\"$DEVICE\" $GRID --out "$GRID_OUT"
 cp "$GRID_OUT/results.csv" "$OUT/grid_results.csv" 2>/dev/null
 cp "$GRID_OUT/report.md" "$OUT/grid_report.md" 2>/dev/null
-"$PYTHON" - "$GRID_OUT" >>"$SUMMARY" <<'PY'
+selected grid && "$PYTHON" - "$GRID_OUT" >>"$SUMMARY" <<'PY'
 """The grid's fixed cost per job, as issue 20 measures it: (wall - the sum of train_time_s) / jobs."""
 import csv
 import json
