@@ -72,6 +72,8 @@ def test_nvml_joules_over_a_window_are_the_counter_difference():
     assert reading.seconds == pytest.approx(2.5)
     assert reading.watts == pytest.approx(60.0)
     assert reading.per_image(300) == pytest.approx(0.5)
+    assert reading.per_image_at(120.0) == pytest.approx(0.5)  # 60 W at 120 images/s
+    assert reading.per_image_at(0.0) is None
     assert reading.source == energy.NVML and reading.reason == ""
 
 
@@ -91,6 +93,7 @@ def test_a_gpu_without_the_counter_gives_no_joules_and_says_why():
     meter.start()
     reading = meter.stop()
     assert reading.joules is None and reading.per_image(10) is None and reading.watts is None
+    assert reading.per_image_at(100.0) is None
     assert "Not Supported" in reading.reason
 
 

@@ -3,8 +3,10 @@ it), and the import graph is layered: no circles, and no module importing a laye
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from typing import Container, Mapping
 
 # The layers of src/imgbench, bottom first, by the name under ``imgbench`` (a top-level module or a package).
 # A module may import its own layer and those below it, never one above. The bottom holds the contracts and
@@ -47,36 +49,47 @@ def test_the_launcher_resolves_recipes_and_imports_the_grid_without_pandas_or_to
     assert _loaded_after(code) == []
 
 
-def _project_imports() -> dict[str, set[str]]:
-    """For every module of src/imgbench, the project modules it imports anywhere (top level or in a function)."""
-    import ast
+def _sources() -> dict[str, str]:
+    """Every module of src/imgbench by its dotted name (a package by its own name), with its source text."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "src"
-    modules = {}
+    sources = {}
     for path in (root / "imgbench").rglob("*.py"):
         parts = path.relative_to(root).with_suffix("").parts
-        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+        sources[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path.read_text(encoding="utf-8")
+    return sources
 
-    def owner(name: str) -> str | None:  # the module a dotted name lives in: its longest known prefix
-        parts = name.split(".")
-        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in modules), None)
 
+def _owner(name: str, modules: Container[str]) -> str | None:
+    """The module a dotted name lives in: its longest prefix among ``modules``."""
+    parts = name.split(".")
+    return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in modules), None)
+
+
+def _imported(node: ast.Import | ast.ImportFrom, module: str, sources: Mapping[str, str]) -> list[str]:
+    """The dotted names an import statement of ``module`` reaches: its modules, and for ``from X import y`` both X
+    and X.y (y may be a submodule); relative imports resolved against the module's package."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    is_package = any(other.startswith(module + ".") for other in sources)
+    package = module if is_package else module.rpartition(".")[0]
+    base = node.module or ""
+    if node.level:
+        up = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*up, base] if base else up)
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+def _project_imports() -> dict[str, set[str]]:
+    """For every module of src/imgbench, the project modules it imports anywhere (top level or in a function)."""
+    sources = _sources()
     graph = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*up, base] if base else up)
-                targets |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    for name, text in sources.items():
+        targets = {target for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for target in _imported(node, name, sources)}
         # a package's own __init__ runs first whatever imports it, so edges to enclosing packages are no circle
-        graph[name] = {found for t in targets if (found := owner(t)) and found != name
+        graph[name] = {found for t in targets if (found := _owner(t, sources)) and found != name
                        and not name.startswith(found + ".")}
     return graph
 
@@ -132,31 +145,19 @@ DEFERRED = HEAVY + ("torchvision", "scipy", "numpy", "PIL", "nbformat", "nbclien
                     "dask", "pynvml", "pytest", "h5py")
 
 
-def needless_local_imports(sources: dict[str, str]) -> list[str]:
+def needless_local_imports(sources: Mapping[str, str]) -> list[str]:
     """``module:line: target`` for each function-local import of ``sources`` (module name -> source text) that
     defers nothing listed in DEFERRED."""
-    import ast
-
     trees = {name: ast.parse(text) for name, text in sources.items()}
-    packages = {name for name, tree in trees.items()
-                if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__" for node in tree.body)}
+    lazy_packages = {name for name, tree in trees.items()
+                     if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__" for node in tree.body)}
 
-    def owner(name: str) -> str | None:
-        parts = name.split(".")
-        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in trees), None)
-
-    def imports(node: ast.AST) -> list[str]:
-        if isinstance(node, ast.Import):
-            return [alias.name for alias in node.names]
-        assert isinstance(node, ast.ImportFrom)
-        return [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
-
-    def module_level(tree: ast.Module) -> list[str]:  # outside functions and `if TYPE_CHECKING:`
-        found, todo = [], list(tree.body)
+    def module_level(name: str) -> list[str]:  # outside functions and `if TYPE_CHECKING:`
+        found, todo = [], list(trees[name].body)
         while todo:
             node = todo.pop()
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                found += imports(node)
+                found += _imported(node, name, sources)
             elif isinstance(node, (ast.If, ast.Try)) and "TYPE_CHECKING" not in ast.unparse(getattr(node, "test", "")):
                 todo += [*node.body, *getattr(node, "orelse", []), *getattr(node, "handlers", [])]
         return found
@@ -168,16 +169,16 @@ def needless_local_imports(sources: dict[str, str]) -> list[str]:
             heavy[module] = False  # a cycle adds nothing
             parents = [".".join(module.split(".")[:n]) for n in range(1, module.count(".") + 1)]
             heavy[module] = any(is_heavy(p) for p in parents if p in trees) or any(
-                target.split(".")[0] in DEFERRED or ((found := owner(target)) is not None and found != module
+                target.split(".")[0] in DEFERRED or ((found := _owner(target, trees)) is not None and found != module
                                                      and is_heavy(found))
-                for target in module_level(trees[module]))
+                for target in module_level(module))
         return heavy[module]
 
     def defers(target: str) -> bool:
         if target.split(".")[0] in DEFERRED:
             return True
-        found = owner(target)
-        return found is not None and (is_heavy(found) or (found in packages and found != target))
+        found = _owner(target, trees)
+        return found is not None and (is_heavy(found) or (found in lazy_packages and found != target))
 
     needless: list[tuple[str, int, str]] = []
     for name, tree in trees.items():
@@ -185,20 +186,11 @@ def needless_local_imports(sources: dict[str, str]) -> list[str]:
             if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) or function.name == "__getattr__":
                 continue
             for node in ast.walk(function):
-                if isinstance(node, (ast.Import, ast.ImportFrom)) and not any(map(defers, imports(node))):
-                    needless.append((name, node.lineno, imports(node)[0]))
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    targets = _imported(node, name, sources)
+                    if not any(map(defers, targets)):
+                        needless.append((name, node.lineno, targets[0]))
     return [f"{name}:{line}: {target}" for name, line, target in sorted(set(needless))]
-
-
-def _sources() -> dict[str, str]:
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "src"
-    sources = {}
-    for path in (root / "imgbench").rglob("*.py"):
-        parts = path.relative_to(root).with_suffix("").parts
-        sources[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path.read_text(encoding="utf-8")
-    return sources
 
 
 def test_function_local_imports_defer_only_what_is_expensive_or_optional():

@@ -53,6 +53,11 @@ class EnergyReading:
     def watts(self) -> float | None:
         return self.joules / self.seconds if self.joules is not None and self.seconds > 0 else None
 
+    def per_image_at(self, images_per_second: float | None) -> float | None:
+        """J/image of work done at ``images_per_second`` over this window: its mean power over that rate."""
+        watts = self.watts
+        return watts / images_per_second if watts is not None and images_per_second else None
+
 
 class Counter(Protocol):
     """A cumulative energy counter: ``read()`` gives joules since an arbitrary origin, never decreasing."""

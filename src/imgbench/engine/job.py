@@ -357,7 +357,8 @@ def _bench_batch(plan: JobPlan, inputs: Inputs) -> torch.Tensor:
 def count_cost(plan: JobPlan, built: BuiltModel, inputs: Inputs) -> dict[str, Any]:
     from imgbench.engine.timing import count_flops
 
-    return {"flops": count_flops(built.net, _bench_batch(plan, inputs)[:1], plan.precision.autocast)}
+    test = inputs.test  # one image: the benchmark batch's first
+    return {"flops": count_flops(built.net, test.inputs(test.x[:1]), plan.precision.autocast)}
 
 
 @dataclass(frozen=True)
@@ -368,9 +369,8 @@ class InferenceTiming:
     energy: EnergyReading
 
     def record(self) -> dict[str, Any]:
-        watts, throughput = self.energy.watts, self.figures["infer_throughput"]
         return {**self.figures, "energy_source": self.energy.source,
-                "energy_per_inference_image_j": watts / throughput if watts is not None and throughput else None}
+                "energy_per_inference_image_j": self.energy.per_image_at(self.figures["infer_throughput"])}
 
 
 def time_inference(plan: JobPlan, inputs: Inputs, model: torch.nn.Module, energy: EnergyMeter) -> InferenceTiming:

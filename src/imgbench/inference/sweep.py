@@ -256,7 +256,7 @@ class ModelSweep:
         row.update(status=schema.Status.OK, error="", throughput=throughput,
                    throughput_rel_iqr=speed["infer_throughput_rel_iqr"], peak_memory_mb=memory,
                    compile_time_s=compile_time if compile_time is not None else prepared.compile_time_s,
-                   energy_per_image_j=energy.watts / throughput if energy.watts is not None and throughput else None,
+                   energy_per_image_j=energy.per_image_at(throughput),
                    energy_source=energy.source, energy_note=energy.reason,
                    **{key: value for key, value in latency.items() if key in schema.INFERENCE_BY_NAME})
 

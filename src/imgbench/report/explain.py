@@ -62,7 +62,7 @@ def seeds_advice(c: Comparison) -> str:
         return "unknown with one seed: run 3 or more"
     if math.isinf(c.seeds_needed):
         return "none would: only more test images"
-    return f"about {fmt.count(int(c.seeds_needed), 'seed')} per model"
+    return f"about {fmt.plural(int(c.seeds_needed), 'seed')} per model"
 
 
 def what_one_interval_knows(row: pd.Series) -> str:
@@ -81,13 +81,13 @@ def what_the_interval_knows(c: Comparison) -> list[str]:
     d, seeds = c.difference, min(c.leader_seeds, c.other_seeds)
     if d is None:
         return []
-    images = fmt.count(c.n_images, "test image")
+    images = fmt.plural(c.n_images, "test image")
     if seeds == 1:
         lines = [f"With one seed per model the intervals count the {images} only: how far another training seed "
                  f"would move each model is unknown, and it can exceed this lead. {MORE_SEEDS}"]
     elif seeds == 2:
         lines = [f"With 2 seeds per model the seeds' spread is estimated from two values each, so the intervals "
-                 f"are wide (Student's t with {d.seed_df:.2g} {fmt.plural(d.seed_df, 'degree')} of freedom) and "
+                 f"are wide (Student's t with {d.seed_df:.2g} {fmt.noun_form(d.seed_df, 'degree')} of freedom) and "
                  f"that spread is itself uncertain; they also count the {images}."]
     else:
         lines = [f"The intervals count the spread of the seeds ({c.leader_seeds} and {c.other_seeds}) and of the "
@@ -100,6 +100,6 @@ def what_the_interval_knows(c: Comparison) -> list[str]:
                      f"points, too much for a lead of {100 * d.value:.2f} points to show; only more test images "
                      "would.")
     else:
-        lines.append(f"Given the spread observed so far, about {fmt.count(int(c.seeds_needed), 'seed')} per model "
+        lines.append(f"Given the spread observed so far, about {fmt.plural(int(c.seeds_needed), 'seed')} per model "
                      f"would show a true lead of {100 * d.value:.2f} points as significant {POWER:.0%} of the time.")
     return lines

@@ -181,7 +181,7 @@ def confusion(results: Results, dataset: str, model: str) -> Figure | None:
                 annot_kws={"fontsize": 7}, cbar_kws={"label": "share of the true class", "shrink": 0.7},
                 xticklabels=True, yticklabels=True)
     figure.axes[0].set(xlabel="Predicted", ylabel="True",
-                       title=f"{model} on {dataset} ({fmt.count(len(matrices), 'seed')})")
+                       title=f"{model} on {dataset} ({fmt.plural(len(matrices), 'seed')})")
     return figure
 
 

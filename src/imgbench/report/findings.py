@@ -117,9 +117,9 @@ class Report:
         if n_ok == 0:
             return f"{_all(len(table), 'job')} failed: there is no leaderboard; see Failures for the errors."
         seeds = sorted(int(s) for s in table["seed"].dropna().unique())
-        return (f"{fmt.count(len(table), 'job')}: {n_ok} ok, {len(table) - n_ok} not ok; "
-                f"{fmt.count(n_models, 'model')} on {fmt.count(n_datasets, 'dataset')}, "
-                f"{fmt.plural(len(seeds), 'seed')} {', '.join(map(str, seeds))}.")
+        return (f"{fmt.plural(len(table), 'job')}: {n_ok} ok, {len(table) - n_ok} not ok; "
+                f"{fmt.plural(n_models, 'model')} on {fmt.plural(n_datasets, 'dataset')}, "
+                f"{fmt.noun_form(len(seeds), 'seed')} {', '.join(map(str, seeds))}.")
 
     def verdicts(self) -> list[Verdict]:
         """One Verdict per leaderboard, in dataset order: a dataset whose rows were tested on different test
@@ -243,7 +243,7 @@ def _training_subsets(ranked: pd.DataFrame) -> list[str]:
 
 def _all(n: int, noun: str) -> str:
     """'The 1 job' / 'All 3 jobs': the subject of 'failed'."""
-    return f"The {fmt.count(n, noun)}" if n == 1 else f"All {fmt.count(n, noun)}"
+    return f"The {fmt.plural(n, noun)}" if n == 1 else f"All {fmt.plural(n, noun)}"
 
 
 def _score(row: pd.Series) -> str:

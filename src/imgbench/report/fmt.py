@@ -8,8 +8,7 @@ import pandas as pd
 
 from imgbench import schema
 from imgbench.report.tables import LOG_SCALE_METRICS
-from imgbench.terminal import noun_form as plural  # the English plural rule lives in terminal
-from imgbench.terminal import plural as count
+from imgbench.terminal import noun_form, plural  # the English plural rule lives in terminal; the pages use it here
 
 MISSING = "–"
 HEADING_UNITS = ("img/s", "ms", "MB")  # leaderboard headings carry these units, so cells are bare numbers

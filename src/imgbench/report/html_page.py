@@ -217,8 +217,8 @@ def _baseline(report: Report) -> str:
              f"{SPEED_TOLERANCE:.0%} higher.</p>"]
     changes = base.changes
     flagged = changes[changes["regression"]]
-    compared = fmt.count(len(changes), "compared metric")
-    parts.append(f"<p><span class=\"flag\">{fmt.count(len(flagged), 'regression')}</span> in {compared} (red "
+    compared = fmt.plural(len(changes), "compared metric")
+    parts.append(f"<p><span class=\"flag\">{fmt.plural(len(flagged), 'regression')}</span> in {compared} (red "
                  "cells; hover a cell for both values).</p>" if len(flagged)
                  else f"<p>No regression in {compared}.</p>")
     if not changes.empty:
@@ -266,7 +266,7 @@ def _failures(report: Report) -> str:
             "<tr>" + "".join(f'<td class="{"error" if c == "error" else "text"}">{escape(_cell(v))}</td>'
                              for c, v in row.items()) + "</tr>" for _, row in failures.iterrows())
         verb = "is" if len(failures) == 1 else "are"
-        parts.append(f'<p>{fmt.count(len(failures), "job")} did not finish with status ok and {verb} left out of '
+        parts.append(f'<p>{fmt.plural(len(failures), "job")} did not finish with status ok and {verb} left out of '
                      f'every table and figure.</p><div class="wrap"><table id="failures"><thead><tr>{head}</tr></thead>'
                      f"<tbody>{rows}</tbody></table></div>")
     if report.results.problems:

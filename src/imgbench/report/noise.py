@@ -117,7 +117,7 @@ def diagnose(rows: list[pd.Series], figure: str) -> tuple[str, str]:
     if loaded:
         row = max(loaded, key=lambda r: r["load_average"])
         return LOADED, (f"load average {row['load_average']:.1f}, {row['free_cores']:.1f} free "
-                        f"{fmt.plural(row['free_cores'], 'core')} for {fmt.count(_cores_needed(row), 'thread')}")
+                        f"{fmt.noun_form(row['free_cores'], 'core')} for {fmt.plural(_cores_needed(row), 'thread')}")
     loads = [row["load_average"] for row in rows if pd.notna(row.get("load_average"))]
     return (QUIET, f"load average {max(loads):.1f}") if loads else (UNRECORDED, "")
 
@@ -145,8 +145,8 @@ def shared_cpu_note(ok: pd.DataFrame) -> str:
     if shared.empty:
         return ""
     threads = sorted(int(t) for t in shared["threads"].dropna().unique())
-    each = fmt.count(threads[0], "thread") if len(threads) == 1 else f"{', '.join(map(str, threads))} threads"
-    return (f"Speed figures of {len(shared)} of {fmt.count(len(ok), 'job')} come from CPU jobs that shared the "
+    each = fmt.plural(threads[0], "thread") if len(threads) == 1 else f"{', '.join(map(str, threads))} threads"
+    return (f"Speed figures of {len(shared)} of {fmt.plural(len(ok), 'job')} come from CPU jobs that shared the "
             f"machine ({int(shared['concurrency'].max())} jobs at once, {each} each): they are lower than a job "
             f"alone gets, and compare fairly only with jobs run the same way. For speed figures of the machine "
             f"alone, rerun with --jobs 1.")
@@ -160,7 +160,7 @@ def noise_notes(ok: pd.DataFrame) -> list[str]:
         return []
     jobs = {(f.model, f.dataset, f.seed) for f in found if f.seed is not None}
     notes = [f"Too noisy to rank on: speed figures that spread more than {NOISY_REL_IQR:.0%} within their job "
-             f"(relative IQR of its timed chunks; {fmt.count(len(jobs), 'job')}) or more than "
+             f"(relative IQR of its timed chunks; {fmt.plural(len(jobs), 'job')}) or more than "
              f"{NOISY_SEED_SPREAD:.0%} between a model's seeds (range over median). The leaderboards mark them "
              "noisy and give them no interval."]
     for cause, advice in CAUSES.items():

@@ -85,7 +85,7 @@ def summary(grid: GridTime) -> str:
     """One paragraph: the grid's span, its compute and its harness, per job."""
     n, span, compute = len(grid.jobs), grid.span_s, grid.compute_s
     harness = max(0.0, span - compute)
-    return (f"The {fmt.count(n, 'job')} took {span:.1f} s from the first one's start to the last one's end. "
+    return (f"The {fmt.plural(n, 'job')} took {span:.1f} s from the first one's start to the last one's end. "
             f"The models computed (training, evaluation, benchmarks) for {compute:.1f} s "
             f"({_share(compute, span)}); the "
             f"harness around them took {harness:.1f} s ({_share(harness, span)}), {harness / n:.1f} s per job. "
