@@ -103,10 +103,15 @@ def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before
                                        "params": TINY}), out=tmp_path / "out", slots=1, timeout=WAIT_S,
                       report=False, registry=env, progress=False)
     assert result.exit_code == 0, result.summary()
-    first, second = sorted((json.loads((result.out_dir / "jobs" / job.job_id / "metrics.json").read_text())["wall"]
-                            for job in result.jobs), key=lambda wall: wall["started_at"])
+    records = sorted((json.loads((result.out_dir / "jobs" / job.job_id / "metrics.json").read_text())
+                      for job in result.jobs), key=lambda metrics: metrics["wall"]["started_at"])
+    first, second = (metrics["wall"] for metrics in records)
     assert second["started_at"] < first["ended_at"]  # its start overlapped the first job's figures and files
     assert second["device_from"] > first["ended_at"]  # but nothing of the first job ran beside its timed work
+    # both kernels were forked from the grid's fork server, which had imported torch and imgbench: the second
+    # job's imports cost nothing (a fresh kernel spends seconds on them)
+    assert [metrics["provenance"]["forked_kernel"] for metrics in records] == [True, True]
+    assert records[1]["phases"]["imports"] < 1.0
 
 
 def test_e2e_notebooks_hold_exactly_the_requested_parameters(e2e):

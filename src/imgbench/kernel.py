@@ -5,6 +5,9 @@ Using the running interpreter means a job never picks up whatever kernelspec hap
 ``python3``. Unix-domain (ipc) sockets in a private folder per job replace TCP ports, so jobs started at
 the same moment cannot race for the same port.
 
+Where the job's launcher keeps a fork server (:mod:`imgbench.forkserver`), a job's kernel is forked from it,
+with the frameworks already imported; when none answers, the kernel starts fresh.
+
 A kernel that dies hard must leave its trace: it inherits the job process's stdout and stderr (the job's
 ``runner.log``), runs with ``PYTHONFAULTHANDLER=1``, and ipykernel is told not to capture the process-level
 stderr into the notebook. That capture would swallow a crash's faulthandler stack: it goes through a pipe
@@ -18,15 +21,42 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
+
+from imgbench import forkserver
 
 KERNEL_NAME = "imgbench-python"
 KERNEL_ARGS = ("--IPKernelApp.capture_fd_output=False",)  # fd 2 stays runner.log, where faulthandler writes
 KERNEL_ENV = {"PYTHONFAULTHANDLER": "1"}  # a segfault, abort or fatal error prints every thread's stack
+KERNEL_MODULE = ("-m", "ipykernel_launcher")  # what follows it in the kernel's command is ipykernel's argv
+EXIT_STATUS_FILE = "kernel.exit"  # where a fork server writes the exit status of the kernel it forked
+
+
+class ForkingProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, except that the kernel is forked by the job's fork server when one
+    is named in ``forkserver.ADDRESS_ENV`` and answers (a fresh kernel is started otherwise)."""
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        address = os.environ.get(forkserver.ADDRESS_ENV)
+        if address and forkserver.enabled() and tuple(cmd[1:3]) == KERNEL_MODULE:
+            cwd = str(kwargs.get("cwd") or os.getcwd())
+            try:
+                self.process = forkserver.request_kernel(address, cmd[3:], kwargs.get("env") or os.environ, cwd,
+                                                         Path(self.parent.socket_dir) / EXIT_STATUS_FILE)
+            except OSError as exc:  # the launcher's server is gone or refused: a fresh kernel loses nothing
+                print(f"imgbench: starting a fresh kernel, the fork server did not give one ({exc})",
+                      file=sys.stderr, flush=True)
+            else:
+                self.pid = self.pgid = self.process.pid  # the kernel leads its own session
+                self.cwd = cwd
+                return self.connection_info
+        return await super().launch_kernel(cmd, **kwargs)
 
 
 class CurrentPythonKernelManager(AsyncKernelManager):
@@ -48,6 +78,12 @@ class CurrentPythonKernelManager(AsyncKernelManager):
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *self.kernel_args],
             display_name=f"Python ({sys.executable})", language="python", name=KERNEL_NAME,
         )
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+        if self.provisioner is None:  # jupyter_client's factory would make a LocalProvisioner
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", None) or str(uuid.uuid4())
+            self.provisioner = ForkingProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

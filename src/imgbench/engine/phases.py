@@ -35,15 +35,18 @@ WRITE = "write"
 OTHER = "other"
 MEANINGS = {  # in the order a job runs them
     PROCESS_START: "the launcher starting the job process: its Python, its imports, reading the request",
-    KERNEL_START: "papermill preparing the notebook and starting its kernel, up to the first cell",
-    IMPORTS: "imgbench and the frameworks the model needs (torch, Keras or timm, scikit-learn, pandas)",
-    LOAD_DATA: "the dataset (from the cache or the local copy) and its stratified subsets",
+    KERNEL_START: "papermill preparing the notebook and starting its kernel, up to the first cell (for a grid's "
+                  "first job, the fork server's imports)",
+    IMPORTS: "imgbench and the frameworks the model needs (torch, Keras or timm, scikit-learn, pandas): already "
+             "done in a forked kernel",
+    LOAD_DATA: "the dataset (from the cache or the local copy), its subsets, and the data as the model's inputs on "
+               "the device",
     WAIT: "a job started early waiting for the job before it to finish (imgbench.engine.handoff)",
     BUILD_MODEL: "building the model, loading its starting weights, moving it to the device",
     FLOPS: "counting FLOPs and the activation dtypes: one forward pass each",
     COMPILE: "torch.compile of every graph the job runs",
     TRAIN: "training, with the validation pass after each epoch",
-    BENCHMARK: "timing inference throughput and batch-1 latency",
+    BENCHMARK: "timing inference throughput and batch-1 latency: the job's last timed window",
     SAVE_WEIGHTS: "writing model.safetensors",
     EVALUATE: "testing the final model and computing its metrics",
     DISPLAY: "the notebook's tables and figures",
@@ -141,6 +144,12 @@ def launcher_breakdown(times: JobTimes, engine: Mapping[str, float]) -> dict[str
 
 def _ordered(parts: Mapping[str, float]) -> dict[str, float]:
     return {name: parts[name] for name in ORDER if parts.get(name)}
+
+
+def markdown_table() -> str:
+    """The phase table of docs/gpu.md, generated from ``MEANINGS``."""
+    return "\n".join(["| phase | what it is |", "| --- | --- |",
+                      *(f"| `{name}` | {meaning} |" for name, meaning in MEANINGS.items())])
 
 
 def compute_seconds(phases: Mapping[str, float]) -> float:

@@ -7,6 +7,7 @@ presence means the job finished.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 import time
@@ -17,6 +18,7 @@ import pandas as pd
 
 from imgbench import schema
 from imgbench.engine.phases import WRITE
+from imgbench.forkserver import FORKED_KERNEL_ENV
 from imgbench.paths import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +106,7 @@ def provenance(device: Any, precision: str, flags: Mapping[str, Any], plugin: st
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
+        "forked_kernel": os.environ.get(FORKED_KERNEL_ENV) == "1",  # imgbench.forkserver: imports done before
         "precision": precision,
         **dict(flags),
         **git_state(),

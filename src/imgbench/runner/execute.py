@@ -6,7 +6,8 @@ executor may call it in a thread, another process or on another machine that sha
 
 1. clears the job folder (what an unfinished earlier attempt left is never trusted),
 2. starts ``python -m imgbench.jobrecord.child REQUEST PID`` in its own session with the job folder as working
-   directory; that child runs papermill with a kernel of this very Python,
+   directory; that child runs papermill with a kernel of this very Python, forked by the fork server for the
+   job's environment (:mod:`imgbench.forkserver`, started on first use),
 3. waits up to the timeout, then kills the child and its kernel,
 4. classifies the outcome: the engine's status from ``metrics.json`` (ok, diverged, oom), or ``failed`` (a
    cell raised), ``crashed`` (the kernel or the child died), ``timeout``, ``missing_metrics`` (the notebook
@@ -34,7 +35,8 @@ import psutil
 from tqdm import tqdm
 
 from imgbench import schema
-from imgbench.engine.handoff import UNTIMED_ENV
+from imgbench import forkserver
+from imgbench.engine.handoff import PER_JOB_ENV, UNTIMED_ENV
 from imgbench.engine.phases import JobTimes, launcher_breakdown, notebook_cells
 from imgbench.schema import Status
 from imgbench.paths import atomic_write_json
@@ -96,11 +98,15 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
     atomic_write_json(job_dir / schema.REQUEST_JSON, task.to_dict())
-    load = measure_load()  # before the job's processes exist: the machine as the job finds it
     untimed = job_dir / UNTIMED_MARK
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
            **task.env, **(extra_env or {}), UNTIMED_ENV: str(untimed)}
     started, launched = time.monotonic(), time.time()
+    if forkserver.enabled():  # the kernel is forked with the frameworks imported (the first job waits for them)
+        try:
+            env[forkserver.ADDRESS_ENV] = forkserver.SERVERS.address(env, PER_JOB_ENV)
+        except RuntimeError as exc:
+            print(f"imgbench: {exc}; the job's kernel starts fresh", file=sys.stderr)
     with open(job_dir / schema.RUNNER_LOG, "wb") as log:
         # our pid goes along: read from os.getppid() after the child's slow imports, a supervisor killed in
         # the meantime would already be gone, and the child would never notice it was orphaned
@@ -109,6 +115,8 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
         child = subprocess.Popen(command,
                                  cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # Ctrl-C in the terminal goes to the launcher only
+        # while the job starts: its processes are ours and left out, so this is the machine as the job finds it
+        load = measure_load()
         watch = Watch(LogForwarder(job_dir / schema.RUNNER_LOG, task.job.job_id) if task.log_output else None,
                       untimed, on_untimed)
         ended = _wait(child, task.timeout, stop, watch)

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from imgbench import forkserver
 from imgbench.engine.handoff import START_AFTER_ENV
 from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
@@ -169,6 +170,7 @@ class LocalExecutor(Executor["JobTask"]):
             for thread in workers:
                 thread.join()
             shutil.rmtree(marks, ignore_errors=True)
+            forkserver.SERVERS.close()  # the grid is over: its kernels' fork servers go
 
 
 @hookimpl

@@ -61,11 +61,12 @@ def free_cores(cores: int, busy_s: float, own_busy_s: float, wall_s: float) -> f
 def measure_load(window_s: float = WINDOW_S, root: int | None = None) -> MachineLoad:
     """The load now. ``root`` is the process whose tree counts as this grid's own (default: this process)."""
     cpus = _our_cpus()
-    tree = _tree(root if root is not None else os.getpid())
-    busy_before, own_before, start = _busy_s(cpus), _cpu_s(tree), time.monotonic()
+    root = root if root is not None else os.getpid()
+    busy_before, own_before, start = _busy_s(cpus), _cpu_s(_tree(root)), time.monotonic()
     time.sleep(window_s)
-    busy_after, own_after, wall = _busy_s(cpus), _cpu_s(tree), time.monotonic() - start
-    own = sum(own_after[pid] - own_before[pid] for pid in own_after.keys() & own_before.keys())
+    busy_after, own_after, wall = _busy_s(cpus), _cpu_s(_tree(root)), time.monotonic() - start
+    # a process of ours that started during the window (a job's kernel) counts from its start
+    own = sum(used - own_before.get(pid, 0.0) for pid, used in own_after.items())
     return MachineLoad(load_average=round(psutil.getloadavg()[0], 2),
                        free_cores=free_cores(len(cpus), busy_after - busy_before, own, wall), cores=len(cpus))
 
