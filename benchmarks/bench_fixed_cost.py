@@ -13,7 +13,11 @@ checkout:
 
 - fixed cost per job = (wall time of ``imgbench run`` - the sum of the jobs' ``train_time_s``) / jobs: the
   issue's figure; the benchmark windows count in it (``bench_seconds`` is printed beside it);
-- harness per job = the same less each job's ``benchmark`` phase, where metrics.json records its phases.
+- harness per job = the same less each job's ``benchmark`` phase, where metrics.json records its phases;
+- a later job's own harness: the median, over the grid's jobs but the first, of the job's phases less its
+  compute (train, evaluate, benchmark) and its ``wait`` for the job before it (time it overlapped with that
+  job's end): what a job adds once the grid's one-off costs are paid (the launcher's start, the first
+  kernel's imports).
 
 The figures are the medians over rounds (min and max beside), with the load average of each round.
 """
@@ -32,14 +36,16 @@ from pathlib import Path
 
 from bench_overhead import timed
 
+from imgbench.engine.phases import COMPUTE, WAIT
+
 MODELS = ("keras/mnist_convnet", "timm/resnet18")  # the quick suite's
 
 
 GRID = """
 import json, sys
 from imgbench.runner import run_grid
-models, dataset, params, out, notebook = json.loads(sys.argv[1])
-result = run_grid(None, models=models, datasets=[dataset], params=params, out=out, report=False,
+models, dataset, seeds, params, out, notebook = json.loads(sys.argv[1])
+result = run_grid(None, models=models, datasets=[dataset], seeds=seeds, params=params, out=out, report=False,
                   notebook=notebook, progress=False)
 sys.exit(result.exit_code)
 """
@@ -51,18 +57,25 @@ def run_grid(checkout: Path, args: argparse.Namespace, out: Path, env: dict[str,
     params = {"train_samples": args.train_samples, **{key: getattr(args, key) for key in
                                                       ("epochs", "test_samples", "bench_seconds")
                                                       if getattr(args, key) is not None}}
-    request = [args.models, args.dataset, params, str(out), str(checkout / "notebooks" / "benchmark.ipynb")]
+    request = [args.models, args.dataset, list(range(args.seeds)), params, str(out),
+               str(checkout / "notebooks" / "benchmark.ipynb")]
     wall, _cpu = timed([sys.executable, "-c", GRID, json.dumps(request)],
                        {**env, "PYTHONPATH": str(checkout / "src")})
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     train = sum(float(row["train_time_s"]) for row in rows)
-    bench = 0.0
+    bench, own = 0.0, []  # own: (start, each job's harness from its own phases)
     for row in rows:
         metrics = json.loads((out / "jobs" / row["job_id"] / "metrics.json").read_text(encoding="utf-8"))
-        bench += (metrics.get("phases") or {}).get("benchmark", 0.0)
+        phases = metrics.get("phases") or {}
+        bench += phases.get("benchmark", 0.0)
+        if phases:  # a checkout from before the phase breakdown has none
+            own.append((metrics["wall"]["started_at"],
+                        sum(seconds for name, seconds in phases.items() if name not in (*COMPUTE, WAIT))))
+    later = [harness for _, harness in sorted(own)[1:]]
     return {"wall_s": wall, "jobs": len(rows), "fixed_s": (wall - train) / len(rows),
-            "harness_s": (wall - train - bench) / len(rows)}
+            "harness_s": (wall - train - bench) / len(rows),
+            "later_job_harness_s": statistics.median(later) if later else float("nan")}
 
 
 def main() -> int:
@@ -75,6 +88,7 @@ def main() -> int:
     parser.add_argument("--test-samples", type=int, help="default: the quick suite's")
     parser.add_argument("--epochs", type=int, help="default: the quick suite's")
     parser.add_argument("--bench-seconds", type=float, help="default: the quick suite's (1.0)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of each model (default 1)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="FILE", help="also write every round here")
     args = parser.parse_args()
@@ -101,10 +115,12 @@ def main() -> int:
             rounds.append({"round": index + 1, "checkout": name, "load_average": load, **figures})
             print(f"round {index + 1} {name} (load {load:.1f}): wall {figures['wall_s']:.1f} s for "
                   f"{figures['jobs']} jobs; fixed cost {figures['fixed_s']:.2f} s/job, harness (without the "
-                  f"benchmark phase) {figures['harness_s']:.2f} s/job", flush=True)
+                  f"benchmark phase) {figures['harness_s']:.2f} s/job; a later job's own harness "
+                  f"{figures['later_job_harness_s']:.2f} s", flush=True)
     for name in checkouts:
         mine = [r for r in rounds if r["checkout"] == name]
-        for key, label in (("fixed_s", "fixed cost"), ("harness_s", "harness")):
+        for key, label in (("fixed_s", "fixed cost"), ("harness_s", "harness"),
+                           ("later_job_harness_s", "a later job's own harness (median over all jobs but the first)")):
             values = [r[key] for r in mine]
             print(f"{name}: {label} per job {statistics.median(values):.2f} s (median of {len(values)}; "
                   f"{min(values):.2f}..{max(values):.2f})")

@@ -79,9 +79,12 @@ class ForkServers:
         server_env = {name: value for name, value in env.items() if name not in per_job}
         key = frozenset(server_env.items())
         with self._lock:
-            known = self._servers.get(key)
-            if known is not None and known[0].poll() is None:
-                return str(known[1])
+            known = self._servers.pop(key, None)
+            if known is not None:
+                if known[0].poll() is None:
+                    self._servers[key] = known
+                    return str(known[1])
+                _remove_socket(known[1])  # it died: a new one takes its place
             folder = Path(tempfile.mkdtemp(prefix="imgbench-forks-"))
             path = folder / "server.sock"
             process = subprocess.Popen([sys.executable, "-m", __name__, str(path), ",".join(self.preload)],
@@ -104,11 +107,15 @@ class ForkServers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            path.unlink(missing_ok=True)
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass
+            _remove_socket(path)
+
+
+def _remove_socket(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
 
 
 def _wait_for_socket(path: Path, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
