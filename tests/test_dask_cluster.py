@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 import imgbench
+from imgbench import forkserver
 from imgbench.errors import UsageError
 from imgbench.registry import get_registry
 from imgbench.runner import dask_executor as dx
@@ -35,7 +36,7 @@ RUNNER_TESTKIT = TESTS / "fixtures" / "runner_plugins"  # tinygray/tinyrgb datas
 DASK_TESTKIT = TESTS / "fixtures" / "dask_plugins" / "dask_testkit.py"  # models that kill their worker
 PARAMS = {"epochs": 2, "deterministic": True, "device": "cpu", "bench_seconds": 0.05}
 SEEDS = [0, 1]
-KERNEL = "ipykernel_launcher"  # in the command line of a job's kernel
+KERNEL = "ipykernel_launcher"  # in the command line of a job's fresh kernel (a forked one: its process name)
 JOB_PROCESS = "imgbench.jobrecord.child"  # in the command line of the process that supervises the kernel
 PROCESS_WAIT_S = 120  # how long the Ctrl-C test waits for a kernel to appear, and then to disappear
 FAULT_TIMEOUT_S = 60  # testkit/hang sleeps for an hour; the worker kills it after this (kernel start is slow here)
@@ -175,11 +176,13 @@ def test_cuda_jobs_on_a_cluster_without_gpus_are_refused_before_sending(launcher
 
 
 def _processes(mark: str) -> list[psutil.Process]:
-    """This test run's descendants (cluster workers, their jobs and kernels) whose command line has ``mark``."""
+    """This test run's descendants (cluster workers, their jobs and kernels) whose command line has ``mark``;
+    for ``KERNEL``, the forked kernels too."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if any(mark in part for part in process.cmdline()):
+            if any(mark in part for part in process.cmdline()) or (
+                    mark == KERNEL and process.name() == forkserver.KERNEL_PROCESS_NAME):
                 found.append(process)
         except psutil.NoSuchProcess:
             pass

@@ -61,7 +61,8 @@ SEEN = textwrap.dedent("""
     import json, os, sys
     os.write(2, b"written-to-fd-2\\n")
     seen = {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "marker": os.environ.get("MARKER"),
-            "forked": os.environ.get("IMGBENCH_FORKED_KERNEL"), "preloaded": "wave" in sys.modules}
+            "forked": os.environ.get("IMGBENCH_FORKED_KERNEL"), "preloaded": "wave" in sys.modules,
+            "name": open("/proc/self/comm").read().strip()}
 """)
 SAVE = 'json.dump(seen, open("seen.json", "w"))'
 
@@ -85,7 +86,7 @@ def test_a_forked_kernel_runs_the_notebook_in_the_jobs_folder_environment_and_lo
     seen, log = _run_notebook(tmp_path, address)
     assert seen["ppid"] == server.pid  # forked by the server...
     assert seen["preloaded"] is True  # ...after it imported what it preloads
-    assert seen["forked"] == "1"
+    assert seen["forked"] == "1" and seen["name"] == forkserver.KERNEL_PROCESS_NAME  # as ps and top show it
     assert seen["cwd"] == str(tmp_path) and seen["marker"] == "job-42"  # the job's folder and environment
     assert "written-to-fd-2" in log  # the job process's stderr: its runner.log
     assert not forkserver._alive(seen["pid"])  # shut down with the notebook

@@ -55,7 +55,8 @@ POLL_S = 0.1  # how often the server reaps its kernels and checks on the job pro
 STATUS_WAIT_S = 1.0  # for the status file of a kernel the server has just reaped
 MAX_REQUEST_BYTES = 1 << 20
 STD_FDS = 3  # stdin, stdout, stderr of the job process, passed to its kernel
-PR_SET_PDEATHSIG = 1  # prctl(2)
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # prctl(2)
+KERNEL_PROCESS_NAME = "imgbench-kernel"  # a forked kernel's name in ps and top (its command line is the server's)
 
 
 def enabled() -> bool:
@@ -293,7 +294,9 @@ def _become_kernel(request: Mapping[str, Any], fds: list[int]) -> None:
     try:
         os.setsid()  # a session of its own, as jupyter_client starts kernels: signals go to its group
         if SUPPORTED:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            libc.prctl(PR_SET_NAME, KERNEL_PROCESS_NAME.encode())
         for target, fd in zip(range(STD_FDS), fds):
             os.dup2(fd, target)
         os.chdir(request["cwd"])
