@@ -8,7 +8,8 @@
 #   DEVICE=cpu benchmarks/gpu_check.sh     # anywhere: the same steps at tiny sizes
 #
 # Steps, each under its own time limit so that one hang cannot eat the rest:
-#   tests         tests/test_engine_gpu.py and tests/test_engine_cuda_paths.py (--junitxml tests.xml)
+#   tests         tests/test_engine_gpu.py, tests/test_engine_cuda_paths.py and tests/test_forkserver.py (forked
+#                 kernels on CUDA) (--junitxml tests.xml)
 #   bench_engine  benchmarks/bench_engine.py on the device: run_job against a bare loop, like with like
 #   matrix        one epoch each of keras/mnist_convnet and timm/resnet18 on CIFAR-10 with amp on/off x
 #                 channels_last on/off, then compile once: speed, spreads, GPU busy shares, phases
@@ -128,7 +129,7 @@ else
     JOB="bench_seconds=1.0"
     GRID=""  # the quick suite's recipe, as it is
     PARITY="--rounds 3"
-    TESTS="tests/test_engine_gpu.py tests/test_engine_cuda_paths.py"
+    TESTS="tests/test_engine_gpu.py tests/test_engine_cuda_paths.py tests/test_forkserver.py"
 fi
 
 step tests 160 "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" $TESTS --junitxml="$OUT/tests.xml"
