@@ -142,7 +142,8 @@ class ForkedKernel:
     stdin = stdout = stderr = None
 
     def __init__(self, pid: int, status_path: Path) -> None:
-        self.pid, self.status_path, self.returncode = pid, status_path, None
+        self.pid, self.status_path = pid, status_path
+        self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:

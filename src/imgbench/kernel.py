@@ -46,14 +46,16 @@ class ForkingProvisioner(LocalProvisioner):
         address = os.environ.get(forkserver.ADDRESS_ENV)
         if address and forkserver.enabled() and tuple(cmd[1:3]) == KERNEL_MODULE:
             cwd = str(kwargs.get("cwd") or os.getcwd())
+            assert isinstance(self.parent, CurrentPythonKernelManager)  # the manager that made this provisioner
             try:
-                self.process = forkserver.request_kernel(address, cmd[3:], kwargs.get("env") or os.environ, cwd,
-                                                         Path(self.parent.socket_dir) / EXIT_STATUS_FILE)
+                kernel = forkserver.request_kernel(address, cmd[3:], kwargs.get("env") or os.environ, cwd,
+                                                   self.parent.socket_dir / EXIT_STATUS_FILE)
             except OSError as exc:  # the launcher's server is gone or refused: a fresh kernel loses nothing
                 print(f"imgbench: starting a fresh kernel, the fork server did not give one ({exc})",
                       file=sys.stderr, flush=True)
             else:
-                self.pid = self.pgid = self.process.pid  # the kernel leads its own session
+                self.process = kernel  # type: ignore[assignment]  # the part of Popen the provisioner uses
+                self.pid = self.pgid = kernel.pid  # the kernel leads its own session
                 self.cwd = cwd
                 return self.connection_info
         return await super().launch_kernel(cmd, **kwargs)
