@@ -71,3 +71,32 @@ def test_a_busy_process_counts_as_ours_in_our_tree_and_as_another_from_elsewhere
     assert other["busy_s"] >= burnt[1] - 0.05
     assert 0 <= foreign.free_cores <= foreign.cores and 0 <= ours.free_cores <= ours.cores
     assert ours.load_average == pytest.approx(os.getloadavg()[0], abs=2.0)
+
+
+@pytest.mark.slow
+def test_a_process_of_ours_that_starts_during_the_window_counts_as_ours(monkeypatch):
+    """A job's load is measured while its processes start (a kernel appears mid-window): their CPU time is
+    ours from their start, not another process's work."""
+    started: list[subprocess.Popen] = []
+    windows: list[dict[str, float]] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:  # the window: a busy child of ours starts inside it
+        started.append(subprocess.Popen([sys.executable, "-c", BURN.format(seconds=30)]))
+        real_sleep(seconds)
+
+    def free(cores: int, busy_s: float, own_busy_s: float, wall_s: float) -> float:
+        windows.append({"own_busy_s": own_busy_s})
+        return free_cores(cores, busy_s, own_busy_s, wall_s)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(machine, "free_cores", free)
+    try:
+        measure_load(window_s=1.0)
+        times = psutil.Process(started[0].pid).cpu_times()
+    finally:
+        started[0].kill()
+        started[0].wait()
+    burnt = times.user + times.system
+    assert burnt > 0.1, "the busy child got no CPU; the machine is too loaded to tell"
+    assert windows[0]["own_busy_s"] == pytest.approx(burnt, abs=0.15)  # all of it (and this idle test process)

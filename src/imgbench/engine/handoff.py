@@ -18,7 +18,7 @@ from pathlib import Path
 
 START_AFTER_ENV = "IMGBENCH_START_AFTER"  # a file whose existence means: the previous job is finished
 UNTIMED_ENV = "IMGBENCH_UNTIMED_MARK"  # the file the engine creates when its last timed window is over
-PER_JOB_ENV = (START_AFTER_ENV, UNTIMED_ENV)  # the only variables that differ between a slot's jobs
+PER_JOB_ENV = (START_AFTER_ENV, UNTIMED_ENV)  # new for every job: not part of a fork server's environment
 POLL_S = 0.01  # how often the waiting job looks for the file (a sleep: no CPU taken from the finishing job)
 
 
