@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from imgbench import forkserver
@@ -152,10 +153,13 @@ def test_the_exit_status_of_a_forked_kernel_reaches_the_job_process(servers, tmp
 
 def test_no_server_or_kernel_outlives_a_launcher_killed_by_sigkill(tmp_path):
     launcher, kernel = _requester(tmp_path)  # its own ForkServers: the server is its child
-    [server] = [child.pid for child in __import__("psutil").Process(launcher.pid).children()]
+    [server] = psutil.Process(launcher.pid).children()
+    socket_path = Path(server.cmdline()[3])  # python -m imgbench.forkserver SOCKET PRELOAD
+    assert socket_path.exists()
     launcher.kill()
     launcher.wait()
-    assert _gone(server) and _gone(kernel)
+    assert _gone(server.pid) and _gone(kernel)
+    assert not socket_path.parent.exists()  # the server removed its socket's folder as it left
 
 
 def test_a_server_refuses_a_kernel_of_another_python(servers, tmp_path, monkeypatch):

@@ -43,6 +43,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import psutil
+
 PRELOAD = (  # what a job's notebook imports; a module that is not installed is skipped
     "torch", "keras", "timm", "sklearn.metrics", "pandas", "matplotlib.pyplot", "ipykernel.kernelapp",
     "imgbench.engine.job", "imgbench.jobrecord.display",
@@ -108,7 +110,7 @@ class ForkServers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            _remove_socket(path)
+            _remove_socket(path)  # a server that had to be killed left it
 
 
 def _remove_socket(path: Path) -> None:
@@ -148,7 +150,7 @@ class ForkedKernel:
     def poll(self) -> int | None:
         if self.returncode is None:
             self.returncode = self._status()
-            if self.returncode is None and not os.path.exists(f"/proc/{self.pid}"):  # reaped (not even a zombie)
+            if self.returncode is None and not psutil.pid_exists(self.pid):  # reaped (not even a zombie)
                 deadline = time.monotonic() + STATUS_WAIT_S  # the server writes the status right after
                 while (code := self._status()) is None and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -182,9 +184,8 @@ class ForkedKernel:
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -212,17 +213,14 @@ def _read_all(connection: socket.socket) -> bytes:
 
 # -- the server ----------------------------------------------------------------------------------------------
 
-def _preload(names: list[str]) -> list[str]:
+def _preload(names: list[str]) -> None:
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # torch.cuda.is_available() without initialising CUDA
-    loaded = []
     for name in names:
         try:
             importlib.import_module(name)
-            loaded.append(name)
         except ImportError:
             pass
     del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
-    return loaded
 
 
 def _cuda_initialised() -> bool:
@@ -241,17 +239,21 @@ def serve(path: str, preload: list[str]) -> None:
     warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
     listener.settimeout(POLL_S)
     kernels: dict[int, tuple[int, Path]] = {}  # pid -> (the job process that asked, its status file)
-    while os.getppid() == launcher:
-        try:
-            connection, _ = listener.accept()
-        except socket.timeout:
-            connection = None
-        if connection is not None:
-            with connection:
-                _answer(connection, listener, kernels)
-        _reap(kernels)
-    for pid in kernels:
-        _kill_group(pid)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # ForkServers.close: leave through the cleanup below
+    try:
+        while os.getppid() == launcher:
+            try:
+                connection, _ = listener.accept()
+            except socket.timeout:
+                connection = None
+            if connection is not None:
+                with connection:
+                    _answer(connection, listener, kernels)
+            _reap(kernels)
+    finally:  # also when the launcher or Dask worker that started it died without closing it
+        for pid in kernels:
+            _kill_group(pid)
+        _remove_socket(Path(path))
 
 
 def _answer(connection: socket.socket, listener: socket.socket, kernels: dict[int, tuple[int, Path]]) -> None:
@@ -294,10 +296,10 @@ def _become_kernel(request: Mapping[str, Any], fds: list[int]) -> None:
     code = 1
     try:
         os.setsid()  # a session of its own, as jupyter_client starts kernels: signals go to its group
-        if SUPPORTED:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            libc.prctl(PR_SET_NAME, KERNEL_PROCESS_NAME.encode())
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handler is not a fresh kernel's
+        libc = ctypes.CDLL(None, use_errno=True)  # Linux: servers run only there (SUPPORTED)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_NAME, KERNEL_PROCESS_NAME.encode())
         for target, fd in zip(range(STD_FDS), fds):
             os.dup2(fd, target)
         os.chdir(request["cwd"])
@@ -334,6 +336,8 @@ def _reap(kernels: dict[int, tuple[int, Path]]) -> None:
         if done:
             del kernels[pid]
             try:
+                # a few bytes, read until they parse; not paths.atomic_write_text, which would recreate the folder
+                # that a finished job process has removed
                 status_path.write_text(str(os.waitstatus_to_exitcode(status)), encoding="utf-8")
             except OSError:  # the job process already removed its folder
                 pass
