@@ -62,9 +62,8 @@ SEEN = textwrap.dedent("""
     import json, os, sys
     os.write(2, b"written-to-fd-2\\n")
     seen = {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "marker": os.environ.get("MARKER"),
-            "forked": os.environ.get("IMGBENCH_FORKED_KERNEL"), "preloaded": "wave" in sys.modules,
-            "name": open("/proc/self/comm").read().strip()}
-""")
+            "preloaded": "wave" in sys.modules, "name": open("/proc/self/comm").read().strip()}
+""") + f"seen['forked'] = os.environ.get({FORKED_KERNEL_ENV!r})\n"
 SAVE = 'json.dump(seen, open("seen.json", "w"))'
 
 
