@@ -110,6 +110,26 @@ def test_one_server_per_job_environment_less_the_per_job_variables(servers):
     assert not Path(first).exists() and not Path(other).exists()
 
 
+def test_start_returns_at_once_and_address_then_finds_that_server(servers):
+    process, path = servers.start(dict(os.environ), ())
+    assert process.poll() is None and servers.address(dict(os.environ), ()) == str(path)
+    assert [server for server, _ in servers._servers.values()] == [process]
+
+
+def test_a_server_stops_at_once_however_slowly_its_imports_would_unload(tmp_path):
+    # a preloaded module whose teardown takes seconds, as torch's and Keras' together take over one
+    (tmp_path / "slow_teardown.py").write_text("import atexit, time\natexit.register(time.sleep, 30)\n")
+    made = ForkServers((*PRELOAD, "slow_teardown"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    address = made.address(env, ())
+    _run_notebook(tmp_path, address)  # answered: its imports are done
+    [(server, _)] = made._servers.values()
+    began = time.monotonic()
+    made.close()
+    assert time.monotonic() - began < 2.0 and server.returncode == 0  # not killed after close's wait
+    assert not Path(address).parent.exists()  # its socket folder went with it
+
+
 REQUESTER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path

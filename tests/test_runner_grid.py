@@ -21,7 +21,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from imgbench import schema
+from imgbench import forkserver, schema
 from imgbench.registry import get_registry
 from imgbench.runner import run_grid
 from imgbench.runner.suite import suite_from_dict
@@ -98,7 +98,16 @@ def test_e2e_phases_add_up_to_each_jobs_wall_time(e2e):
         assert wall["started_at"] < wall["device_from"] < wall["ended_at"]
 
 
-def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before_using_the_device(env, tmp_path):
+def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before_using_the_device(env, tmp_path,
+                                                                                                  monkeypatch):
+    servers, start = [], forkserver.SERVERS.start
+
+    def counted_start(*args):  # every fork server the grid asks for, and when
+        process, path = start(*args)
+        servers.append((process.pid, time.time()))
+        return process, path
+
+    monkeypatch.setattr(forkserver.SERVERS, "start", counted_start)
     result = run_grid(suite_from_dict({"models": ["testkit/linear"], "datasets": ["tinygray"], "seeds": [0, 1],
                                        "params": TINY}), out=tmp_path / "out", slots=1, timeout=WAIT_S,
                       report=False, registry=env, progress=False)
@@ -112,6 +121,9 @@ def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before
     # job's imports cost nothing (a fresh kernel spends seconds on them)
     assert [metrics["provenance"]["forked_kernel"] for metrics in records] == [True, True]
     assert records[1]["phases"]["imports"] < 1.0
+    # one server, started by the executor's prepare before the first job (its imports overlap the launcher's
+    # preparation), and it is the one both jobs asked for their kernels
+    assert len({pid for pid, _ in servers}) == 1 and servers[0][1] < first["started_at"]
 
 
 def test_e2e_notebooks_hold_exactly_the_requested_parameters(e2e):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgbench import LoadedDataset, Split
+from imgbench import LoadedDataset
 from imgbench.engine import config_hash, resolve_recipe, run_job
 from imgbench.engine.weights import check_weights_file, checkpoint_metadata, load_weights
 from imgbench.errors import UsageError

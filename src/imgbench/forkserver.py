@@ -75,10 +75,9 @@ class ForkServers:
         self._lock = threading.Lock()
         self._servers: dict[frozenset[tuple[str, str]], tuple[subprocess.Popen, Path]] = {}
 
-    def address(self, env: Mapping[str, str], per_job: tuple[str, ...]) -> str:
-        """The socket of the server for jobs run with ``env`` (its ``per_job`` variables left out), started
-        now if there is none. The socket is bound before the server imports anything: a kernel requested
-        meanwhile waits for the imports instead of racing them."""
+    def start(self, env: Mapping[str, str], per_job: tuple[str, ...]) -> tuple[subprocess.Popen, Path]:
+        """The server (process, socket path) for jobs run with ``env`` (its ``per_job`` variables left out),
+        started now if there is none; it may still be starting."""
         server_env = {name: value for name, value in env.items() if name not in per_job}
         key = frozenset(server_env.items())
         with self._lock:
@@ -86,7 +85,7 @@ class ForkServers:
             if known is not None:
                 if known[0].poll() is None:
                     self._servers[key] = known
-                    return str(known[1])
+                    return known
                 _remove_socket(known[1])  # it died: a new one takes its place
             folder = Path(tempfile.mkdtemp(prefix="imgbench-forks-"))
             path = folder / "server.sock"
@@ -94,9 +93,16 @@ class ForkServers:
                                        env=server_env,
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
                                        start_new_session=True)  # Ctrl-C goes to the launcher, which stops it
-            _wait_for_socket(path, process)
             self._servers[key] = (process, path)
-            return str(path)
+            return process, path
+
+    def address(self, env: Mapping[str, str], per_job: tuple[str, ...]) -> str:
+        """The socket of the server for jobs run with ``env`` (:meth:`start`), once it listens. The socket is
+        bound before the server imports anything: a kernel requested meanwhile waits for the imports instead
+        of racing them."""
+        process, path = self.start(env, per_job)
+        _wait_for_socket(path, process)
+        return str(path)
 
     def close(self) -> None:
         """Stop every server (their kernels die with them) and remove their sockets."""
@@ -352,5 +358,17 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def main(argv: list[str]) -> None:
+    try:
+        serve(argv[1], [name for name in argv[2].split(",") if name])
+    except SystemExit:  # SIGTERM from ForkServers.close; serve has cleaned up
+        pass
+    # leave without finalising the interpreter: unloading what PRELOAD imported takes over a second, which the
+    # launcher would wait for at the end of every grid
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
-    serve(sys.argv[1], [name for name in sys.argv[2].split(",") if name])
+    main(sys.argv)

@@ -110,7 +110,8 @@ class DatasetChecker(Protocol):
 class Executor(Protocol[Task]):
     """What ``ExecutorSpec.create`` returns: runs the jobs of one grid, once.
 
-    The runner calls :meth:`check` before it writes anything, then :meth:`run` once. Each task is run by
+    The runner calls :meth:`check` before it writes anything, :meth:`prepare` with the jobs it will run, then
+    :meth:`run` once with the same jobs. Each task is run by
     calling :func:`imgbench.runner.execute.execute_job` ``(task, extra_env=..., stop=...)`` wherever the
     executor likes (a thread, a process, a Dask worker); it needs nothing from the launcher but the same
     Python environment, and either the task's ``out_dir`` on a shared filesystem or an executor that ships
@@ -125,6 +126,13 @@ class Executor(Protocol[Task]):
         """Raise :class:`imgbench.errors.UsageError` for a grid this executor cannot run fairly (``local``
         refuses to share one GPU between jobs); return None to accept it."""
         ...
+
+    def prepare(self, tasks: Sequence[Task]) -> None:
+        """Start, without waiting, what the first jobs will need, so that it overlaps the runner's remaining
+        preparation (``local`` starts the fork servers of their kernels, :mod:`imgbench.forkserver`); what it
+        starts, :meth:`run` stops, or the launcher's exit. An executor that subclasses this one may leave it
+        as it is: it does nothing."""
+        return None
 
     def run(self, tasks: Sequence[Task], on_result: Callable[[Task, dict[str, Any]], None],
             on_start: Callable[[Task], None] | None = None) -> None:

@@ -19,7 +19,6 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 import torch
 

@@ -99,8 +99,7 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
     job_dir.mkdir(parents=True)
     atomic_write_json(job_dir / schema.REQUEST_JSON, task.to_dict())
     untimed = job_dir / UNTIMED_MARK
-    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
-           **task.env, **(extra_env or {}), UNTIMED_ENV: str(untimed)}
+    env = {**job_process_env(task, extra_env), UNTIMED_ENV: str(untimed)}
     started, launched = time.monotonic(), time.time()
     if forkserver.enabled():  # the kernel is forked with the frameworks imported (the first job waits for them)
         try:
@@ -131,6 +130,19 @@ def execute_job(task: JobTask, *, extra_env: Mapping[str, str] | None = None,
                    notebook=schema.job_file(task.job.job_id, schema.NOTEBOOK), load=load.columns())
     write_record(job_dir, task.job, row)
     return row
+
+
+def job_process_env(task: JobTask, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the job's process and kernel (the per-job handoff marks aside)."""
+    return {**os.environ, "PYTHONFAULTHANDLER": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
+            **task.env, **(extra_env or {})}
+
+
+def start_kernel_server(task: JobTask, extra_env: Mapping[str, str] | None = None) -> None:
+    """Start, without waiting for it, the fork server that ``execute_job(task, extra_env=extra_env)`` will ask
+    for its kernel: its imports then run while the launcher prepares the grid."""
+    if forkserver.enabled():
+        forkserver.SERVERS.start(job_process_env(task, extra_env), PER_JOB_ENV)
 
 
 class LogForwarder:

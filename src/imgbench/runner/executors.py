@@ -1,9 +1,9 @@
 """Executors: how the jobs of a grid are run. ``local`` is built in; others (Dask, ...) come from plugins.
 
 A plugin returns ``ExecutorSpec(name, create, description)`` from its ``imgbench_executors`` hook;
-``imgbench run --executor NAME --jobs N`` calls ``create(slots=N)``, then the executor's ``check(tasks)`` and,
-once, its ``run(tasks, on_result, on_start=None)``. The contract, what each is given and must do, is
-:class:`imgbench.specs.Executor`; here its tasks are :class:`imgbench.runner.execute.JobTask`.
+``imgbench run --executor NAME --jobs N`` calls ``create(slots=N)``, then the executor's ``check(tasks)``,
+``prepare(tasks)`` and, once, its ``run(tasks, on_result, on_start=None)``. The contract, what each is given
+and must do, is :class:`imgbench.specs.Executor`; here its tasks are :class:`imgbench.runner.execute.JobTask`.
 
 An executor may start a slot's next job while the running one finishes: ``execute_job``'s ``on_untimed`` says
 when the running job's timed windows are over, and :mod:`imgbench.engine.handoff` makes the next job wait,
@@ -26,7 +26,7 @@ from imgbench.engine.handoff import START_AFTER_ENV
 from imgbench.engine.threads import thread_env
 from imgbench.errors import UsageError
 from imgbench.hookspecs import hookimpl
-from imgbench.runner.execute import execute_job
+from imgbench.runner.execute import execute_job, start_kernel_server
 from imgbench.specs import Executor, ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,6 +113,16 @@ class LocalExecutor(Executor["JobTask"]):
         if gpu_jobs and self.pins_gpus:
             check_device_indices(gpu_jobs)
 
+    def job_env(self, task: JobTask, slot: int, at_once: int) -> dict[str, str]:
+        """What ``execute_job`` adds to the environment of ``task`` run in ``slot``, ``at_once`` jobs at a time."""
+        return {**self.slot_env(slot), **thread_env(task.job.recipe.threads, at_once)}
+
+    def prepare(self, tasks: Sequence[JobTask]) -> None:
+        """Start the fork servers of the slots' first jobs: the frameworks import while the launcher prepares."""
+        at_once = min(self.slots, len(tasks))
+        for slot, task in enumerate(tasks[:at_once]):
+            start_kernel_server(task, self.job_env(task, slot, at_once))
+
     def run(self, tasks: Sequence[Any], on_result: OnResult, on_start: OnStart | None = None) -> None:
         self.check(tasks)
         at_once = min(self.slots, len(tasks))
@@ -142,7 +152,7 @@ class LocalExecutor(Executor["JobTask"]):
                     task = todo.get_nowait()
                 except queue.Empty:
                     return
-                env = {**self.slot_env(index), **thread_env(task.job.recipe.threads, at_once)}
+                env = self.job_env(task, index, at_once)
                 if before is not None:
                     env[START_AFTER_ENV] = str(before)
                 before, untimed = marks / f"{task.job.job_id}.done", threading.Event()

@@ -224,16 +224,12 @@ def run_grid(
     if inherited is not None:
         record["inherited"] = inherited
         _say(inherited["message"], progress)
-    if on_this_machine:  # elsewhere (a cluster) each job's own row says how busy its machine was
-        load = measure_load()
-        record["load_at_start"] = load.to_dict()
-        if load.overloaded:
-            _say(load.warning(), progress)
     # Everything is checked: from here on, write.
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(out_dir), Lifecycle(registry.pm, trackers, out_dir) as lifecycle:
-            return _run(tasks, job_executor, out_dir, record, report=report, progress=progress, lifecycle=lifecycle)
+            return _run(tasks, job_executor, out_dir, record, report=report, progress=progress, lifecycle=lifecycle,
+                        on_this_machine=on_this_machine)
     except OSError as exc:
         failure = write_failure(exc, out_dir, job_list)
         if failure is None:
@@ -261,10 +257,16 @@ def _resume(tasks: list[JobTask], out_dir: Path) -> tuple[list[str], dict[str, s
 
 
 def _run(tasks: list[JobTask], executor: Executor[JobTask], out_dir: Path, record: dict[str, Any], *, report: bool,
-         progress: bool, lifecycle: Lifecycle) -> GridResult:
+         progress: bool, lifecycle: Lifecycle, on_this_machine: bool) -> GridResult:
     job_list = [task.job for task in tasks]
     skipped, rerun = _resume(tasks, out_dir)
     todo = [task for task in tasks if task.job.job_id not in skipped]
+    executor.prepare(todo)  # e.g. the first kernels' imports start now, beside what follows
+    if on_this_machine:  # elsewhere (a cluster) each job's own row says how busy its machine was
+        load = measure_load()  # what prepare started is ours, and left out
+        record["load_at_start"] = load.to_dict()
+        if load.overloaded:
+            _say(load.warning(), progress)
     record.update(started_at=_now(), skipped=skipped, rerun=rerun)
     grid = lifecycle.grid_started(job_list, skipped, record)
     record.update(lifecycle.run_record())
