@@ -110,6 +110,16 @@ def test_one_server_per_job_environment_less_the_per_job_variables(servers):
     assert not Path(first).exists() and not Path(other).exists()
 
 
+def test_a_server_also_imports_what_the_jobs_environment_names(tmp_path):
+    made = ForkServers(("ipykernel.kernelapp",))  # "wave" comes only from the environment
+    try:
+        address = made.address({**os.environ, forkserver.PRELOAD_ENV: "wave,no_such_module"}, ())
+        seen, _ = _run_notebook(tmp_path, address)
+    finally:
+        made.close()
+    assert seen["forked"] == "1" and seen["preloaded"] is True  # and a module that is not installed is skipped
+
+
 def test_start_returns_at_once_and_address_then_finds_that_server(servers):
     process, path = servers.start(dict(os.environ), ())
     assert process.poll() is None and servers.address(dict(os.environ), ()) == str(path)

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from imgbench import forkserver, schema
+from imgbench.engine import frameworks
 from imgbench.registry import get_registry
 from imgbench.runner import run_grid
 from imgbench.runner.suite import suite_from_dict
@@ -124,6 +125,15 @@ def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before
     # one server, started by the executor's prepare before the first job (its imports overlap the launcher's
     # preparation), and it is the one both jobs asked for their kernels
     assert len({pid for pid, _ in servers}) == 1 and servers[0][1] < first["started_at"]
+    # it imported the engine's modules and no framework: testkit's family has none
+    run = json.loads((result.out_dir / schema.RUN_JSON).read_text())
+    assert run["env"][forkserver.PRELOAD_ENV] == ",".join(frameworks.COMMON)
+
+
+def test_a_grids_fork_server_imports_the_frameworks_of_its_model_families_only():
+    assert frameworks.of_grid(["timm", "timm"]) == (*frameworks.COMMON, "timm")  # no Keras for timm models
+    assert frameworks.of_grid(["timm", "keras", "myplugin"]) == (*frameworks.COMMON, "keras", "timm")
+    assert frameworks.of_family("keras") == (*frameworks.COMMON, "keras")
 
 
 def test_e2e_notebooks_hold_exactly_the_requested_parameters(e2e):

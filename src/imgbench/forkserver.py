@@ -1,9 +1,10 @@
-"""Kernels forked from a warm process: a job's kernel starts with torch, Keras, timm and imgbench imported.
+"""Kernels forked from a warm process: a job's kernel starts with torch, its framework and imgbench imported.
 
 Importing the frameworks costs seconds per job (about 6 s of a small job's 10 s of harness on a 2-core CPU);
 forking a process that has already imported them costs milliseconds. So the launcher keeps one *fork server*
-per job environment (:class:`ForkServers`): ``python -m imgbench.forkserver SOCKET`` imports ``PRELOAD`` once,
-then forks one kernel per request. The job process asks for its kernel through
+per job environment (:class:`ForkServers`): ``python -m imgbench.forkserver SOCKET MODULES`` imports
+``PRELOAD`` and the modules the jobs' environment names in ``PRELOAD_ENV`` (the engine's, and the frameworks of
+the grid's model families: :mod:`imgbench.engine.frameworks`) once, then forks one kernel per request. The job process asks for its kernel through
 :class:`imgbench.kernel.CurrentPythonKernelManager`, which falls back to starting a fresh kernel when no
 server answers.
 
@@ -20,7 +21,7 @@ What keeps a forked kernel equal to a fresh one:
 - ``FORKED_KERNEL_ENV`` tells the engine, which records it in the job's provenance.
 
 Linux only (``fork`` with these libraries loaded is safe there); ``IMGBENCH_FORK_KERNELS=0`` turns it off.
-Imports no framework in the launcher: only the server process imports ``PRELOAD``.
+Imports no framework in the launcher: only the server process imports its modules.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ from typing import Any, Mapping
 
 import psutil
 
-PRELOAD = (  # what a job's notebook imports; a module that is not installed is skipped
-    "torch", "keras", "timm", "sklearn.metrics", "pandas", "matplotlib.pyplot", "ipykernel.kernelapp",
-    "imgbench.engine.job", "imgbench.jobrecord.display",
+PRELOAD = (  # what a job's kernel and notebook import, besides the engine's (imgbench.engine.frameworks)
+    "ipykernel.kernelapp", "pandas", "matplotlib.pyplot", "imgbench.engine.job", "imgbench.jobrecord.display",
 )
 ADDRESS_ENV = "IMGBENCH_KERNEL_FORK_SERVER"  # the job process finds its server's socket here
+PRELOAD_ENV = "IMGBENCH_KERNEL_PRELOAD"  # what else a server imports for these jobs: the launcher names the
+# engine's modules and the grid's frameworks (imgbench.engine.frameworks), comma-separated
 FORKED_KERNEL_ENV = "IMGBENCH_FORKED_KERNEL"  # "1" in a forked kernel's environment
 SWITCH_ENV = "IMGBENCH_FORK_KERNELS"  # "0": every kernel starts fresh
 SUPPORTED = sys.platform == "linux"
@@ -89,7 +91,8 @@ class ForkServers:
                 _remove_socket(known[1])  # it died: a new one takes its place
             folder = Path(tempfile.mkdtemp(prefix="imgbench-forks-"))
             path = folder / "server.sock"
-            process = subprocess.Popen([sys.executable, "-m", __name__, str(path), ",".join(self.preload)],
+            preload = (*self.preload, *(name for name in server_env.get(PRELOAD_ENV, "").split(",") if name))
+            process = subprocess.Popen([sys.executable, "-m", __name__, str(path), ",".join(preload)],
                                        env=server_env,
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
                                        start_new_session=True)  # Ctrl-C goes to the launcher, which stops it

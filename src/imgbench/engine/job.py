@@ -25,6 +25,7 @@ import pandas as pd
 
 from imgbench import schema
 from imgbench.energy import EnergyMeter, EnergyReading, energy_meter
+from imgbench.engine import frameworks
 from imgbench.engine.handoff import mark_untimed, wait_for_previous_job
 from imgbench.engine.loading import load_dataset
 from imgbench.engine.phases import (BENCHMARK, BUILD_MODEL, COMPILE, EVALUATE, FLOPS, IMPORTS, LOAD_DATA, SAVE_WEIGHTS,
@@ -45,11 +46,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from imgbench.engine.recipe import Recipe
     from imgbench.engine.timing import PeakMemory
     from imgbench.registry import Registry
-
-# The framework a family's models need, imported in the imports phase with the rest, so that the phases
-# after it time their own work; a plugin's family imports what it needs when its model is built.
-FRAMEWORKS = {"keras": "keras", "timm": "timm"}
-
 
 @dataclass
 class JobResult:
@@ -149,16 +145,11 @@ def run_job(model: str, dataset: str | LoadedDataset, *, seed: int = 0, out_dir:
 
 def import_frameworks(family: str) -> None:
     """Import what every job needs (torch and the engine's modules, scikit-learn) and the framework of
-    ``family``'s models (``FRAMEWORKS``)."""
-    import sklearn.metrics  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
-
-    import imgbench.engine.train  # noqa: F401  torch, and every engine module the phases use
-
+    ``family``'s models (:mod:`imgbench.engine.frameworks`), so that the phases after it time their own work."""
     if family == "keras":
         os.environ.setdefault("KERAS_BACKEND", "torch")
-    if family in FRAMEWORKS:
-        importlib.import_module(FRAMEWORKS[family])
+    for name in frameworks.of_family(family):
+        importlib.import_module(name)
 
 
 # -- the phases and what each returns ----------------------------------------------------------------------

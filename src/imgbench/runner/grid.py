@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from imgbench import __version__, schema
+from imgbench import __version__, forkserver, schema
+from imgbench.engine import frameworks
 from imgbench.errors import UsageError
 from imgbench.paths import DataFolders, atomic_write_json
 from imgbench.plugins import BLOCK_ENV, PLUGINS_DIR_ENV
@@ -210,7 +211,7 @@ def run_grid(
     on_this_machine = executor in THIS_MACHINE_EXECUTORS
     job_list = preflight(grid, registry, data_dir=data_dir, on_this_machine=on_this_machine, problems=problems)
 
-    env = job_env(registry, data_dir)
+    env = job_env(registry, data_dir, (job.family for job in job_list))
     tasks = [JobTask(job, str(out_dir), str(notebook_file), timeout, env, log_output=log_output)
              for job in job_list]
     assert job_executor is not None  # preflight raised the problem of an executor that could not be made
@@ -325,12 +326,15 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-def job_env(registry: "Registry", data_dir: str | os.PathLike | None = None) -> dict[str, str]:
-    """What every job's kernel must see to find the same plugins, data and cache as this process."""
+def job_env(registry: "Registry", data_dir: str | os.PathLike | None = None,
+            families: Iterable[str] = ()) -> dict[str, str]:
+    """What every job's kernel must see to find the same plugins, data and cache as this process, and what its
+    fork server imports ahead of it: the frameworks of the grid's model ``families``."""
     return {
         PLUGINS_DIR_ENV: os.pathsep.join(str(Path(d).resolve()) for d in registry.plugin_dirs),
         BLOCK_ENV: ",".join(registry.blocked),
         **DataFolders.resolve(data_dir).env(),
+        forkserver.PRELOAD_ENV: ",".join(frameworks.of_grid(families)),
     }
 
 
