@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -190,10 +191,20 @@ def test_a_failing_report_is_reported_and_loses_no_results(e2e, monkeypatch):
 # -- faults stay inside their job -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def faults(env, tmp_path_factory):
+def scratch(tmp_path_factory):
+    """The faulty grid's temporary folder: what its jobs leave there."""
+    return tmp_path_factory.mktemp("tmp")
+
+
+@pytest.fixture(scope="module")
+def faults(env, tmp_path_factory, scratch):
     out = tmp_path_factory.mktemp("faults")
     suite = grid(["testkit/hang", "testkit/linear", "testkit/exit", "testkit/raise"], ["tinygray"])
-    result = run_grid(suite, out=out, slots=2, timeout=FAULT_TIMEOUT_S, report=False, registry=env, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(scratch))
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        result = run_grid(suite, out=out, slots=2, timeout=FAULT_TIMEOUT_S, report=False, registry=env,
+                          progress=False)
     return {row["model"]: row for row in result.rows}, result
 
 
@@ -210,12 +221,14 @@ def test_a_kernel_that_dies_is_crashed(faults):
     assert "kernel died (exit code 7)" in rows["testkit/exit"]["error"]
 
 
-def test_a_job_past_the_timeout_is_killed_with_its_kernel(faults):
+def test_a_job_past_the_timeout_is_killed_with_its_kernel(faults, scratch):
     rows, result = faults
     row = rows["testkit/hang"]
     assert row["status"] == "timeout" and f"{FAULT_TIMEOUT_S} s timeout" in row["error"]
     assert FAULT_TIMEOUT_S <= row["duration_s"] < FAULT_TIMEOUT_S + 15
     assert processes_in(result.out_dir / "jobs" / row["job_id"]) == []
+    # nor its kernel's sockets, nor the grid's fork server's (torch keeps its compile cache there, by design)
+    assert [path.name for path in scratch.iterdir() if path.name.startswith("imgbench-")] == []
 
 
 def test_a_raising_cell_is_failed_with_the_exception_and_the_notebook_kept(faults):

@@ -38,6 +38,18 @@ KERNEL_MODULE = ("-m", "ipykernel_launcher")  # what follows it in the kernel's 
 EXIT_STATUS_FILE = "kernel.exit"  # where a fork server writes the exit status of the kernel it forked
 
 
+def socket_dir_prefix(pid: int) -> str:
+    """How the socket folders of process ``pid``'s kernels begin (in the temporary folder)."""
+    return f"imgbench-kernel-{pid}-"
+
+
+def remove_socket_dirs(pid: int) -> None:
+    """Remove the socket folders of process ``pid``'s kernels: what a job process killed by its supervisor (a
+    timeout, Ctrl-C) could not remove itself."""
+    for folder in Path(tempfile.gettempdir()).glob(socket_dir_prefix(pid) + "*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class ForkingProvisioner(LocalProvisioner):
     """jupyter_client's local provisioner, except that the kernel is forked by the job's fork server when one
     is named in ``forkserver.ADDRESS_ENV`` and answers (a fresh kernel is started otherwise)."""
@@ -69,7 +81,7 @@ class CurrentPythonKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs: Any) -> None:
         # A short private folder: socket paths must stay under ~100 characters.
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="imgbench-kernel-"))
+        self.socket_dir = Path(tempfile.mkdtemp(prefix=socket_dir_prefix(os.getpid())))
         kwargs.setdefault("transport", "ipc")
         kwargs.setdefault("connection_file", str(self.socket_dir / "kernel.json"))
         super().__init__(**kwargs)

@@ -232,6 +232,9 @@ def _kill_tree(child: subprocess.Popen) -> None:
             pass
     psutil.wait_procs(processes, timeout=KILL_WAIT_S)
     child.wait()
+    from imgbench.kernel import remove_socket_dirs  # jupyter_client: only once a job was killed
+
+    remove_socket_dirs(child.pid)
 
 
 def _classify(task: JobTask, ended: str, returncode: int | None) -> tuple[str, str, dict[str, Any] | None]:
