@@ -7,8 +7,8 @@ executor may call it in a thread, another process or on another machine that sha
 1. clears the job folder (what an unfinished earlier attempt left is never trusted),
 2. starts ``python -m imgbench.jobrecord.child REQUEST PID`` in its own session with the job folder as working
    directory; that child runs papermill with a kernel of this very Python, forked by the fork server for the
-   job's environment (:mod:`imgbench.forkserver`, started on first use),
-3. waits up to the timeout, then kills the child and its kernel,
+   job's environment (:mod:`imgbench.forkserver`, started by the executor's ``prepare`` or on first use),
+3. waits up to the timeout, then kills the child and its kernel (and removes the kernel's socket folder),
 4. classifies the outcome: the engine's status from ``metrics.json`` (ok, diverged, oom), or ``failed`` (a
    cell raised), ``crashed`` (the kernel or the child died), ``timeout``, ``missing_metrics`` (the notebook
    finished without writing metrics.json),
