@@ -69,7 +69,7 @@ def run_grid(checkout: Path, args: argparse.Namespace, out: Path, env: dict[str,
         metrics = json.loads((out / "jobs" / row["job_id"] / "metrics.json").read_text(encoding="utf-8"))
         phases = metrics.get("phases") or {}
         bench += phases.get("benchmark", 0.0)
-        if phases:  # a checkout from before the phase breakdown has none
+        if phases and "wall" in metrics:  # a checkout from before the phase breakdown has neither
             own.append((metrics["wall"]["started_at"],
                         sum(seconds for name, seconds in phases.items() if name not in (*COMPUTE, WAIT))))
     later = [harness for _, harness in sorted(own)[1:]]
