@@ -32,7 +32,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
@@ -64,7 +63,6 @@ TASK_RETRIES = 1  # reruns after run_on_worker itself raised (e.g. a full disk);
 CONNECT_TIMEOUT_S = 30
 FIRST_WORKER_TIMEOUT_S = 600  # a batch-queue cluster (dask-jobqueue) may take minutes to get its first node
 STOP_POLL_S = 1.0  # how often a running job checks whether the launcher cancelled it
-RESULT_POLL_S = 0.1  # how often the launcher looks for finished jobs
 STARTED_TOPIC = "imgbench-job-started"  # worker -> launcher event: a job really started (progress bar)
 SCHEDULER_ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|ws|wss|inproc)://)?(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d+)?$")
 NOTEBOOK_ON_WORKER = "benchmark.ipynb"
@@ -124,20 +122,12 @@ class DaskExecutor(Executor[JobTask]):
             client.subscribe_topic(STARTED_TOPIC, started.event)
             futures = {self._submit(client, task, notebooks[task.notebook], gpu_cluster, slots): task
                        for task in tasks}
-            pending = dict(futures)
             try:
-                # polled, not distributed.as_completed: a Ctrl-C that lands inside its `with condition:` can
-                # leave the condition's lock held, and the client's event loop, blocked on it, then never
-                # completes the cancel below (a test run hung so)
-                while pending:
-                    done = [future for future in pending if future.done()]
-                    if not done:
-                        time.sleep(RESULT_POLL_S)
-                    for future in done:
-                        task = pending.pop(future)
-                        row = collect(future, task)
-                        started.ensure(task)
-                        on_result(task, row)
+                for future in distributed.as_completed(futures):
+                    task = futures[future]
+                    row = collect(future, task)
+                    started.ensure(task)
+                    on_result(task, row)
             except BaseException:
                 client.cancel(list(futures))  # running jobs see their task cancelled and kill their kernels
                 raise
