@@ -203,9 +203,15 @@ def test_ctrl_c_stops_the_jobs_running_on_the_workers(launcher, tmp_path):
         if _wait_for(lambda: _processes(KERNEL)):
             _thread.interrupt_main()
 
+    # interrupt_main does nothing where SIGINT is ignored, as in a suite started in the background by a
+    # non-interactive shell: the launcher would wait for the hour-long job
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=press_ctrl_c_once_a_kernel_runs, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        launcher(["testkit/hang"], [0], tmp_path / "out")  # would sleep for an hour
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launcher(["testkit/hang"], [0], tmp_path / "out")  # would sleep for an hour
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     assert _wait_for(lambda: not _processes(JOB_PROCESS) and not _processes(KERNEL))
     assert not list((tmp_path / "out" / "jobs").glob("*/job.json"))  # unfinished: it runs again on resume
 
