@@ -4,9 +4,9 @@ Importing the frameworks costs seconds per job (about 6 s of a small job's 10 s 
 forking a process that has already imported them costs milliseconds. So the launcher keeps one *fork server*
 per job environment (:class:`ForkServers`): ``python -m imgbench.forkserver SOCKET MODULES`` imports
 ``PRELOAD`` and the modules the jobs' environment names in ``PRELOAD_ENV`` (the engine's, and the frameworks of
-the grid's model families: :mod:`imgbench.engine.frameworks`) once, then forks one kernel per request. The job process asks for its kernel through
-:class:`imgbench.kernel.CurrentPythonKernelManager`, which falls back to starting a fresh kernel when no
-server answers.
+the grid's model families: :mod:`imgbench.engine.frameworks`) once, then forks one kernel per request. The job
+process asks for its kernel through :class:`imgbench.kernel.CurrentPythonKernelManager`, which falls back to
+starting a fresh kernel when no server answers.
 
 What keeps a forked kernel equal to a fresh one:
 
