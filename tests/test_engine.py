@@ -15,7 +15,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from imgbench import LoadedDataset, Split
 from imgbench.engine import config_hash, run_job
-from imgbench.engine.data import Augmenter, rotate_and_zoom, stratified_subset
+from imgbench.engine import data as engine_data
+from imgbench.engine.data import Augmenter, channel_stats, rotate_and_zoom, stratified_subset
 from imgbench.engine.evaluate import expected_calibration_error
 from imgbench.schema import HISTORY_COLUMNS, METRICS_KEYS
 from imgbench.engine.train import build_schedule
@@ -326,6 +327,38 @@ def test_stratified_subset_keeps_class_shares_and_rejects_too_few():
     assert np.bincount(subset.y).tolist() == [8, 2] and (np.diff(index) > 0).all()
     with pytest.raises(UsageError, match="train_samples=1"):
         stratified_subset(split, 1, "train_samples")
+
+
+def test_channel_stats_are_exact_population_statistics_of_the_pixel_values():
+    x = np.empty((256, 1, 1, 3), np.uint8)
+    x[:, 0, 0, 0] = np.repeat([0, 255], 128)  # mean 127.5, std 127.5
+    x[:, 0, 0, 1] = np.arange(256)  # mean 127.5, std sqrt((256**2 - 1) / 12), by hand
+    x[:, 0, 0, 2] = 9  # constant: its std of 0 is floored at 1, so normalising never divides by zero
+    mean, std = channel_stats(x)
+    assert mean.tolist() == pytest.approx([127.5, 127.5, 9.0], abs=1e-5)
+    assert std.tolist() == pytest.approx([127.5, math.sqrt((256 ** 2 - 1) / 12), 1.0], abs=1e-5)
+
+
+def test_channel_stats_sample_large_splits_at_random_not_evenly(monkeypatch):
+    # every 4th image bright: an evenly spaced sample of a quarter of them sees only bright or only dark ones
+    x = np.zeros((4000, 2, 2, 1), np.uint8)
+    x[::4] = 200
+    monkeypatch.setattr(engine_data, "STATS_VALUES", 1000 * 4)  # room for 1,000 of the 4,000 images
+    mean, _ = channel_stats(x)
+    assert mean[0] == pytest.approx(50.0, abs=5.0)  # the split's 50.0, within the sample's spread
+    assert channel_stats(x)[0][0] == mean[0]  # the same sample every time: every model gets the same inputs
+
+
+@pytest.mark.data
+def test_channel_stats_of_real_mnist_are_the_published_ones(real_data, session_cache, monkeypatch):
+    # the MNIST training set's widely published normalisation: mean 0.1307, std 0.3081 (torchvision's examples)
+    from imgbench.engine import load_dataset, resolve_recipe
+
+    monkeypatch.setenv("IMGBENCH_CACHE_DIR", str(session_cache))
+    train = load_dataset("mnist", resolve_recipe("mnist", {"val_size": 0.0}), data_dir=real_data).train.x
+    assert len(train) == 60_000
+    mean, std = channel_stats(train)
+    assert (round(float(mean[0]) / 255, 4), round(float(std[0]) / 255, 4)) == (0.1307, 0.3081)
 
 
 def test_ece_is_the_gap_between_confidence_and_accuracy():

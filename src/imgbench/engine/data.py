@@ -19,7 +19,8 @@ from imgbench.errors import UsageError
 from imgbench.specs import DataConfig, Split
 
 SUBSET_SEED = 0  # the same subset for every model and seed, so their results compare
-STATS_IMAGES = 5000  # channel mean/std are estimated on at most this many training images
+STATS_VALUES = 1 << 28  # channel mean/std are exact over the training images up to this many pixel values
+# (all of MNIST, CIFAR-10, flowers at 64 px; about 0.5 s on one core), over a seeded random sample of them beyond
 PAD_FRACTION = 1 / 8  # random-crop padding as a share of the image side (4 px at 32 px)
 DEVICE_DATA_SHARE = 0.5  # hold the data on the GPU when it needs at most this share of free memory
 # ``flip_rotate_zoom``, the TensorFlow flowers tutorial's augmentation: Keras RandomFlip("horizontal"),
@@ -49,9 +50,24 @@ def stratified_subset(split: Split, n: int, parameter: str) -> tuple[Split, np.n
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (0-255 scale) of uint8 NHWC images, from an evenly spaced sample."""
-    sample = x[:: max(1, len(x) // STATS_IMAGES)].reshape(-1, x.shape[-1]).astype(np.float32)
-    return sample.mean(0), np.maximum(sample.std(0), 1.0)
+    """Per-channel mean and (population) std, 0-255 scale, of uint8 NHWC images: exact, from each channel's
+    histogram of integer counts, over all the images or a seeded random sample of ``STATS_VALUES`` values.
+
+    Counting is exact where summing floats is not: float32 sums over tens of millions of pixels drift by about
+    1%, and an evenly spaced sample can follow an ordering of the split (every 12th MNIST training image has a
+    mean 6% below the set's).
+    """
+    per_image = int(np.prod(x.shape[1:]))
+    if len(x) * per_image > STATS_VALUES:
+        chosen = np.random.default_rng(SUBSET_SEED).choice(len(x), STATS_VALUES // per_image, replace=False)
+        x = x[np.sort(chosen)]
+    pixels = torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, x.shape[-1])
+    counts = np.stack([torch.bincount(pixels[:, channel].contiguous(), minlength=256).numpy()
+                       for channel in range(x.shape[-1])]).astype(np.float64)
+    values = np.arange(256, dtype=np.float64)
+    mean = counts @ values / counts.sum(1)
+    variance = counts @ values**2 / counts.sum(1) - mean**2
+    return mean.astype(np.float32), np.maximum(np.sqrt(np.maximum(variance, 0.0)), 1.0).astype(np.float32)
 
 
 def normalisation(config: DataConfig | None, train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray, DataConfig]:
