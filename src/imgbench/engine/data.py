@@ -59,8 +59,8 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     per_image = int(np.prod(x.shape[1:]))
     if len(x) * per_image > STATS_VALUES:
-        chosen = np.random.default_rng(SUBSET_SEED).choice(len(x), STATS_VALUES // per_image, replace=False)
-        x = x[np.sort(chosen)]
+        sample = max(1, STATS_VALUES // per_image)
+        x = x[np.sort(np.random.default_rng(SUBSET_SEED).choice(len(x), sample, replace=False))]
     pixels = torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, x.shape[-1])
     counts = np.stack([torch.bincount(pixels[:, channel].contiguous(), minlength=256).numpy()
                        for channel in range(x.shape[-1])]).astype(np.float64)
