@@ -180,6 +180,19 @@ def test_the_exit_status_of_a_forked_kernel_reaches_the_job_process(servers, tmp
         requester.wait()
 
 
+def test_no_kernel_is_left_running_once_close_returns(tmp_path):
+    # the launcher checks for a timed-out job's processes right after its grid ends: the server must have
+    # reaped the kernels it killed before it leaves, not leave them dying
+    made = ForkServers(PRELOAD)
+    requester, kernel = _requester(tmp_path, made.address(dict(os.environ), ()))
+    try:
+        made.close()
+        assert not psutil.pid_exists(kernel)
+    finally:
+        requester.kill()
+        requester.wait()
+
+
 def test_no_server_or_kernel_outlives_a_launcher_killed_by_sigkill(tmp_path):
     launcher, kernel = _requester(tmp_path)  # its own ForkServers: the server is its child
     [server] = psutil.Process(launcher.pid).children()

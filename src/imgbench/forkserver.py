@@ -57,6 +57,8 @@ SWITCH_ENV = "IMGBENCH_FORK_KERNELS"  # "0": every kernel starts fresh
 SUPPORTED = sys.platform == "linux"
 POLL_S = 0.1  # how often the server reaps its kernels and checks on the job processes that asked for them
 STATUS_WAIT_S = 1.0  # for the status file of a kernel the server has just reaped
+CLOSE_WAIT_S = 5.0  # for a server to leave once told to, before it is killed
+REAP_WAIT_S = 3.0  # for the kernels a leaving server killed to be gone (within CLOSE_WAIT_S)
 MAX_REQUEST_BYTES = 1 << 20
 STD_FDS = 3  # stdin, stdout, stderr of the job process, passed to its kernel
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # prctl(2)
@@ -115,7 +117,7 @@ class ForkServers:
             process.terminate()
         for process, path in servers:
             try:
-                process.wait(5)
+                process.wait(CLOSE_WAIT_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -262,6 +264,7 @@ def serve(path: str, preload: list[str]) -> None:
     finally:  # also when the launcher or Dask worker that started it died without closing it
         for pid in kernels:
             _kill_group(pid)
+        _reap_killed(kernels)
         _remove_socket(Path(path))
 
 
@@ -352,6 +355,22 @@ def _reap(kernels: dict[int, tuple[int, Path]]) -> None:
                 pass
         elif not _alive(requester):
             _kill_group(pid)
+
+
+def _reap_killed(kernels: dict[int, tuple[int, Path]]) -> None:
+    """Wait, up to ``REAP_WAIT_S``, for the kernels just killed to be gone: whoever closed the server may look
+    for a timed-out job's processes as soon as it returns, and a killed process takes a moment to end."""
+    deadline = time.monotonic() + REAP_WAIT_S
+    while kernels and time.monotonic() < deadline:
+        for pid in list(kernels):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                del kernels[pid]
+        if kernels:
+            time.sleep(0.01)
 
 
 def _kill_group(pid: int) -> None:
