@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import nbformat
+import psutil
 import pytest
 
+from imgbench import forkserver
 from imgbench.errors import UsageError
 from imgbench.kernel import CurrentPythonKernelManager
 from imgbench.report import build_report
@@ -48,3 +51,27 @@ def test_build_report_executes_the_notebook_and_writes_every_file(tmp_path):
     outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(str(out) in cell.source for cell in executed.cells)  # the injected parameters cell
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(not forkserver.SUPPORTED, reason="fork servers run on Linux only")
+def test_build_report_forks_its_kernel_from_the_fork_server_it_is_given(tmp_path, monkeypatch):
+    out = make_results(tmp_path / "out", plan={"cifar10": PLAN["cifar10"]}, seeds=(0,), failed=(), n_test=60)
+    forked, request = [], forkserver.request_kernel
+
+    def recorded(address, argv, env, cwd, status_path):
+        kernel = request(address, argv, env, cwd, status_path)
+        forked.append((psutil.Process(kernel.pid).ppid(), cwd))  # who forked it, and where it works
+        return kernel
+
+    monkeypatch.setattr(forkserver, "request_kernel", recorded)
+    servers = forkserver.ForkServers(("ipykernel.kernelapp", "pandas"))
+    try:
+        address = servers.address(dict(os.environ), ())
+        [(server, _)] = servers._servers.values()
+        assert build_report(out, fork_server=address) == out / "report.html"
+        assert forked == [(server.pid, str(out.resolve()))]
+    finally:
+        servers.close()
+    assert build_report(out) == out / "report.html"  # no server named: a fresh kernel, as before
+    assert len(forked) == 1

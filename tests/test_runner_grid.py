@@ -131,6 +131,31 @@ def test_the_next_job_starts_while_the_previous_finishes_and_waits_for_it_before
     assert run["env"][forkserver.PRELOAD_ENV] == ",".join(frameworks.COMMON)
 
 
+def test_the_report_kernel_is_forked_from_the_grids_server_which_stops_after_it(env, tmp_path, monkeypatch):
+    servers, start = [], forkserver.SERVERS.start
+    forked, request = [], forkserver.request_kernel
+
+    def counted_start(*args):
+        process, path = start(*args)
+        servers.append(process)
+        return process, path
+
+    def recorded(address, argv, env, cwd, status_path):  # in this process: the report's kernel (jobs ask in theirs)
+        kernel = request(address, argv, env, cwd, status_path)
+        forked.append((psutil.Process(kernel.pid).ppid(), cwd))
+        return kernel
+
+    monkeypatch.setattr(forkserver.SERVERS, "start", counted_start)
+    monkeypatch.setattr(forkserver, "request_kernel", recorded)
+    result = run_grid(suite_from_dict({"models": ["testkit/linear"], "datasets": ["tinygray"], "seeds": [0],
+                                       "params": TINY}), out=tmp_path / "out", slots=1, timeout=WAIT_S,
+                      registry=env, progress=False)
+    assert result.exit_code == 0 and result.report is not None, result.summary()
+    server = servers[0]
+    assert forked == [(server.pid, str(result.out_dir.resolve()))]
+    assert server.poll() is not None and not forkserver.SERVERS._servers  # closed once the report was built
+
+
 def test_a_grids_fork_server_imports_the_frameworks_of_its_model_families_only():
     assert frameworks.of_grid(["timm", "timm"]) == (*frameworks.COMMON, "timm")  # no Keras for timm models
     assert frameworks.of_grid(["timm", "keras", "myplugin"]) == (*frameworks.COMMON, "keras", "timm")
@@ -178,7 +203,7 @@ def test_rerun_skips_succeeded_jobs_and_keeps_one_row_each(e2e):
 def test_a_failing_report_is_reported_and_loses_no_results(e2e, monkeypatch):
     suite, result = e2e
 
-    def broken(out_dir, baseline=None):
+    def broken(out_dir, baseline=None, *, fork_server=None):
         raise RuntimeError("report exploded")
 
     monkeypatch.setitem(sys.modules, "imgbench.report", types.SimpleNamespace(build_report=broken))

@@ -109,6 +109,13 @@ class ForkServers:
         _wait_for_socket(path, process)
         return str(path)
 
+    def running(self) -> str | None:
+        """The socket of a server that is up, for a kernel whose environment it need not match (the report's:
+        the grid's server already imported pandas and matplotlib), or None."""
+        with self._lock:
+            servers = list(self._servers.values())
+        return next((str(path) for process, path in servers if process.poll() is None and path.exists()), None)
+
     def close(self) -> None:
         """Stop every server (their kernels die with them) and remove their sockets."""
         with self._lock:

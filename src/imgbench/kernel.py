@@ -6,7 +6,8 @@ Using the running interpreter means a job never picks up whatever kernelspec hap
 the same moment cannot race for the same port.
 
 Where the job's launcher keeps a fork server (:mod:`imgbench.forkserver`), a job's kernel is forked from it,
-with the frameworks already imported; when none answers, the kernel starts fresh.
+with the frameworks already imported, and so is the report's at the end of a grid; when none answers, the
+kernel starts fresh.
 
 A kernel that dies hard must leave its trace: it inherits the job process's stdout and stderr (the job's
 ``runner.log``), runs with ``PYTHONFAULTHANDLER=1``, and ipykernel is told not to capture the process-level
@@ -55,10 +56,10 @@ class ForkingProvisioner(LocalProvisioner):
     is named in ``forkserver.ADDRESS_ENV`` and answers (a fresh kernel is started otherwise)."""
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        address = os.environ.get(forkserver.ADDRESS_ENV)
+        assert isinstance(self.parent, CurrentPythonKernelManager)  # the manager that made this provisioner
+        address = self.parent.fork_server or os.environ.get(forkserver.ADDRESS_ENV)
         if address and forkserver.enabled() and tuple(cmd[1:3]) == KERNEL_MODULE:
             cwd = str(kwargs.get("cwd") or os.getcwd())
-            assert isinstance(self.parent, CurrentPythonKernelManager)  # the manager that made this provisioner
             try:
                 kernel = forkserver.request_kernel(address, cmd[3:], kwargs.get("env") or os.environ, cwd,
                                                    self.parent.socket_dir / EXIT_STATUS_FILE)
@@ -78,6 +79,7 @@ class CurrentPythonKernelManager(AsyncKernelManager):
 
     kernel_process: Any = None  # subprocess.Popen of the kernel, once launched
     kernel_args: tuple[str, ...] = KERNEL_ARGS
+    fork_server: str | None = None  # the socket of the fork server to ask for the kernel; None: ADDRESS_ENV's
 
     def __init__(self, **kwargs: Any) -> None:
         # A short private folder: socket paths must stay under ~100 characters.
@@ -119,6 +121,11 @@ class ReportKernelManager(CurrentPythonKernelManager):
     before shutting a kernel down) stay out of the user's terminal."""
 
     kernel_args = ()
+
+    @classmethod
+    def forked_from(cls, fork_server: str | None) -> type[ReportKernelManager]:
+        """This manager, its kernel forked from the server at ``fork_server`` (None: started fresh)."""
+        return cls if fork_server is None else type(cls.__name__, (cls,), {"fork_server": fork_server})
 
 
 class KernelHandle:

@@ -130,7 +130,14 @@ class Executor(Protocol[Task]):
     def prepare(self, tasks: Sequence[Task]) -> None:
         """Start, without waiting, what the first jobs will need, so that it overlaps the runner's remaining
         preparation (``local`` starts the fork servers of their kernels, :mod:`imgbench.forkserver`); what it
-        starts, :meth:`run` stops, or the launcher's exit. An executor that subclasses this one may leave it
+        starts, :meth:`close` stops, or the launcher's exit. An executor that subclasses this one may leave it
+        as it is: it does nothing."""
+        return None
+
+    def close(self) -> None:
+        """Stop what :meth:`prepare` started and :meth:`run` kept for the rest of the grid (``local``: the fork
+        servers, which also give the report its kernel). The runner calls it once, when the grid is over and
+        its report built, or stopped by an error or Ctrl-C. An executor that subclasses this one may leave it
         as it is: it does nothing."""
         return None
 

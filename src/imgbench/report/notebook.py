@@ -17,7 +17,7 @@ NOTEBOOK_NAME = "report.ipynb"
 KERNEL_START_TIMEOUT_S = 120
 
 
-def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Path:
+def build_report(out_dir: str | Path, baseline: str | Path | None = None, *, fork_server: str | None = None) -> Path:
     """Build the comparison report of a results folder by executing ``notebooks/report.ipynb``.
 
     This is what ``imgbench report OUT [--baseline OTHER_OUT]`` runs, and what ``imgbench run`` runs when its
@@ -29,6 +29,9 @@ def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Pat
             ``history.csv``; a missing or unreadable job file is listed under Failures instead of stopping it.
         baseline: an earlier results folder, or None. With one, the report adds "Against the baseline": each
             metric's change per (dataset, model), regressions flagged.
+        fork_server: the socket of a fork server (:mod:`imgbench.forkserver`) to fork the kernel from, with
+            pandas and matplotlib already imported: ``imgbench run`` passes its grid's. None, or a server that
+            does not answer: a fresh kernel.
 
     Returns:
         The path of ``OUT/report.html``.
@@ -55,8 +58,8 @@ def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Pat
         the job's record points to, once per page. Figures, "Is the leader really better?" (every model against
         the leader, with the seeds that would settle a tie), the baseline, failures and provenance.
 
-    The kernel is this very Python (:class:`imgbench.jobrecord.kernel.ReportKernelManager`), whatever
-    kernelspecs are installed; the notebook runs with ``out_dir`` as its working directory.
+    The kernel is this very Python (:class:`imgbench.kernel.ReportKernelManager`), whatever kernelspecs are
+    installed; the notebook runs with ``out_dir`` as its working directory.
 
     Example:
         >>> from imgbench.report import build_report
@@ -72,7 +75,7 @@ def build_report(out_dir: str | Path, baseline: str | Path | None = None) -> Pat
         papermill.execute_notebook(
             str(notebook_path(NOTEBOOK_NAME)), str(executed),
             parameters={"out_dir": str(results.out_dir), "baseline": str(base) if base else None},
-            kernel_manager_class=ReportKernelManager, kernel_name="python3",
+            kernel_manager_class=ReportKernelManager.forked_from(fork_server), kernel_name="python3",
             start_timeout=KERNEL_START_TIMEOUT_S, progress_bar=False, report_mode=True, cwd=str(results.out_dir))
     except papermill.PapermillExecutionError as exc:
         raise RuntimeError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "

@@ -91,6 +91,7 @@ class LocalExecutor(Executor["JobTask"]):
             raise UsageError(f"--jobs must be 1 or more, got {slots!r}")
         self.slots = slots
         self.gpus = visible_gpus() if gpus is None else list(gpus)
+        self.prepared = False  # by the runner, which then closes: the fork servers outlive run for the report
 
     @property
     def pins_gpus(self) -> bool:
@@ -118,10 +119,16 @@ class LocalExecutor(Executor["JobTask"]):
         return {**self.slot_env(slot), **thread_env(task.job.recipe.threads, at_once)}
 
     def prepare(self, tasks: Sequence[JobTask]) -> None:
-        """Start the fork servers of the slots' first jobs: the frameworks import while the launcher prepares."""
+        """Start the fork servers of the slots' first jobs: the frameworks import while the launcher prepares.
+        They stay up until :meth:`close`, so that the report's kernel is forked from them too."""
+        self.prepared = True
         at_once = min(self.slots, len(tasks))
         for slot, task in enumerate(tasks[:at_once]):
             start_kernel_server(task, self.job_env(task, slot, at_once))
+
+    def close(self) -> None:
+        """Stop the fork servers: the grid and its report are done."""
+        forkserver.SERVERS.close()
 
     def run(self, tasks: Sequence[Any], on_result: OnResult, on_start: OnStart | None = None) -> None:
         self.check(tasks)
@@ -180,7 +187,8 @@ class LocalExecutor(Executor["JobTask"]):
             for thread in workers:
                 thread.join()
             shutil.rmtree(marks, ignore_errors=True)
-            forkserver.SERVERS.close()  # the grid is over: its kernels' fork servers go
+            if not self.prepared:  # run on its own: nothing else will close the servers it started
+                self.close()
 
 
 @hookimpl

@@ -6,7 +6,8 @@ devices, that its data can be had and that the results folder can be written, an
 whose ``job.json`` says ok with the same configuration hash and whose files check out
 (:func:`~.results.check_finished`); call ``imgbench_grid_started`` (:mod:`imgbench.runner.lifecycle`: each
 plugin's and ``--track`` tracker's implementation on its own); write ``run.json``; run the rest through the
-chosen executor, rewriting ``results.csv`` after every job (then ``imgbench_job_finished``); build the report;
+chosen executor, rewriting ``results.csv`` after every job (then ``imgbench_job_finished``); build the report
+(its kernel forked from the local executor's fork server, as the jobs' were); close the executor;
 ``imgbench_grid_finished``. A results folder that cannot be written any more stops the run with one
 :class:`~.folder.ResultsFolderError` (:mod:`.folder`).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -262,54 +263,61 @@ def _run(tasks: list[JobTask], executor: Executor[JobTask], out_dir: Path, recor
     job_list = [task.job for task in tasks]
     skipped, rerun = _resume(tasks, out_dir)
     todo = [task for task in tasks if task.job.job_id not in skipped]
-    executor.prepare(todo)  # e.g. the first kernels' imports start now, beside what follows
-    if on_this_machine:  # elsewhere (a cluster) each job's own row says how busy its machine was
-        load = measure_load()  # what prepare started is ours, and left out
-        record["load_at_start"] = load.to_dict()
-        if load.overloaded:
-            _say(load.warning(), progress)
-    record.update(started_at=_now(), skipped=skipped, rerun=rerun)
-    grid = lifecycle.grid_started(job_list, skipped, record)
-    record.update(lifecycle.run_record())
-    atomic_write_json(out_dir / schema.RUN_JSON, record)
-    write_results(out_dir, job_list)
-    watch = FolderWatch(out_dir)
-
-    bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["slots"], rerun=rerun)
-
-    finished: list[str] = []
-
-    def on_result(task: JobTask, row: dict[str, Any]) -> None:
-        finished.append(task.job.job_id)
-        # a vanished folder must not be silently recreated by the next write, nor a full disk meet the next job
-        watch.check(job_list, more_to_run=len(finished) < len(todo))
+    with closing(executor):  # once the report is built: the local executor's fork servers give its kernel
+        executor.prepare(todo)  # e.g. the first kernels' imports start now, beside what follows
+        if on_this_machine:  # elsewhere (a cluster) each job's own row says how busy its machine was
+            load = measure_load()  # what prepare started is ours, and left out
+            record["load_at_start"] = load.to_dict()
+            if load.overloaded:
+                _say(load.warning(), progress)
+        record.update(started_at=_now(), skipped=skipped, rerun=rerun)
+        grid = lifecycle.grid_started(job_list, skipped, record)
+        record.update(lifecycle.run_record())
+        atomic_write_json(out_dir / schema.RUN_JSON, record)
         write_results(out_dir, job_list)
-        bar.finished(row)
-        lifecycle.job_finished(task.job, row)
+        watch = FolderWatch(out_dir)
 
-    try:
-        executor.run(todo, on_result, on_start=bar.started)
-    except KeyboardInterrupt:
-        write_results(out_dir, job_list)  # a job may have finished as the run was interrupted
-        raise
-    finally:
-        bar.close()
+        bar = GridProgress(len(tasks), skipped=len(skipped), enabled=progress, slots=record["slots"], rerun=rerun)
 
-    watch.check(job_list, more_to_run=False)
-    rows = [found["row"] for job in job_list if (found := read_record(out_dir, job)) is not None]
-    result = GridResult(out_dir, rows, skipped=len(skipped), jobs=job_list, rerun=rerun)
-    if report:
+        finished: list[str] = []
+
+        def on_result(task: JobTask, row: dict[str, Any]) -> None:
+            finished.append(task.job.job_id)
+            # a vanished folder must not be silently recreated by the next write,
+            # nor a full disk meet the next job
+            watch.check(job_list, more_to_run=len(finished) < len(todo))
+            write_results(out_dir, job_list)
+            bar.finished(row)
+            lifecycle.job_finished(task.job, row)
+
         try:
-            from imgbench.report import build_report  # pandas, seaborn, Jupyter: only when a report is built
+            executor.run(todo, on_result, on_start=bar.started)
+        except KeyboardInterrupt:
+            write_results(out_dir, job_list)  # a job may have finished as the run was interrupted
+            raise
+        finally:
+            bar.close()
 
-            result.report = Path(build_report(out_dir))
-        except Exception as exc:  # the results are already on disk; a broken report must not lose them
-            result.report_error = f"{type(exc).__name__}: {exc}"
+        watch.check(job_list, more_to_run=False)
+        rows = [found["row"] for job in job_list if (found := read_record(out_dir, job)) is not None]
+        result = GridResult(out_dir, rows, skipped=len(skipped), jobs=job_list, rerun=rerun)
+        if report:
+            result.report, result.report_error = _build_report(out_dir)
     lifecycle.grid_finished(grid, result)
     record.update(finished_at=_now(), statuses=dict(Counter(row["status"] for row in rows)),
                   report=str(result.report or ""), report_error=result.report_error, **lifecycle.run_record())
     atomic_write_json(out_dir / schema.RUN_JSON, record)
     return result
+
+
+def _build_report(out_dir: Path) -> tuple[Path | None, str]:
+    """The report, and why there is none; its kernel forked from the grid's fork server when one is up."""
+    try:
+        from imgbench.report import build_report  # pandas, seaborn, Jupyter: only when a report is built
+
+        return Path(build_report(out_dir, fork_server=forkserver.SERVERS.running())), ""
+    except Exception as exc:  # the results are already on disk; a broken report must not lose them
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager
