@@ -17,7 +17,11 @@ checkout:
 - a later job's own harness: the median, over the grid's jobs but the first, of the job's phases less its
   compute (train, evaluate, benchmark) and its ``wait`` for the job before it (time it overlapped with that
   job's end): what a job adds once the grid's one-off costs are paid (the launcher's start, the first
-  kernel's imports).
+  kernel's imports);
+- with ``--report``, the grid also builds its report, and ``after the last job`` is the launcher's time from
+  the last job's end to its own exit: the report, ``run.json``, the fork servers' stop. The demo's grid:
+  ``--report -m keras/mnist_convnet -m keras/flowers_cnn --dataset digits --seeds 2 --epochs 4
+  --train-samples 0 --bench-seconds 0.5``.
 
 The figures are the medians over rounds (min and max beside), with the load average of each round.
 """
@@ -32,6 +36,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench_overhead import timed
@@ -44,8 +49,8 @@ MODELS = ("keras/mnist_convnet", "timm/resnet18")  # the quick suite's
 GRID = """
 import json, sys
 from imgbench.runner import run_grid
-models, dataset, seeds, params, out, notebook = json.loads(sys.argv[1])
-result = run_grid(None, models=models, datasets=[dataset], seeds=seeds, params=params, out=out, report=False,
+models, dataset, seeds, params, out, notebook, report = json.loads(sys.argv[1])
+result = run_grid(None, models=models, datasets=[dataset], seeds=seeds, params=params, out=out, report=report,
                   notebook=notebook, progress=False)
 sys.exit(result.exit_code)
 """
@@ -58,24 +63,27 @@ def run_grid(checkout: Path, args: argparse.Namespace, out: Path, env: dict[str,
                                                       ("epochs", "test_samples", "bench_seconds")
                                                       if getattr(args, key) is not None}}
     request = [args.models, args.dataset, list(range(args.seeds)), params, str(out),
-               str(checkout / "notebooks" / "benchmark.ipynb")]
+               str(checkout / "notebooks" / "benchmark.ipynb"), args.report]
+    started = time.time()
     wall, _cpu = timed([sys.executable, "-c", GRID, json.dumps(request)],
                        {**env, "PYTHONPATH": str(checkout / "src")})
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     train = sum(float(row["train_time_s"]) for row in rows)
-    bench, own = 0.0, []  # own: (start, each job's harness from its own phases)
+    bench, own, last_end = 0.0, [], 0.0  # own: (start, each job's harness from its own phases)
     for row in rows:
         metrics = json.loads((out / "jobs" / row["job_id"] / "metrics.json").read_text(encoding="utf-8"))
         phases = metrics.get("phases") or {}
         bench += phases.get("benchmark", 0.0)
+        last_end = max(last_end, metrics.get("wall", {}).get("ended_at", 0.0))
         if phases and "wall" in metrics:  # a checkout from before the phase breakdown has neither
             own.append((metrics["wall"]["started_at"],
                         sum(seconds for name, seconds in phases.items() if name not in (*COMPUTE, WAIT))))
     later = [harness for _, harness in sorted(own)[1:]]
     return {"wall_s": wall, "jobs": len(rows), "fixed_s": (wall - train) / len(rows),
             "harness_s": (wall - train - bench) / len(rows),
-            "later_job_harness_s": statistics.median(later) if later else float("nan")}
+            "later_job_harness_s": statistics.median(later) if later else float("nan"),
+            "after_last_job_s": started + wall - last_end if last_end else float("nan")}
 
 
 def main() -> int:
@@ -90,6 +98,8 @@ def main() -> int:
     parser.add_argument("--bench-seconds", type=float, help="default: the quick suite's (1.0)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of each model (default 1)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--report", action="store_true", help="build the report too, and time what follows the "
+                        "last job")
     parser.add_argument("--json", metavar="FILE", help="also write every round here")
     args = parser.parse_args()
     args.models = args.models or list(MODELS)
@@ -116,13 +126,16 @@ def main() -> int:
             print(f"round {index + 1} {name} (load {load:.1f}): wall {figures['wall_s']:.1f} s for "
                   f"{figures['jobs']} jobs; fixed cost {figures['fixed_s']:.2f} s/job, harness (without the "
                   f"benchmark phase) {figures['harness_s']:.2f} s/job; a later job's own harness "
-                  f"{figures['later_job_harness_s']:.2f} s", flush=True)
+                  f"{figures['later_job_harness_s']:.2f} s; after the last job {figures['after_last_job_s']:.2f} s",
+                  flush=True)
     for name in checkouts:
         mine = [r for r in rounds if r["checkout"] == name]
-        for key, label in (("fixed_s", "fixed cost"), ("harness_s", "harness"),
-                           ("later_job_harness_s", "a later job's own harness (median over all jobs but the first)")):
+        for key, label in (("wall_s", "wall time of the grid"), ("fixed_s", "fixed cost per job"),
+                           ("harness_s", "harness per job"),
+                           ("later_job_harness_s", "a later job's own harness (median over all jobs but the first)"),
+                           ("after_last_job_s", "time after the last job")):
             values = [r[key] for r in mine]
-            print(f"{name}: {label} per job {statistics.median(values):.2f} s (median of {len(values)}; "
+            print(f"{name}: {label} {statistics.median(values):.2f} s (median of {len(values)}; "
                   f"{min(values):.2f}..{max(values):.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2, default=str),
