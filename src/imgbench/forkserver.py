@@ -369,13 +369,7 @@ def _reap_killed(kernels: dict[int, tuple[int, Path]]) -> None:
     for a timed-out job's processes as soon as it returns, and a killed process takes a moment to end."""
     deadline = time.monotonic() + REAP_WAIT_S
     while kernels and time.monotonic() < deadline:
-        for pid in list(kernels):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                del kernels[pid]
+        _reap(kernels)
         if kernels:
             time.sleep(0.01)
 

@@ -65,8 +65,9 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.stack([torch.bincount(pixels[:, channel].contiguous(), minlength=256).numpy()
                        for channel in range(x.shape[-1])]).astype(np.float64)
     values = np.arange(256, dtype=np.float64)
-    mean = counts @ values / counts.sum(1)
-    variance = counts @ values**2 / counts.sum(1) - mean**2
+    pixels_per_channel = counts.sum(1)
+    mean = counts @ values / pixels_per_channel
+    variance = counts @ values**2 / pixels_per_channel - mean**2
     return mean.astype(np.float32), np.maximum(np.sqrt(np.maximum(variance, 0.0)), 1.0).astype(np.float32)
 
 
